@@ -1,0 +1,23 @@
+/**
+ * node-mend: knowledge editing for GPT-2 language models with MEND.
+ */
+import { native } from './native'
+
+export { GPT2LMHeadModel } from './model'
+export type { Batch, ForwardOptions, ForwardOutput, LossAndGradOptions, LossAndGradOutput, GenerateOptions, ParamInfo } from './model'
+export type { GPT2Config } from './config'
+export type { Tensor, IdsInput } from './tensor'
+export { GPT2Tokenizer } from './tokenizer'
+export { MendError } from './errors'
+
+/** Threads the native kernels use (default: NODE_MEND_THREADS or the number of cores). */
+export function numThreads(): number {
+  return native().numThreads()
+}
+export function setNumThreads(n: number): void {
+  native().setNumThreads(n)
+}
+/** The GEMM code path chosen for this CPU: "avx2-fma" or "portable". */
+export function gemmBackend(): string {
+  return native().gemmBackend()
+}

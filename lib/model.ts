@@ -1,0 +1,258 @@
+/**
+ * GPT2LMHeadModel: a Hugging Face GPT-2 (eval mode) on the native engine. Base weights are
+ * immutable once loaded (float32 safetensors are memory-mapped, not copied).
+ */
+import * as fs from 'fs'
+import * as path from 'path'
+import { GPT2Config, readHFConfig, toHFConfig, toNativeConfig, validateConfig } from './config'
+import { mendError } from './errors'
+import { native, NativeModel } from './native'
+import { IdBatch, IdsInput, sameShape, Tensor, toIdBatch } from './tensor'
+
+export interface Batch {
+  inputIds: IdsInput
+  /** 1 for real tokens, 0 for padding (left or right). */
+  attentionMask?: IdsInput
+  /** Hugging Face semantics: logits[:, t] predicts labels[:, t+1]; -100 is ignored. */
+  labels?: IdsInput
+}
+
+export interface ForwardOptions {
+  /** Return only the logits of the last position of each row: shape [B, V]. */
+  lastOnly?: boolean
+}
+
+export interface ForwardOutput {
+  /** [B, T, V], or [B, V] with lastOnly. */
+  logits: Tensor
+  /** Mean cross-entropy over target tokens, when labels were given. */
+  loss?: number
+}
+
+export interface LossAndGradOptions {
+  /** Parameters whose gradient is returned (either name style); default all. */
+  params?: string[]
+  /** Conv1D weights whose layer input rows X and output-gradient rows D are returned. */
+  capture?: string[]
+}
+
+export interface LossAndGradOutput {
+  loss: number
+  /** Number of target tokens the loss averages over. */
+  nTargets: number
+  grads: Record<string, Tensor>
+  /** Per captured weight: x [B*T, d_in] (layer input rows), d [B*T, d_out] (∂loss/∂output rows). */
+  captures: Record<string, { x: Tensor; d: Tensor }>
+}
+
+export interface GenerateOptions {
+  maxNewTokens?: number
+  /** Sampling temperature; greedy when absent or 0. */
+  temperature?: number
+  /** Sample among the k most likely tokens (with temperature). */
+  topK?: number
+  /** Rows stop at this token (later positions are filled with it). */
+  eosTokenId?: number
+  attentionMask?: IdsInput
+  /** Seed of the sampler (with temperature). */
+  seed?: number
+  /** Use the KV cache (default true); false recomputes the whole sequence each step. */
+  useCache?: boolean
+}
+
+export interface ParamInfo {
+  name: string
+  shape: number[]
+}
+
+/** Runs a native call so that a rejection carries the caller's stack (sharp's habit). */
+export async function callNative<T>(fn: () => Promise<T>): Promise<T> {
+  const here = new Error()
+  try {
+    return await fn()
+  } catch (e) {
+    if (e instanceof Error && here.stack) e.stack = `${e.name}: ${e.message}\n${here.stack.split('\n').slice(1).join('\n')}`
+    throw e
+  }
+}
+
+export interface PreparedBatch {
+  ids: IdBatch
+  mask: Int32Array | null
+  labels: Int32Array | null
+}
+
+/** Validates a batch in JavaScript (types, shapes, 0/1 mask, label values) before native code sees it. */
+export function prepareBatch(batch: Batch, vocabSize: number, needLabels: boolean): PreparedBatch {
+  if (!batch || typeof batch !== 'object') throw mendError('ERR_INVALID_ARG', 'Expected a batch object { inputIds, attentionMask?, labels? }')
+  const ids = toIdBatch(batch.inputIds, 'inputIds')
+  for (let i = 0; i < ids.data.length; i++) {
+    if (ids.data[i] >= vocabSize) {
+      throw mendError('ERR_TOKEN_OUT_OF_RANGE', `inputIds[${Math.floor(i / ids.T)}][${i % ids.T}] = ${ids.data[i]} is outside [0, ${vocabSize})`)
+    }
+  }
+  let mask: Int32Array | null = null
+  if (batch.attentionMask !== undefined && batch.attentionMask !== null) {
+    const m = toIdBatch(batch.attentionMask, 'attentionMask')
+    sameShape(ids, m, 'attentionMask')
+    for (let i = 0; i < m.data.length; i++) {
+      if (m.data[i] !== 0 && m.data[i] !== 1) throw mendError('ERR_INVALID_ARG', `attentionMask must hold only 0 and 1, found ${m.data[i]}`)
+    }
+    mask = m.data
+  }
+  let labels: Int32Array | null = null
+  if (batch.labels !== undefined && batch.labels !== null) {
+    const l = toIdBatch(batch.labels, 'labels', { allowNegative: true })
+    sameShape(ids, l, 'labels')
+    let targets = 0
+    for (let i = 0; i < l.data.length; i++) {
+      const v = l.data[i]
+      if (v !== -100 && (v < 0 || v >= vocabSize)) {
+        throw mendError('ERR_TOKEN_OUT_OF_RANGE', `labels[${Math.floor(i / l.T)}][${i % l.T}] = ${v} is neither -100 nor a token id`)
+      }
+      if (v !== -100 && i % l.T !== 0) targets++
+    }
+    if (targets === 0) throw mendError('ERR_NO_TARGET_TOKENS', 'labels have no target token (every label after the first position is -100)')
+    labels = l.data
+  } else if (needLabels) {
+    throw mendError('ERR_INVALID_ARG', 'Expected labels in the batch')
+  }
+  return { ids, mask, labels }
+}
+
+export class GPT2LMHeadModel {
+  readonly config: GPT2Config
+  /** The native handle; internal. */
+  readonly native: NativeModel
+  private readonly rawConfig: Record<string, unknown>
+  private disposed = false
+
+  protected constructor(handle: NativeModel, config: GPT2Config, rawConfig: Record<string, unknown> = {}) {
+    this.native = handle
+    this.config = config
+    this.rawConfig = rawConfig
+  }
+
+  /** Loads a Hugging Face GPT-2 directory (config.json + model.safetensors). */
+  static async fromPretrained(dir: string): Promise<GPT2LMHeadModel> {
+    if (typeof dir !== 'string') throw mendError('ERR_INVALID_ARG', `Expected a directory path but received ${typeof dir}`)
+    const { config, raw } = readHFConfig(path.join(dir, 'config.json'))
+    const weights = path.join(dir, 'model.safetensors')
+    if (!fs.existsSync(weights)) {
+      const hint = fs.existsSync(path.join(dir, 'pytorch_model.bin')) ? ' (only pytorch_model.bin is there: convert it to safetensors)' : ''
+      throw mendError('ERR_IO', `${weights} does not exist${hint}`)
+    }
+    const handle = await callNative(() => native().loadModel(weights, toNativeConfig(config)))
+    return new GPT2LMHeadModel(handle, config, raw)
+  }
+
+  /** A model with Hugging Face's initialisation, deterministic for a seed (tests, benchmarks). */
+  static async random(config: GPT2Config, seed = 0): Promise<GPT2LMHeadModel> {
+    validateConfig(config)
+    if (!Number.isInteger(seed) || seed < 0) throw mendError('ERR_INVALID_ARG', `Expected a non-negative integer seed but received ${seed}`)
+    const handle = await callNative(() => native().randomModel(toNativeConfig(config), seed))
+    return new GPT2LMHeadModel(handle, { ...config })
+  }
+
+  /** Wraps an existing native handle (used by the functional model's materialize()). */
+  static fromNative(handle: NativeModel, config: GPT2Config, rawConfig: Record<string, unknown> = {}): GPT2LMHeadModel {
+    return new GPT2LMHeadModel(handle, config, rawConfig)
+  }
+
+  /** Parameter names (Hugging Face style, `transformer.…`) and shapes, in order. */
+  parameters(): ParamInfo[] {
+    return this.native.paramInfo()
+  }
+
+  /** A copy of one parameter's values. */
+  parameter(name: string): Tensor {
+    const info = this.parameters().find((p) => p.name === name || p.name === `transformer.${name}` || (name === 'lm_head.weight' && p.name === 'transformer.wte.weight'))
+    if (!info) throw mendError('ERR_INVALID_ARG', `unknown parameter "${name}"`)
+    return { shape: info.shape, data: this.native.param(info.name) }
+  }
+
+  async forward(batch: Batch, opts: ForwardOptions = {}): Promise<ForwardOutput> {
+    const b = prepareBatch(batch, this.config.vocabSize, false)
+    const r = await callNative(() => this.native.forward(b.ids.data, b.ids.B, b.ids.T, b.mask, b.labels, !!opts.lastOnly))
+    const V = this.config.vocabSize
+    const shape = opts.lastOnly ? [b.ids.B, V] : [b.ids.B, b.ids.T, V]
+    const out: ForwardOutput = { logits: { shape, data: r.logits } }
+    if (r.loss !== undefined) out.loss = r.loss
+    return out
+  }
+
+  async lossAndGrad(batch: Batch, opts: LossAndGradOptions = {}): Promise<LossAndGradOutput> {
+    const b = prepareBatch(batch, this.config.vocabSize, true)
+    const shapes = new Map(this.parameters().map((p) => [p.name, p.shape]))
+    const canonical = (n: string, what: string): string => {
+      if (typeof n !== 'string') throw mendError('ERR_INVALID_ARG', `Expected parameter names (strings) in ${what}`)
+      const c = n === 'lm_head.weight' ? 'transformer.wte.weight' : n.startsWith('transformer.') ? n : `transformer.${n}`
+      if (!shapes.has(c)) throw mendError('ERR_INVALID_ARG', `${what}: unknown parameter "${n}"`)
+      return c
+    }
+    const params = opts.params === undefined ? null : opts.params.map((n) => canonical(n, 'params'))
+    const capture = (opts.capture ?? []).map((n) => {
+      const c = canonical(n, 'capture')
+      if (!/\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$/.test(c)) {
+        throw mendError('ERR_INVALID_ARG', `capture: "${n}" is not a Conv1D weight`)
+      }
+      return c
+    })
+    const r = await callNative(() => this.native.lossAndGrad(b.ids.data, b.ids.B, b.ids.T, b.mask, b.labels!, params, capture, false))
+    const grads: Record<string, Tensor> = {}
+    for (const [name, data] of Object.entries(r.grads)) grads[name] = { shape: shapes.get(name)!, data }
+    // Also answer under the names the caller used.
+    if (opts.params) for (const n of opts.params) grads[n] = grads[canonical(n, 'params')]
+    const captures: LossAndGradOutput['captures'] = {}
+    const rows = b.ids.B * b.ids.T
+    for (const [name, xd] of Object.entries(r.captures)) {
+      const [din, dout] = shapes.get(name)!
+      captures[name] = { x: { shape: [rows, din], data: xd.x }, d: { shape: [rows, dout], data: xd.d } }
+    }
+    for (const n of opts.capture ?? []) captures[n] = captures[canonical(n, 'capture')]
+    return { loss: r.loss, nTargets: r.nTargets, grads, captures }
+  }
+
+  /** Generates up to maxNewTokens tokens per row; returns only the new tokens. */
+  async generate(inputIds: IdsInput, opts: GenerateOptions = {}): Promise<number[][]> {
+    const b = prepareBatch({ inputIds, attentionMask: opts.attentionMask }, this.config.vocabSize, false)
+    const maxNew = opts.maxNewTokens ?? 20
+    if (!Number.isInteger(maxNew) || maxNew < 0) throw mendError('ERR_INVALID_ARG', `Expected a non-negative integer for maxNewTokens but received ${maxNew}`)
+    const temperature = opts.temperature ?? 0
+    if (typeof temperature !== 'number' || !(temperature >= 0) || !Number.isFinite(temperature)) {
+      throw mendError('ERR_INVALID_ARG', `Expected a finite temperature >= 0 but received ${temperature}`)
+    }
+    const topK = opts.topK ?? 0
+    if (!Number.isInteger(topK) || topK < 0) throw mendError('ERR_INVALID_ARG', `Expected a non-negative integer for topK but received ${topK}`)
+    const eos = opts.eosTokenId ?? -1
+    if (!Number.isInteger(eos) || eos < -1 || eos >= this.config.vocabSize) {
+      throw mendError('ERR_TOKEN_OUT_OF_RANGE', `eosTokenId ${eos} is outside [0, ${this.config.vocabSize})`)
+    }
+    if (b.ids.T + maxNew > this.config.nPositions) {
+      throw mendError('ERR_SEQUENCE_TOO_LONG', `prompt length ${b.ids.T} + maxNewTokens ${maxNew} > n_positions ${this.config.nPositions}`)
+    }
+    const seed = opts.seed ?? 0
+    const r = await callNative(() => this.native.generate(b.ids.data, b.ids.B, b.ids.T, b.mask, maxNew, temperature, topK, eos, seed, opts.useCache ?? true))
+    const out: number[][] = []
+    for (let i = 0; i < b.ids.B; i++) out.push(Array.from(r.tokens.subarray(i * r.n, (i + 1) * r.n)))
+    return out
+  }
+
+  /** Writes a Hugging Face directory: config.json and model.safetensors (tied lm_head omitted, as HF does). */
+  async savePretrained(dir: string): Promise<void> {
+    fs.mkdirSync(dir, { recursive: true })
+    await callNative(() => this.native.save(path.join(dir, 'model.safetensors'), { format: 'pt' }))
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(toHFConfig(this.config, this.rawConfig), null, 2) + '\n')
+  }
+
+  /** Bytes of float32 parameters. */
+  get parameterBytes(): number {
+    return this.native.paramBytes()
+  }
+
+  /** Frees the native weights; later calls throw ERR_DISPOSED. Calls in flight complete. */
+  dispose(): void {
+    if (!this.disposed) this.native.dispose()
+    this.disposed = true
+  }
+}

@@ -1,0 +1,11 @@
+// bindings.h — each binding file registers its functions on the module's exports.
+#pragma once
+#include <napi.h>
+
+namespace mend {
+namespace addon {
+void init_model(Napi::Env env, Napi::Object exports);         // model_binding.cc
+void init_safetensors(Napi::Env env, Napi::Object exports);   // safetensors_binding.cc
+void init_testing(Napi::Env env, Napi::Object exports);       // testing_binding.cc: kernels, for tests
+}  // namespace addon
+}  // namespace mend

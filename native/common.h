@@ -1,0 +1,40 @@
+// common.h — status type, error codes and small helpers shared by all native code.
+// Native code never exits or aborts on bad input: functions return a Status, and native/addon/
+// turns a failed Status into a JavaScript Error with `.code`.
+#pragma once
+#include <cstdint>
+#include <cstddef>
+#include <string>
+#include <utility>
+
+namespace mend {
+
+struct Status {
+  std::string code;     // empty when ok, else e.g. "ERR_SAFETENSORS_HEADER"
+  std::string message;  // names the file, tensor or argument
+  bool ok() const { return code.empty(); }
+  static Status OK() { return Status(); }
+  static Status Error(std::string code, std::string message) {
+    Status s; s.code = std::move(code); s.message = std::move(message); return s;
+  }
+};
+
+#define MEND_RETURN_IF_ERROR(expr) do { ::mend::Status _s = (expr); if (!_s.ok()) return _s; } while (0)
+
+// Error codes (the `code` of the JavaScript Error).
+namespace code {
+constexpr const char* kInvalidArg = "ERR_INVALID_ARG";         // a bad argument (shape, range, type)
+constexpr const char* kTokenRange = "ERR_TOKEN_OUT_OF_RANGE";  // a token id >= vocab size or < 0
+constexpr const char* kSeqLen = "ERR_SEQUENCE_TOO_LONG";       // T > n_positions
+constexpr const char* kNoTarget = "ERR_NO_TARGET_TOKENS";      // labels with no token to predict
+constexpr const char* kIO = "ERR_IO";                          // open/read/write/mmap failure
+constexpr const char* kSafetensors = "ERR_SAFETENSORS";        // malformed safetensors file
+constexpr const char* kMissingTensor = "ERR_MISSING_TENSOR";   // a required tensor is absent
+constexpr const char* kShape = "ERR_SHAPE_MISMATCH";           // a tensor has the wrong shape
+constexpr const char* kConfig = "ERR_CONFIG";                  // missing/invalid config key
+constexpr const char* kNonFinite = "ERR_NON_FINITE";           // NaN or Inf where not allowed
+constexpr const char* kClosed = "ERR_DISPOSED";                // use after dispose()
+constexpr const char* kInternal = "ERR_INTERNAL";              // an unexpected native failure
+}  // namespace code
+
+}  // namespace mend

@@ -1,0 +1,131 @@
+// gpt2.h — GPT-2 (Hugging Face GPT2LMHeadModel, eval mode) over an immutable parameter set:
+// forward, loss, backward to requested parameters with activation capture, and KV-cache generation.
+// A GPT2Model is never written after construction, so any number of calls may run concurrently;
+// every call allocates its own activations.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common.h"
+
+namespace mend {
+
+class SafetensorsFile;
+
+struct GPT2Config {
+  int n_layer = 12, n_head = 12, n_embd = 768, n_inner = 0 /* 0 = 4*n_embd */, vocab_size = 50257,
+      n_positions = 1024;
+  float layer_norm_eps = 1e-5f;
+  int inner() const { return n_inner > 0 ? n_inner : 4 * n_embd; }
+  Status validate() const;
+};
+
+// Parameters are numbered: 0 wte (V,C), 1 wpe (P,C), then 12 per block, then ln_f weight, bias.
+enum BlockParam {
+  kLn1W, kLn1B, kAttnW, kAttnB, kAttnProjW, kAttnProjB, kLn2W, kLn2B, kFcW, kFcB, kFcProjW, kFcProjB,
+  kPerBlock
+};
+struct ParamInfo {
+  std::string name;            // canonical Hugging Face name, "transformer.h.0.attn.c_attn.weight"
+  std::vector<int64_t> shape;  // Conv1D weights are (in, out)
+  int64_t numel() const;
+};
+
+// A per-weight additive delta used by edited models (the MEND overlay): for Conv1D weight p,
+// y += x · Δ_p. Implemented by overlay code; the model calls it inside forward and backward.
+class WeightDeltas {
+ public:
+  virtual ~WeightDeltas() = default;
+  virtual bool has(int param) const = 0;
+  // out (M, d_out) += inp (M, d_in) · Δ
+  virtual void forward(int param, const float* inp, int M, float* out) const = 0;
+  // dinp (M, d_in) += dout (M, d_out) · Δᵀ
+  virtual void backward_input(int param, const float* dout, int M, float* dinp) const = 0;
+};
+
+struct Batch {
+  const int32_t* ids = nullptr;     // (B,T)
+  const int32_t* mask = nullptr;    // (B,T) 0/1, or null = all ones
+  const int32_t* labels = nullptr;  // (B,T) or null; -100 = ignore; logits[t] predicts labels[t+1]
+  int B = 0, T = 0;
+};
+
+struct ForwardOptions {
+  bool last_only = false;  // logits only for position T-1 of each row: (B,V) instead of (B,T,V)
+  bool want_logits = true;
+};
+struct ForwardResult {
+  std::vector<float> logits;  // (B,T,V) or (B,V)
+  bool has_loss = false;
+  float loss = 0;             // mean over target tokens
+  int n_targets = 0;
+};
+
+struct GradOptions {
+  std::vector<int> params;   // parameters whose gradient is wanted
+  std::vector<int> capture;  // Conv1D weights whose input rows X and output gradient rows D are wanted
+  bool want_logits = false;
+};
+struct Capture {
+  std::vector<float> x;  // (B*T, d_in)  layer input rows
+  std::vector<float> d;  // (B*T, d_out) dL/dy rows
+};
+struct GradResult {
+  float loss = 0;
+  int n_targets = 0;
+  std::map<int, std::vector<float>> grads;  // param index -> gradient, same shape as the param
+  std::map<int, Capture> captures;
+  std::vector<float> logits;                // (B,T,V) when want_logits
+};
+
+struct GenerateOptions {
+  int max_new_tokens = 16;
+  float temperature = 0;  // 0 = greedy
+  int top_k = 0;          // 0 = all
+  int eos_token_id = -1;  // -1 = none
+  uint64_t seed = 0;
+  bool use_cache = true;
+};
+
+class GPT2Model {
+ public:
+  // Maps `path` (model.safetensors) and resolves every parameter under either name style.
+  static Status load(const std::string& path, const GPT2Config& cfg, std::shared_ptr<GPT2Model>* out);
+  // HF-style initialisation N(0, 0.02), c_proj weights N(0, 0.02/sqrt(2 n_layer)), deterministic.
+  static Status random(const GPT2Config& cfg, uint64_t seed, std::shared_ptr<GPT2Model>* out);
+  // A model sharing this model's storage except the replaced parameters (used by materialize()).
+  Status with_replaced(std::map<int, std::vector<float>>&& replaced, std::shared_ptr<GPT2Model>* out) const;
+
+  const GPT2Config& config() const { return cfg_; }
+  const std::vector<ParamInfo>& params() const { return info_; }
+  int param_index(const std::string& name) const;  // accepts "h.0…", "transformer.h.0…", "lm_head.weight"; -1 if none
+  const float* param(int i) const { return ptr_[i]; }
+  size_t param_bytes() const;
+
+  Status check_batch(const Batch& b, bool need_labels) const;
+  Status forward(const Batch& b, const ForwardOptions& opt, const WeightDeltas* deltas, ForwardResult* out) const;
+  Status loss_and_grad(const Batch& b, const GradOptions& opt, const WeightDeltas* deltas, GradResult* out) const;
+  // out: (B, n) generated tokens, n <= max_new_tokens (stops early when every row has emitted eos)
+  Status generate(const Batch& b, const GenerateOptions& opt, const WeightDeltas* deltas,
+                  std::vector<int32_t>* out, int* n_generated) const;
+  Status save(const std::string& path, const std::map<std::string, std::string>& metadata) const;
+
+  static int n_params(const GPT2Config& cfg) { return 2 + cfg.n_layer * kPerBlock + 2; }
+  static int block_param(int layer, BlockParam p) { return 2 + layer * kPerBlock + p; }
+  int lnf_w() const { return 2 + cfg_.n_layer * kPerBlock; }
+  int lnf_b() const { return lnf_w() + 1; }
+
+ private:
+  GPT2Model() = default;
+  void build_info();
+  GPT2Config cfg_;
+  std::vector<ParamInfo> info_;
+  std::vector<const float*> ptr_;
+  std::shared_ptr<SafetensorsFile> file_;                       // mapping the pointers may refer to
+  std::vector<std::shared_ptr<std::vector<float>>> owned_;      // converted or generated storage
+};
+
+}  // namespace mend

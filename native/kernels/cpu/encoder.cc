@@ -1,0 +1,56 @@
+// encoder.cc — GPT-2 input embedding: token embedding (wte) plus position embedding (wpe).
+// encoder_forward:  out (B,T,C) =
+// encoder_backward: dwte (V,C) +=, dwpe (maxT,C) +=
+// Ids and positions are trusted here (the callers validate them against V and n_positions).
+#include <cstdint>
+
+#include "kernels/kernels.h"
+#include "threadpool.h"
+
+namespace mend {
+
+void encoder_forward(float* out, const int32_t* ids, const int32_t* pos, const float* wte, const float* wpe,
+                     int B, int T, int C, int pos0) {
+  // out (B,T,C), ids (B,T), pos (B,T) or null, wte (V,C), wpe (maxT,C)
+  const int64_t rows = (int64_t)B * T;
+  const int64_t grain = C >= 4096 ? 1 : 4096 / (C > 0 ? C : 1);
+  parallel_for(rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      const int t = (int)(r % T);
+      const int p = pos ? pos[r] : pos0 + t;
+      float* __restrict o = out + r * C;                           // (C)
+      const float* __restrict te = wte + (int64_t)ids[r] * C;      // (C)
+      const float* __restrict pe = wpe + (int64_t)p * C;           // (C)
+      for (int c = 0; c < C; c++) o[c] = te[c] + pe[c];
+    }
+  }, grain);
+}
+
+void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* ids, const int32_t* pos,
+                      int B, int T, int C) {
+  // dwte (V,C) or null, dwpe (maxT,C) or null, dout (B,T,C), ids (B,T), pos (B,T) or null
+  if (!dwte && !dwpe) return;
+  const int64_t rows = (int64_t)B * T;
+  // Ids (and positions) may repeat, so rows of dwte are shared between (b,t): split the work over
+  // channel chunks instead, each thread owning columns [c0, c1) of every row it touches.
+  const int64_t grain = 64;  // 256 bytes of each row per thread at least
+  int64_t chunk_work = rows * C;
+  auto body = [&](int64_t c0, int64_t c1) {
+    for (int64_t r = 0; r < rows; r++) {
+      const float* __restrict d = dout + r * C;  // (C)
+      if (dwte) {
+        float* __restrict w = dwte + (int64_t)ids[r] * C;  // (C)
+        for (int64_t c = c0; c < c1; c++) w[c] += d[c];
+      }
+      if (dwpe) {
+        const int p = pos ? pos[r] : (int)(r % T);
+        float* __restrict w = dwpe + (int64_t)p * C;  // (C)
+        for (int64_t c = c0; c < c1; c++) w[c] += d[c];
+      }
+    }
+  };
+  if (chunk_work < (1 << 15)) body(0, C);
+  else parallel_for(C, body, grain);
+}
+
+}  // namespace mend

@@ -1,0 +1,70 @@
+// safetensors.h — reader (mmap, fully validated header) and writer for the safetensors format:
+// 8-byte little-endian header length N, N bytes of JSON {name: {dtype, shape, data_offsets:[b,e]},
+// "__metadata__": {string: string}}, then the data. Offsets are relative to the end of the header.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common.h"
+
+namespace mend {
+
+enum class DType { F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL };
+const char* dtype_name(DType d);
+size_t dtype_size(DType d);
+
+struct SafeTensor {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  const uint8_t* data = nullptr;  // points into the mapping; may be unaligned
+  size_t nbytes = 0;
+  int64_t numel() const;
+};
+
+class SafetensorsFile {
+ public:
+  // Maps `path` and validates: header length within the file, JSON well formed, every entry has a
+  // known dtype, a shape of non-negative ints and offsets [b,e] with b <= e <= data size,
+  // e - b == numel * dtype size, no two tensors overlapping. Errors: code::kIO, code::kSafetensors,
+  // each message naming the file (and the tensor).
+  static Status open(const std::string& path, std::unique_ptr<SafetensorsFile>* out);
+  ~SafetensorsFile();
+
+  const std::string& path() const { return path_; }
+  const std::map<std::string, SafeTensor>& tensors() const { return tensors_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const SafeTensor* find(const std::string& name) const;
+
+  // Float32 view of a tensor: when it is F32 and 4-byte aligned, a pointer into the mapping
+  // (no copy, *owned stays empty); otherwise F16/BF16/F32 are converted into *owned. Other
+  // dtypes are an error (code::kSafetensors naming the tensor).
+  Status as_f32(const SafeTensor& t, const float** data, std::vector<float>* owned) const;
+
+ private:
+  SafetensorsFile() = default;
+  std::string path_;
+  void* map_ = nullptr;
+  size_t map_size_ = 0;
+  std::map<std::string, SafeTensor> tensors_;
+  std::map<std::string, std::string> metadata_;
+};
+
+struct TensorToWrite {
+  std::string name;
+  std::vector<int64_t> shape;
+  const float* data;  // F32, numel(shape) floats
+};
+// Writes F32 tensors (in the given order) and string metadata to `path` atomically (temp file +
+// rename). The header is padded with spaces to a multiple of 8 bytes so F32 data stays aligned.
+Status safetensors_write(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                         const std::map<std::string, std::string>& metadata);
+
+// Half-precision conversions (used by as_f32 and exposed for tests).
+float f16_to_f32(uint16_t h);
+float bf16_to_f32(uint16_t h);
+
+}  // namespace mend

@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+// Builds the native addon with cmake-js (run by `npm install`). Checks the toolchain first so a
+// missing tool is named instead of failing deep inside CMake, and fails the install (non-zero exit)
+// rather than leaving a package without its addon.
+'use strict'
+const { spawnSync } = require('child_process')
+const fs = require('fs')
+const path = require('path')
+
+const root = path.resolve(__dirname, '..')
+const out = path.join(root, 'build', 'Release', 'node_mend.node')
+
+function has(cmd, args) {
+  const r = spawnSync(cmd, args, { stdio: 'ignore' })
+  return !r.error && r.status === 0
+}
+
+function fail(msg) {
+  console.error(`\nnode-mend: ${msg}\n`)
+  try { fs.rmSync(out, { force: true }) } catch {}
+  process.exit(1)
+}
+
+const missing = []
+if (!has('cmake', ['--version'])) missing.push('cmake >= 3.15 (Debian/Ubuntu: apt-get install cmake)')
+const cxx = process.env.CXX || 'c++'
+if (!has(cxx, ['--version']) && !has('g++', ['--version']) && !has('clang++', ['--version'])) {
+  missing.push('a C++17 compiler (Debian/Ubuntu: apt-get install g++)')
+}
+if (!has('make', ['--version']) && !has('ninja', ['--version'])) missing.push('make or ninja (apt-get install make)')
+if (missing.length) fail(`cannot build the native addon; missing:\n  - ${missing.join('\n  - ')}`)
+
+const cmakeJs = require.resolve('cmake-js/bin/cmake-js')
+const args = [cmakeJs, 'compile', '--directory', root, '--log-level', 'warn']
+if (process.env.NODE_MEND_DEBUG) args.push('--debug')
+const jobs = process.env.CMAKE_BUILD_PARALLEL_LEVEL || String(require('os').availableParallelism?.() || 2)
+const t0 = Date.now()
+console.log(`node-mend: building the native addon (cmake-js, ${jobs} jobs)…`)
+const r = spawnSync(process.execPath, args, {
+  cwd: root, stdio: 'inherit', env: { ...process.env, CMAKE_BUILD_PARALLEL_LEVEL: jobs },
+})
+if (r.status !== 0) fail('the native build failed (see the compiler output above).')
+if (!fs.existsSync(out)) fail(`the build finished but ${path.relative(root, out)} is missing.`)
+try {
+  require(out)
+} catch (e) {
+  fail(`the built addon does not load: ${e.message}`)
+}
+console.log(`node-mend: native addon built in ${((Date.now() - t0) / 1000).toFixed(1)} s`)

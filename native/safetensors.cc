@@ -91,6 +91,17 @@ float bf16_to_f32(uint16_t h) {
   return f;
 }
 
+// Round to nearest like a hardware conversion, without the undefined behaviour of casting a
+// finite double beyond the float range: those round to ±FLT_MAX or, from the midpoint up, to ±inf.
+static float double_to_f32(double d) {
+  const double a = std::fabs(d);
+  if (std::isfinite(d) && a > std::numeric_limits<float>::max()) {
+    const float big = a >= 0x1.ffffffp127 ? std::numeric_limits<float>::infinity() : std::numeric_limits<float>::max();
+    return d < 0 ? -big : big;
+  }
+  return static_cast<float>(d);
+}
+
 // ---------------------------------------------------------------------------------------------
 // A strict JSON parser for the header: RFC 8259 syntax, UTF-8 checked, duplicate keys rejected,
 // nesting depth bounded. Numbers are kept as integers when they are written as integers.
@@ -585,7 +596,7 @@ Status SafetensorsFile::as_f32(const SafeTensor& t, const float** data, std::vec
       for (size_t k = 0; k < n; ++k) {
         double d;
         std::memcpy(&d, p + 8 * k, 8);
-        (*owned)[k] = static_cast<float>(d);
+        (*owned)[k] = double_to_f32(d);
       }
       break;
     default:

@@ -33,6 +33,8 @@ class SafetensorsFile {
   // each message naming the file (and the tensor).
   static Status open(const std::string& path, std::unique_ptr<SafetensorsFile>* out);
   ~SafetensorsFile();
+  SafetensorsFile(const SafetensorsFile&) = delete;             // owns a mapping: never copied
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
 
   const std::string& path() const { return path_; }
   const std::map<std::string, SafeTensor>& tensors() const { return tensors_; }
@@ -40,7 +42,7 @@ class SafetensorsFile {
   const SafeTensor* find(const std::string& name) const;
 
   // Float32 view of a tensor: when it is F32 and 4-byte aligned, a pointer into the mapping
-  // (no copy, *owned stays empty); otherwise F16/BF16/F32 are converted into *owned. Other
+  // (no copy, *owned stays empty); otherwise F16/BF16/F64/F32 are converted into *owned. Other
   // dtypes are an error (code::kSafetensors naming the tensor).
   Status as_f32(const SafeTensor& t, const float** data, std::vector<float>* owned) const;
 

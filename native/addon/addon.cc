@@ -1,6 +1,12 @@
 // addon.cc — module entry point: registers the bindings and the process-wide settings.
 #include <napi.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <vector>
+
 #include "addon/bindings.h"
 #include "kernels/kernels.h"
 #include "threadpool.h"
@@ -27,10 +33,40 @@ Napi::Value GemmBackend(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), mend::gemm_backend());
 }
 
+// benchReadBandwidth(megabytes, repeats) → median GB/s of reading a buffer with the kernels' threads
+// (the memory floor of the benchmarks; never used by the library itself).
+Napi::Value BenchReadBandwidth(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  size_t mb = info[0].IsNumber() ? (size_t)info[0].As<Napi::Number>().Int64Value() : 1024;
+  int reps = info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 7;
+  if (mb < 1) mb = 1;
+  if (reps < 1) reps = 1;
+  const size_t n = mb * (1u << 20) / sizeof(uint64_t);
+  std::vector<uint64_t> buf(n);
+  for (size_t i = 0; i < n; i++) buf[i] = i;
+  std::vector<double> gbps;
+  std::atomic<uint64_t> sink{0};  // keeps the reads from being optimised away
+  for (int r = 0; r < reps; r++) {
+    auto t0 = std::chrono::steady_clock::now();
+    mend::parallel_for((int64_t)n, [&](int64_t b, int64_t e) {
+      uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      int64_t i = b;
+      for (; i + 4 <= e; i += 4) { s0 += buf[i]; s1 += buf[i + 1]; s2 += buf[i + 2]; s3 += buf[i + 3]; }
+      for (; i < e; i++) s0 += buf[i];
+      sink.fetch_xor(s0 ^ s1 ^ s2 ^ s3, std::memory_order_relaxed);
+    }, 1 << 16);
+    double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    gbps.push_back((double)n * sizeof(uint64_t) / sec / 1e9);
+  }
+  std::sort(gbps.begin(), gbps.end());
+  return Napi::Number::New(env, gbps[gbps.size() / 2]);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("numThreads", Napi::Function::New(env, NumThreads));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("gemmBackend", Napi::Function::New(env, GemmBackend));
+  exports.Set("benchReadBandwidth", Napi::Function::New(env, BenchReadBandwidth));
   mend::addon::init_model(env, exports);
   mend::addon::init_safetensors(env, exports);
   mend::addon::init_testing(env, exports);

@@ -1,0 +1,40 @@
+// Shared helpers for the benchmark scripts: timing with medians, the machine line, table printing.
+'use strict'
+const fs = require('fs')
+const os = require('os')
+
+function machine() {
+  let cpu = os.cpus()[0]?.model || 'unknown CPU'
+  try {
+    const m = fs.readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/)
+    if (m) cpu = m[1]
+  } catch {}
+  return `${cpu}, ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`
+}
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+}
+
+/** Runs fn (async) `warmup` times, then `reps` timed times; returns the median ms. */
+async function timeit(fn, { reps = 7, warmup = 2 } = {}) {
+  for (let i = 0; i < warmup; i++) await fn()
+  const ms = []
+  for (let i = 0; i < reps; i++) {
+    const t0 = process.hrtime.bigint()
+    await fn()
+    ms.push(Number(process.hrtime.bigint() - t0) / 1e6)
+  }
+  return median(ms)
+}
+
+function table(headers, rows) {
+  const w = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)))
+  const line = (cells) => '| ' + cells.map((c, i) => String(c).padEnd(w[i])).join(' | ') + ' |'
+  console.log(line(headers))
+  console.log('|' + w.map((x) => '-'.repeat(x + 2)).join('|') + '|')
+  for (const r of rows) console.log(line(r))
+}
+
+module.exports = { machine, median, timeit, table }

@@ -546,7 +546,7 @@ t.test('argument checks throw ERR_INVALID_ARG instead of reading out of bounds',
   tt.throws(() => K.crossentropyForward(f(2), f(10), new Int32Array([0, 5]), 2, 5), code,
     'crossentropy: target past V')
   const qkv = f(2 * 3 * 8)
-  tt.throws(() => K.attentionForward(f(16), null, qkv, 1, 24, 24, qkv, 8, 24, 24, qkv, 16, 24, 24, null, 1, 2, 2, 8, 2, 0),
+  tt.throws(() => K.attentionForward(f(16), null, qkv, 17, 24, 24, qkv, 8, 24, 24, qkv, 16, 24, 24, null, 1, 2, 2, 8, 2, 0),
     code, 'attention: q view past the end')
   tt.throws(() => K.attentionForward(f(16), null, qkv, 0, 24, 24, qkv, 8, 24, 24, qkv, 16, 24, 24, null, 1, 2, 2, 8, 3, 0),
     code, 'attention: C not a multiple of NH')

@@ -1,0 +1,618 @@
+// gemm.cc — single-precision GEMM, row-major: C(M,N) = alpha * op(A)(M,K) · op(B)(K,N) + beta * C.
+//
+// Blocking (BLIS/GotoBLAS). The register block is MR x NR = 6 x 16: twelve 8-float accumulators, two
+// B vectors and one broadcast A value fit the 16 ymm registers; per k step the micro-kernel does
+// 2 B loads + 6 broadcasts for 12 FMAs. Operands reach the micro-kernel as
+//   A panel: kc x MR, stored k-major (a[k*MR + r]), always packed (zero-padded rows);
+//   B panel: kc rows of NR floats with a row stride: NR when packed, or the caller's ldb when the
+//            micro-kernel reads a non-transposed B in place.
+// Packing absorbs the transposes: op(A)/op(B) are gathered into the panel layout, so all four
+// (transA, transB) combinations run the same micro-kernel (transposed B is packed with 8x8
+// register transposes).
+// Three drivers, chosen by shape:
+//  * general (M > kSkinnyM): Goto loops jc (NC=3072 columns, packed B block KC x NC in L2/L3)
+//    -> pc (KC=256, B micro-panel KC x 16 = 16 KB stays in L1) -> ic (MC=144 rows, packed A block
+//    MC x KC = 144 KB in L2) -> jr -> ir -> micro-kernel. C is cut into one tile per thread
+//    (rows or columns, whichever keeps tiles squarest); each thread packs its own operands into
+//    thread-local buffers, so there is no synchronisation inside the region.
+//  * skinny (M <= kSkinnyM, the inference case; bandwidth bound): A (M x K-superblock) is packed
+//    once by the caller and shared; threads split N into 16-column strips; per strip and k-block
+//    the B strip is read from memory exactly once — in place when B is not transposed (the
+//    micro-kernel reads B rows directly), else transposed into a 16 KB L1 buffer — and then
+//    reused from L1 by all ceil(M/6) row panels. B is never packed into a large buffer.
+//  * dot (transB and M <= 4: GEMV-like, e.g. the LM head at decode): B is stored N x K, each row of
+//    B is read once and dotted with all M rows of A (register block M x up to 8 rows of B).
+// Dispatch: the AVX2/FMA kernels are compiled with __attribute__((target("avx2,fma"))) (the file
+// itself is built without -mavx2) and chosen at run time by __builtin_cpu_supports; otherwise, and
+// on non-x86 targets, portable C++ kernels with the same data layouts run (auto-vectorised).
+// gemm_force_portable() switches paths for tests. Thread safety: the only mutable state is the
+// thread-local pack buffers and the atomic force flag.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "../../threadpool.h"
+#include "../kernels.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace mend {
+namespace {
+
+using i64 = int64_t;
+
+constexpr int MR = 6;    // micro-tile rows
+constexpr int NR = 16;   // micro-tile columns
+constexpr int KC = 256;  // k block: B micro-panel KC x NR = 16 KB (L1)
+constexpr int MC = 144;  // A block MC x KC = 144 KB (L2)
+constexpr int NC = 3072; // B block KC x NC = 3 MB (L2/L3)
+constexpr int kSkinnyM = 64;       // M at or below this: skinny driver (B streamed once)
+constexpr int kDotM = 4;           // transB and M at or below this: dot driver
+constexpr int kSkinnyKS = 4096;    // skinny driver packs A in K superblocks of this many columns
+
+// ---------------------------------------------------------------------------------------------
+// Thread-local 64-byte aligned pack buffers.
+struct PackBuf {
+  float* p = nullptr;
+  size_t cap = 0;  // floats
+  ~PackBuf() { std::free(p); }
+  float* get(size_t n) {
+    if (n > cap) {
+      std::free(p);
+      size_t c = (n + 15) & ~size_t(15);
+      p = static_cast<float*>(std::aligned_alloc(64, c * sizeof(float)));
+      cap = p ? c : 0;
+    }
+    return p;
+  }
+};
+thread_local PackBuf tl_a;  // packed A (general driver: MC x KC block; skinny/dot: shared copy of A)
+thread_local PackBuf tl_b;  // packed B (general: KC x NC block; skinny: one KC x NR strip)
+
+// ---------------------------------------------------------------------------------------------
+// Kernel signatures (one implementation per backend).
+
+// c (m x n, row stride ldc) = alpha * a·b + beta * c, beta == 0: c is not read.
+// a: packed A panel (kc x MR, a[k*MR + r]); b: kc rows of NR floats, row stride ldb. m <= MR, n <= NR.
+using UkrFn = void (*)(int kc, const float* a, const float* b, i64 ldb, float* c, i64 ldc, int m, int n,
+                       float alpha, float beta);
+// out (kc x NR, zero-padded columns) = transpose of b: out[k*NR + j] = b[j*ldb + k], j < nb.
+using PackBTFn = void (*)(const float* b, i64 ldb, int kc, int nb, float* out);
+// c (m x nb) = alpha * a·bᵀ + beta * c; a (m x K, row stride lda), b (nb x K, row stride ldb).
+// m <= kDotM, nb <= dot_nb(m) (the driver calls with nb == dot_nb(m) or nb == 1).
+using DotFn = void (*)(int K, int m, int nb, const float* a, i64 lda, const float* b, i64 ldb, float* c,
+                       i64 ldc, float alpha, float beta);
+
+constexpr int dot_nb(int m) { return m == 1 ? 8 : m == 2 ? 6 : m == 3 ? 4 : 3; }
+
+struct Ops {
+  UkrFn ukr;
+  PackBTFn pack_bt;
+  DotFn dot;
+  const char* name;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Portable kernels.
+
+template <int M_>
+void ukr_port_t(int kc, const float* __restrict a, const float* __restrict b, i64 ldb, float* c, i64 ldc,
+                int n, float alpha, float beta) {
+  // Two rows at a time keep the accumulators in registers (8 x 4-float vectors with SSE2).
+  for (int i0 = 0; i0 < M_; i0 += 2) {
+    const int rows = std::min(2, M_ - i0);
+    float acc[2][NR] = {};
+    const float* bk = b;
+    const float* ak = a + i0;
+    if (rows == 2) {
+      for (int k = 0; k < kc; k++, bk += ldb, ak += MR) {
+        const float a0 = ak[0], a1 = ak[1];
+        for (int j = 0; j < NR; j++) {
+          acc[0][j] += a0 * bk[j];
+          acc[1][j] += a1 * bk[j];
+        }
+      }
+    } else {
+      for (int k = 0; k < kc; k++, bk += ldb, ak += MR) {
+        const float a0 = ak[0];
+        for (int j = 0; j < NR; j++) acc[0][j] += a0 * bk[j];
+      }
+    }
+    for (int r = 0; r < rows; r++) {
+      float* cr = c + (i64)(i0 + r) * ldc;
+      if (beta == 0.0f) {
+        for (int j = 0; j < n; j++) cr[j] = alpha * acc[r][j];
+      } else {
+        for (int j = 0; j < n; j++) cr[j] = alpha * acc[r][j] + beta * cr[j];
+      }
+    }
+  }
+}
+
+void ukr_port(int kc, const float* a, const float* b, i64 ldb, float* c, i64 ldc, int m, int n, float alpha,
+              float beta) {
+  switch (m) {
+    case 1: return ukr_port_t<1>(kc, a, b, ldb, c, ldc, n, alpha, beta);
+    case 2: return ukr_port_t<2>(kc, a, b, ldb, c, ldc, n, alpha, beta);
+    case 3: return ukr_port_t<3>(kc, a, b, ldb, c, ldc, n, alpha, beta);
+    case 4: return ukr_port_t<4>(kc, a, b, ldb, c, ldc, n, alpha, beta);
+    case 5: return ukr_port_t<5>(kc, a, b, ldb, c, ldc, n, alpha, beta);
+    default: return ukr_port_t<6>(kc, a, b, ldb, c, ldc, n, alpha, beta);
+  }
+}
+
+void pack_bt_port(const float* b, i64 ldb, int kc, int nb, float* out) {
+  for (int j = 0; j < nb; j++) {
+    const float* bj = b + (i64)j * ldb;
+    for (int k = 0; k < kc; k++) out[(i64)k * NR + j] = bj[k];
+  }
+  for (int j = nb; j < NR; j++)
+    for (int k = 0; k < kc; k++) out[(i64)k * NR + j] = 0.0f;
+}
+
+void dot_port(int K, int m, int nb, const float* a, i64 lda, const float* b, i64 ldb, float* c, i64 ldc,
+              float alpha, float beta) {
+  for (int i = 0; i < m; i++) {
+    const float* ai = a + (i64)i * lda;
+    for (int j = 0; j < nb; j++) {
+      const float* bj = b + (i64)j * ldb;
+      float s8[8] = {};
+      int k = 0;
+      for (; k + 8 <= K; k += 8)
+        for (int l = 0; l < 8; l++) s8[l] += ai[k + l] * bj[k + l];
+      float s = ((s8[0] + s8[4]) + (s8[1] + s8[5])) + ((s8[2] + s8[6]) + (s8[3] + s8[7]));
+      for (; k < K; k++) s += ai[k] * bj[k];
+      float* cij = c + (i64)i * ldc + j;
+      *cij = beta == 0.0f ? alpha * s : alpha * s + beta * *cij;
+    }
+  }
+}
+
+const Ops kPortable = {ukr_port, pack_bt_port, dot_port, "portable"};
+
+// ---------------------------------------------------------------------------------------------
+// AVX2/FMA kernels (compiled for the target, selected only when the CPU supports it).
+#if defined(__x86_64__)
+#define MEND_AVX2 __attribute__((target("avx2,fma")))
+
+alignas(32) const int32_t kMaskTable[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+
+// Lanes [0, n) set, n in [0, 8].
+MEND_AVX2 inline __m256i lane_mask(int n) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMaskTable + 8 - n));
+}
+
+template <int M_>
+MEND_AVX2 void ukr_avx2_t(int kc, const float* __restrict a, const float* __restrict b, i64 ldb, float* c,
+                          i64 ldc, int n, float alpha, float beta) {
+  __m256 c0[M_], c1[M_];
+  for (int i = 0; i < M_; i++) c0[i] = c1[i] = _mm256_setzero_ps();
+#pragma GCC unroll 4
+  for (int k = 0; k < kc; k++) {
+    const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+    for (int i = 0; i < M_; i++) {
+      const __m256 av = _mm256_broadcast_ss(a + i);
+      c0[i] = _mm256_fmadd_ps(av, b0, c0[i]);
+      c1[i] = _mm256_fmadd_ps(av, b1, c1[i]);
+    }
+    a += MR;
+    b += ldb;
+  }
+  const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+  if (n == NR) {
+    for (int i = 0; i < M_; i++) {
+      float* cr = c + (i64)i * ldc;
+      __m256 r0 = _mm256_mul_ps(va, c0[i]), r1 = _mm256_mul_ps(va, c1[i]);
+      if (beta != 0.0f) {
+        r0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr), r0);
+        r1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr + 8), r1);
+      }
+      _mm256_storeu_ps(cr, r0);
+      _mm256_storeu_ps(cr + 8, r1);
+    }
+  } else {
+    const __m256i m0 = lane_mask(std::min(n, 8)), m1 = lane_mask(std::max(n - 8, 0));
+    for (int i = 0; i < M_; i++) {
+      float* cr = c + (i64)i * ldc;
+      __m256 r0 = _mm256_mul_ps(va, c0[i]), r1 = _mm256_mul_ps(va, c1[i]);
+      if (beta != 0.0f) {
+        r0 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr, m0), r0);
+        r1 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr + 8, m1), r1);
+      }
+      _mm256_maskstore_ps(cr, m0, r0);
+      _mm256_maskstore_ps(cr + 8, m1, r1);
+    }
+  }
+}
+
+MEND_AVX2 void ukr_avx2(int kc, const float* a, const float* b, i64 ldb, float* c, i64 ldc, int m, int n,
+                        float alpha, float beta) {
+  switch (m) {
+    case 1: return ukr_avx2_t<1>(kc, a, b, ldb, c, ldc, n, alpha, beta);
+    case 2: return ukr_avx2_t<2>(kc, a, b, ldb, c, ldc, n, alpha, beta);
+    case 3: return ukr_avx2_t<3>(kc, a, b, ldb, c, ldc, n, alpha, beta);
+    case 4: return ukr_avx2_t<4>(kc, a, b, ldb, c, ldc, n, alpha, beta);
+    case 5: return ukr_avx2_t<5>(kc, a, b, ldb, c, ldc, n, alpha, beta);
+    default: return ukr_avx2_t<6>(kc, a, b, ldb, c, ldc, n, alpha, beta);
+  }
+}
+
+// In-register 8x8 transpose of r[0..7].
+MEND_AVX2 inline void transpose8(__m256 r[8]) {
+  __m256 t[8], s[8];
+  for (int i = 0; i < 4; i++) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int h = 0; h < 2; h++) {
+    __m256 *tt = t + 4 * h, *ss = s + 4 * h;
+    ss[0] = _mm256_shuffle_ps(tt[0], tt[2], 0x44);
+    ss[1] = _mm256_shuffle_ps(tt[0], tt[2], 0xEE);
+    ss[2] = _mm256_shuffle_ps(tt[1], tt[3], 0x44);
+    ss[3] = _mm256_shuffle_ps(tt[1], tt[3], 0xEE);
+  }
+  for (int i = 0; i < 4; i++) {
+    r[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+  }
+}
+
+MEND_AVX2 void pack_bt_avx2(const float* b, i64 ldb, int kc, int nb, float* out) {
+  int k = 0;
+  for (; k + 8 <= kc; k += 8) {
+    for (int h = 0; h < 2; h++) {
+      __m256 r[8];
+      for (int j = 0; j < 8; j++) {
+        const int jj = h * 8 + j;
+        r[j] = jj < nb ? _mm256_loadu_ps(b + (i64)jj * ldb + k) : _mm256_setzero_ps();
+      }
+      transpose8(r);
+      for (int t = 0; t < 8; t++) _mm256_store_ps(out + (i64)(k + t) * NR + h * 8, r[t]);
+    }
+  }
+  for (; k < kc; k++) {
+    float* o = out + (i64)k * NR;
+    for (int j = 0; j < nb; j++) o[j] = b[(i64)j * ldb + k];
+    for (int j = nb; j < NR; j++) o[j] = 0.0f;
+  }
+}
+
+MEND_AVX2 inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <int MA, int NB>
+MEND_AVX2 void dot_avx2_t(int K, const float* __restrict a, i64 lda, const float* __restrict b, i64 ldb,
+                          float* c, i64 ldc, float alpha, float beta) {
+  __m256 acc[MA][NB];
+  for (int i = 0; i < MA; i++)
+    for (int j = 0; j < NB; j++) acc[i][j] = _mm256_setzero_ps();
+  int k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 bv[NB];
+    for (int j = 0; j < NB; j++) bv[j] = _mm256_loadu_ps(b + (i64)j * ldb + k);
+    for (int i = 0; i < MA; i++) {
+      const __m256 av = _mm256_loadu_ps(a + (i64)i * lda + k);
+      for (int j = 0; j < NB; j++) acc[i][j] = _mm256_fmadd_ps(av, bv[j], acc[i][j]);
+    }
+  }
+  if (k < K) {
+    const __m256i mk = lane_mask(K - k);
+    __m256 bv[NB];
+    for (int j = 0; j < NB; j++) bv[j] = _mm256_maskload_ps(b + (i64)j * ldb + k, mk);
+    for (int i = 0; i < MA; i++) {
+      const __m256 av = _mm256_maskload_ps(a + (i64)i * lda + k, mk);
+      for (int j = 0; j < NB; j++) acc[i][j] = _mm256_fmadd_ps(av, bv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MA; i++)
+    for (int j = 0; j < NB; j++) {
+      float* cij = c + (i64)i * ldc + j;
+      const float s = hsum(acc[i][j]);
+      *cij = beta == 0.0f ? alpha * s : alpha * s + beta * *cij;
+    }
+}
+
+MEND_AVX2 void dot_avx2(int K, int m, int nb, const float* a, i64 lda, const float* b, i64 ldb, float* c,
+                        i64 ldc, float alpha, float beta) {
+  if (nb == 1) {
+    switch (m) {
+      case 1: return dot_avx2_t<1, 1>(K, a, lda, b, ldb, c, ldc, alpha, beta);
+      case 2: return dot_avx2_t<2, 1>(K, a, lda, b, ldb, c, ldc, alpha, beta);
+      case 3: return dot_avx2_t<3, 1>(K, a, lda, b, ldb, c, ldc, alpha, beta);
+      default: return dot_avx2_t<4, 1>(K, a, lda, b, ldb, c, ldc, alpha, beta);
+    }
+  }
+  switch (m) {
+    case 1: return dot_avx2_t<1, dot_nb(1)>(K, a, lda, b, ldb, c, ldc, alpha, beta);
+    case 2: return dot_avx2_t<2, dot_nb(2)>(K, a, lda, b, ldb, c, ldc, alpha, beta);
+    case 3: return dot_avx2_t<3, dot_nb(3)>(K, a, lda, b, ldb, c, ldc, alpha, beta);
+    default: return dot_avx2_t<4, dot_nb(4)>(K, a, lda, b, ldb, c, ldc, alpha, beta);
+  }
+}
+
+const Ops kAvx2 = {ukr_avx2, pack_bt_avx2, dot_avx2, "avx2-fma"};
+
+bool cpu_has_avx2_fma() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#endif  // __x86_64__
+
+std::atomic<bool> g_force_portable{false};
+
+const Ops& native_ops() {
+#if defined(__x86_64__)
+  static const bool has = cpu_has_avx2_fma();
+  if (has) return kAvx2;
+#endif
+  return kPortable;
+}
+
+const Ops& ops() { return g_force_portable.load(std::memory_order_relaxed) ? kPortable : native_ops(); }
+
+// ---------------------------------------------------------------------------------------------
+// Packing of op(A) and op(B) (shared by both backends; transposed B uses ops().pack_bt).
+
+// op(A)[i0 .. i0+mc, p0 .. p0+kc] -> ceil(mc/MR) panels, panel ip at out + ip*pstride, each kc x MR
+// (out[k*MR + r]), rows past mc zero-filled.
+void pack_a(bool transA, const float* A, i64 lda, int i0, int mc, int p0, int kc, float* out, i64 pstride) {
+  for (int ip = 0; ip * MR < mc; ip++) {
+    float* o = out + (i64)ip * pstride;
+    const int rows = std::min(MR, mc - ip * MR);
+    const int r0 = i0 + ip * MR;
+    if (transA) {  // A stored (K, M): row k of the panel is contiguous
+      for (int k = 0; k < kc; k++) {
+        const float* src = A + (i64)(p0 + k) * lda + r0;
+        float* ok = o + (i64)k * MR;
+        int r = 0;
+        for (; r < rows; r++) ok[r] = src[r];
+        for (; r < MR; r++) ok[r] = 0.0f;
+      }
+    } else {  // A stored (M, K): read each row contiguously, write with stride MR
+      for (int r = 0; r < rows; r++) {
+        const float* src = A + (i64)(r0 + r) * lda + p0;
+        for (int k = 0; k < kc; k++) o[(i64)k * MR + r] = src[k];
+      }
+      for (int r = rows; r < MR; r++)
+        for (int k = 0; k < kc; k++) o[(i64)k * MR + r] = 0.0f;
+    }
+  }
+}
+
+// op(B)[p0 .. p0+kc, j0 .. j0+nb] (nb <= NR) -> one kc x NR panel, columns past nb zero-filled.
+void pack_b_panel(const Ops& o, bool transB, const float* B, i64 ldb, int p0, int kc, int j0, int nb,
+                  float* out) {
+  if (transB) {
+    o.pack_bt(B + (i64)j0 * ldb + p0, ldb, kc, nb, out);
+  } else {
+    for (int k = 0; k < kc; k++) {
+      const float* src = B + (i64)(p0 + k) * ldb + j0;
+      float* ok = out + (i64)k * NR;
+      if (nb == NR) {
+        std::memcpy(ok, src, NR * sizeof(float));
+      } else {
+        int j = 0;
+        for (; j < nb; j++) ok[j] = src[j];
+        for (; j < NR; j++) ok[j] = 0.0f;
+      }
+    }
+  }
+}
+
+// C (M,N) = beta * C; beta == 0 writes zeros without reading C.
+void scale_c(int M, int N, float beta, float* C, i64 ldc) {
+  if (beta == 1.0f) return;
+  for (int i = 0; i < M; i++) {
+    float* c = C + (i64)i * ldc;
+    if (beta == 0.0f)
+      std::memset(c, 0, sizeof(float) * N);
+    else
+      for (int j = 0; j < N; j++) c[j] *= beta;
+  }
+}
+
+// Unblocked fallback, used only if a pack buffer cannot be allocated.
+void gemm_naive(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, i64 lda,
+                const float* B, i64 ldb, float beta, float* C, i64 ldc) {
+  for (int i = 0; i < M; i++)
+    for (int j = 0; j < N; j++) {
+      float s = 0.0f;
+      for (int k = 0; k < K; k++)
+        s += (transA ? A[(i64)k * lda + i] : A[(i64)i * lda + k]) *
+             (transB ? B[(i64)j * ldb + k] : B[(i64)k * ldb + j]);
+      float* c = C + (i64)i * ldc + j;
+      *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
+    }
+}
+
+// Splits [0, K) into equal blocks of at most kmax (multiples of 8 where possible).
+int balanced_kc(int K, int kmax) {
+  const int nb = (K + kmax - 1) / kmax;
+  int kc = (K + nb - 1) / nb;
+  kc = (kc + 7) & ~7;
+  return std::min(kc, kmax);
+}
+
+// Threads worth using for a problem of this size (tiny products run on the caller).
+int threads_for(double flops) {
+  const int nt = num_threads();
+  if (nt <= 1 || flops < 4.0e5) return 1;
+  return nt;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dot driver: transB, M <= kDotM. C (M,N): row j of B (N,K) is read once for all M rows of A.
+void gemm_dot(const Ops& o, bool transA, int M, int N, int K, float alpha, const float* A, i64 lda,
+              const float* B, i64 ldb, float beta, float* C, i64 ldc) {
+  const float* a = A;
+  i64 la = lda;
+  if (transA) {  // gather the M columns of A (K, M) into rows
+    float* p = tl_a.get((size_t)M * K);
+    if (!p) return gemm_naive(transA, true, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    for (int k = 0; k < K; k++)
+      for (int i = 0; i < M; i++) p[(i64)i * K + k] = A[(i64)k * lda + i];
+    a = p;
+    la = K;
+  }
+  const int nb = dot_nb(M);
+  const int nt = threads_for(2.0 * M * N * K);
+  auto body = [&](int64_t j0, int64_t j1) {
+    int64_t j = j0;
+    for (; j + nb <= j1; j += nb) o.dot(K, M, nb, a, la, B + j * ldb, ldb, C + j, ldc, alpha, beta);
+    for (; j < j1; j++) o.dot(K, M, 1, a, la, B + j * ldb, ldb, C + j, ldc, alpha, beta);
+  };
+  if (nt == 1)
+    body(0, N);
+  else
+    parallel_for(N, body, 8);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Skinny driver: M <= kSkinnyM. B is streamed once, in 16-column strips.
+void gemm_skinny(const Ops& o, bool transA, bool transB, int M, int N, int K, float alpha, const float* A,
+                 i64 lda, const float* B, i64 ldb, float beta, float* C, i64 ldc) {
+  const int npanels = (M + MR - 1) / MR;
+  const int nstrips = (N + NR - 1) / NR;
+  const int nt = threads_for(2.0 * M * N * K);
+  for (int ps = 0; ps < K; ps += kSkinnyKS) {
+    const int ks = std::min(kSkinnyKS, K - ps);
+    const float beta_s = ps == 0 ? beta : 1.0f;
+    // A[:, ps .. ps+ks] packed once, shared by all threads: panel ip at apack + ip*ks*MR.
+    float* apack = tl_a.get((size_t)npanels * ks * MR);
+    if (!apack) return gemm_naive(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    pack_a(transA, A, lda, 0, M, ps, ks, apack, (i64)ks * MR);
+    const int kc_max = balanced_kc(ks, KC);
+    bool failed = false;
+    auto body = [&](int64_t s0, int64_t s1) {
+      float* bbuf = nullptr;
+      if (transB || (s1 * NR > N)) {
+        bbuf = tl_b.get((size_t)kc_max * NR);
+        if (!bbuf) { failed = true; return; }
+      }
+      for (int64_t s = s0; s < s1; s++) {
+        const int j = (int)s * NR;
+        const int nb = std::min(NR, N - j);
+        for (int p = 0; p < ks; p += kc_max) {
+          const int kc = std::min(kc_max, ks - p);
+          const float beta_e = p == 0 ? beta_s : 1.0f;
+          const float* bp;
+          i64 bstride;
+          if (!transB && nb == NR) {  // read B in place: B (K, N) rows, stride ldb
+            bp = B + (i64)(ps + p) * ldb + j;
+            bstride = ldb;
+          } else {
+            pack_b_panel(o, transB, B, ldb, ps + p, kc, j, nb, bbuf);
+            bp = bbuf;
+            bstride = NR;
+          }
+          for (int ip = 0; ip < npanels; ip++)
+            o.ukr(kc, apack + (i64)ip * ks * MR + (i64)p * MR, bp, bstride, C + (i64)ip * MR * ldc + j, ldc,
+                  std::min(MR, M - ip * MR), nb, alpha, beta_e);
+        }
+      }
+    };
+    if (nt == 1)
+      body(0, nstrips);
+    else
+      parallel_for(nstrips, body, 1);
+    if (failed) {  // out of memory for a 16 KB strip: finish correctly without blocking
+      if (ps == 0) return gemm_naive(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      return;  // unreachable in practice: the buffer was allocated by the first superblock
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// General driver: Goto/BLIS loops on one C tile, with thread-local packed blocks.
+bool gemm_tile(const Ops& o, bool transA, bool transB, int i0, int mt, int j0, int nt_, int K, float alpha,
+               const float* A, i64 lda, const float* B, i64 ldb, float beta, float* C, i64 ldc) {
+  const int kc_max = balanced_kc(K, KC);
+  const int nc_max = std::min(NC, (nt_ + NR - 1) / NR * NR);
+  const int mc_max = std::min(MC, (mt + MR - 1) / MR * MR);
+  float* bpack = tl_b.get((size_t)kc_max * nc_max);
+  float* apack = tl_a.get((size_t)kc_max * mc_max);
+  if (!bpack || !apack) return false;
+  for (int jc = 0; jc < nt_; jc += nc_max) {
+    const int nc = std::min(nc_max, nt_ - jc);
+    for (int pc = 0; pc < K; pc += kc_max) {
+      const int kc = std::min(kc_max, K - pc);
+      const float beta_e = pc == 0 ? beta : 1.0f;
+      for (int jr = 0; jr < nc; jr += NR)
+        pack_b_panel(o, transB, B, ldb, pc, kc, j0 + jc + jr, std::min(NR, nc - jr), bpack + (i64)jr * kc);
+      for (int ic = 0; ic < mt; ic += mc_max) {
+        const int mc = std::min(mc_max, mt - ic);
+        pack_a(transA, A, lda, i0 + ic, mc, pc, kc, apack, (i64)kc * MR);
+        for (int jr = 0; jr < nc; jr += NR) {
+          const int nb = std::min(NR, nc - jr);
+          const float* bp = bpack + (i64)jr * kc;
+          float* cc = C + (i64)(i0 + ic) * ldc + j0 + jc + jr;
+          for (int ir = 0; ir < mc; ir += MR)
+            o.ukr(kc, apack + (i64)ir * kc, bp, NR, cc + (i64)ir * ldc, ldc, std::min(MR, mc - ir), nb, alpha,
+                  beta_e);
+        }
+      }
+    }
+  }
+  return true;
+}
+
+void gemm_general(const Ops& o, bool transA, bool transB, int M, int N, int K, float alpha, const float* A,
+                  i64 lda, const float* B, i64 ldb, float beta, float* C, i64 ldc) {
+  const int T = threads_for(2.0 * M * N * K);
+  // Pick a tm x tn grid of T tiles (aligned to MR / NR) with the smallest tile perimeter, i.e. the
+  // least redundant packing per thread.
+  int best_tm = 1, best_tn = 1;
+  i64 best_cost = -1;
+  for (int tm = 1; tm <= T; tm++) {
+    if (T % tm) continue;
+    const int tn = T / tm;
+    const i64 mt = ((M + tm - 1) / tm + MR - 1) / MR * MR;
+    const i64 ntl = ((N + tn - 1) / tn + NR - 1) / NR * NR;
+    if ((tm > 1 && mt * (tm - 1) >= M) || (tn > 1 && ntl * (tn - 1) >= N)) continue;  // empty tiles
+    const i64 cost = mt * ntl + (mt + ntl) * 64;  // padded tile area + packing
+    if (best_cost < 0 || cost < best_cost) { best_cost = cost; best_tm = tm; best_tn = tn; }
+  }
+  const int mt = ((M + best_tm - 1) / best_tm + MR - 1) / MR * MR;
+  const int ntl = ((N + best_tn - 1) / best_tn + NR - 1) / NR * NR;
+  std::atomic<bool> failed{false};
+  auto tile = [&](int64_t t) {
+    const int i0 = (int)(t / best_tn) * mt, j0 = (int)(t % best_tn) * ntl;
+    const int m = std::min(mt, M - i0), n = std::min(ntl, N - j0);
+    if (m <= 0 || n <= 0) return;
+    if (!gemm_tile(o, transA, transB, i0, m, j0, n, K, alpha, A, lda, B, ldb, beta, C, ldc)) {
+      gemm_naive(transA, transB, m, n, K, alpha, transA ? A + i0 : A + (i64)i0 * lda, lda,
+                 transB ? B + (i64)j0 * ldb : B + j0, ldb, beta, C + (i64)i0 * ldc + j0, ldc);
+      failed = true;
+    }
+  };
+  if (best_tm * best_tn == 1)
+    tile(0);
+  else
+    parallel_tasks(best_tm * best_tn, tile);
+}
+
+}  // namespace
+
+void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
+          int ldb, float beta, float* C, int ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == 0.0f) return scale_c(M, N, beta, C, ldc);
+  const Ops& o = ops();
+  if (transB && M <= kDotM) return gemm_dot(o, transA, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (M <= kSkinnyM) return gemm_skinny(o, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  gemm_general(o, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+const char* gemm_backend() { return ops().name; }
+
+bool gemm_force_portable(bool on) { return g_force_portable.exchange(on); }
+
+}  // namespace mend

@@ -6,6 +6,8 @@
         "native/threadpool.cc",
         "native/safetensors.cc",
         "native/gpt2.cc",
+        "native/overlay.cc",
+        "native/mend.cc",
         "native/kernels/cpu/gemm.cc",
         "native/kernels/cpu/encoder.cc",
         "native/kernels/cpu/layernorm.cc",
@@ -16,6 +18,7 @@
         "native/kernels/cpu/adam.cc",
         "native/addon/addon.cc",
         "native/addon/model_binding.cc",
+        "native/addon/mend_binding.cc",
         "native/addon/safetensors_binding.cc",
         "native/addon/testing_binding.cc"
       ],

@@ -29,9 +29,10 @@ std::string block_suffix(int p) {
 // y (M,dout) = x (M,din) · W (din,dout) + b, plus the overlay delta when there is one.
 void linear_forward(float* y, const float* x, const float* W, const float* b, int M, int din, int dout,
                     const WeightDeltas* deltas, int param) {
+  if (deltas) W = deltas->weight(param, W);
   gemm(false, false, M, dout, din, 1.0f, x, din, W, dout, 0.0f, y, dout);
   if (b) bias_forward(y, b, M, dout);
-  if (deltas && deltas->has(param)) deltas->forward(param, x, M, y);
+  if (deltas && deltas->has_lowrank(param)) deltas->forward(param, x, M, y);
 }
 
 // dW (din,dout) += xᵀ·dy, db (dout) += Σ dy, dx (M,din) = dy·Wᵀ (+ overlay); any may be null.
@@ -40,8 +41,9 @@ void linear_backward(float* dx, float* dW, float* db, const float* dy, const flo
   if (dW) gemm(true, false, din, dout, M, 1.0f, x, din, dy, dout, 1.0f, dW, dout);
   if (db) bias_backward(db, dy, M, dout);
   if (dx) {
+    if (deltas) W = deltas->weight(param, W);
     gemm(false, true, M, din, dout, 1.0f, dy, dout, W, dout, 0.0f, dx, din);
-    if (deltas && deltas->has(param)) deltas->backward_input(param, dy, M, dx);
+    if (deltas && deltas->has_lowrank(param)) deltas->backward_input(param, dy, M, dx);
   }
 }
 

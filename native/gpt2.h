@@ -34,12 +34,14 @@ struct ParamInfo {
   int64_t numel() const;
 };
 
-// A per-weight additive delta used by edited models (the MEND overlay): for Conv1D weight p,
-// y += x · Δ_p. Implemented by overlay code; the model calls it inside forward and backward.
+// Per-weight changes used by edited models (the MEND overlay, overlay.h): for Conv1D weight p the
+// model computes y = x · W_p' + b + x · Δ_p where W_p' = weight(p, W_p) (a merged copy once the
+// overlay has folded its factors, else the base W_p) and Δ_p is the low-rank part.
 class WeightDeltas {
  public:
   virtual ~WeightDeltas() = default;
-  virtual bool has(int param) const = 0;
+  virtual const float* weight(int param, const float* base) const = 0;
+  virtual bool has_lowrank(int param) const = 0;
   // out (M, d_out) += inp (M, d_in) · Δ
   virtual void forward(int param, const float* inp, int M, float* out) const = 0;
   // dinp (M, d_in) += dout (M, d_out) · Δᵀ

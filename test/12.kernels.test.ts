@@ -2,7 +2,7 @@
 // directional finite differences of that reference (backward), through the addon's `testing` object.
 // Each check names the tensor and prints its largest difference. NODE_MEND_ADDON overrides the
 // addon path (for a scratch build).
-import t from 'tap'
+import t, { type Test } from 'tap'
 import path from 'node:path'
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -12,7 +12,6 @@ const native = require(process.env.NODE_MEND_ADDON
 const K = native.testing
 
 type Vec = ArrayLike<number>
-type Test = typeof t
 
 // ---- helpers ---------------------------------------------------------------------------------
 

@@ -57,7 +57,9 @@ t.test('forward equals the float64 reference (logits and loss)', async (t) => {
   t.same(last.logits.shape, [3, cfg.vocabSize])
   for (let b = 0; b < 3; b++) {
     const full = out.logits.data.subarray((b * 11 + 10) * cfg.vocabSize, (b * 11 + 11) * cfg.vocabSize)
-    t.equal(maxAbsDiff(last.logits.data.subarray(b * cfg.vocabSize, (b + 1) * cfg.vocabSize), full), 0, `lastOnly row ${b} equals the full logits' last position`)
+    // Different GEMM shapes (M = B vs M = B*T) may round differently: float32 tolerance.
+    const dl = maxAbsDiff(last.logits.data.subarray(b * cfg.vocabSize, (b + 1) * cfg.vocabSize), full)
+    t.ok(dl < 1e-5 * Math.max(1, maxAbs(full)), `lastOnly row ${b} equals the full logits' last position (max diff ${dl.toExponential(2)})`)
   }
   // Padded batch against the reference too.
   const mask = [[0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0], new Array(11).fill(1)]

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "addon/bindings.h"
+#include "addon/handles.h"
 #include "kernels/kernels.h"
 #include "threadpool.h"
 
@@ -67,7 +68,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("gemmBackend", Napi::Function::New(env, GemmBackend));
   exports.Set("benchReadBandwidth", Napi::Function::New(env, BenchReadBandwidth));
+  env.SetInstanceData(new mend::addon::AddonData());  // freed with the environment
   mend::addon::init_model(env, exports);
+  mend::addon::init_mend(env, exports);
   mend::addon::init_safetensors(env, exports);
   mend::addon::init_testing(env, exports);
   return exports;

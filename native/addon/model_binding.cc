@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "addon/bindings.h"
+#include "addon/handles.h"
 #include "addon/util.h"
 #include "gpt2.h"
 
@@ -108,7 +109,7 @@ class Model : public Napi::ObjectWrap<Model> {
     });
   }
   static Napi::Object Wrap(Napi::Env env, std::shared_ptr<GPT2Model> m) {
-    Napi::Object o = env.GetInstanceData<Napi::FunctionReference>()->New({});
+    Napi::Object o = addon_data(env)->model_ctor.New({});
     Unwrap(o)->model_ = std::move(m);
     return o;
   }
@@ -171,10 +172,13 @@ class Model : public Napi::ObjectWrap<Model> {
     if (!read_batch(info, 0, &batch)) return env.Undefined();
     ForwardOptions opt;
     opt.last_only = info[5].ToBoolean().Value();
+    bool ok = true;
+    auto ov = unwrap_overlay(env, info[6], &ok);
+    if (!ok) return env.Undefined();
     struct W : PromiseWorker {
-      std::shared_ptr<GPT2Model> m; OwnedBatch b; ForwardOptions opt; ForwardResult r;
+      std::shared_ptr<GPT2Model> m; std::shared_ptr<const Overlay> ov; OwnedBatch b; ForwardOptions opt; ForwardResult r;
       using PromiseWorker::PromiseWorker;
-      Status run() override { return m->forward(b.view(), opt, nullptr, &r); }
+      Status run() override { return m->forward(b.view(), opt, ov.get(), &r); }
       Napi::Value result(Napi::Env env) override {
         Napi::Object o = Napi::Object::New(env);
         o.Set("logits", vector_to_f32(env, std::move(r.logits)));
@@ -183,7 +187,7 @@ class Model : public Napi::ObjectWrap<Model> {
       }
     };
     auto* w = new W(env);
-    w->m = model_; w->b = std::move(batch); w->opt = opt;
+    w->m = model_; w->ov = ov; w->b = std::move(batch); w->opt = opt;
     Napi::Promise p = w->promise();
     w->Queue();
     return p;
@@ -204,10 +208,13 @@ class Model : public Napi::ObjectWrap<Model> {
     if (!(info[6].IsNull() || info[6].IsUndefined()) && !read_names(env, info[6], *model_, "capture", &opt.capture))
       return env.Undefined();
     opt.want_logits = info[7].ToBoolean().Value();
+    bool ok = true;
+    auto ov = unwrap_overlay(env, info[8], &ok);
+    if (!ok) return env.Undefined();
     struct W : PromiseWorker {
-      std::shared_ptr<GPT2Model> m; OwnedBatch b; GradOptions opt; GradResult r;
+      std::shared_ptr<GPT2Model> m; std::shared_ptr<const Overlay> ov; OwnedBatch b; GradOptions opt; GradResult r;
       using PromiseWorker::PromiseWorker;
-      Status run() override { return m->loss_and_grad(b.view(), opt, nullptr, &r); }
+      Status run() override { return m->loss_and_grad(b.view(), opt, ov.get(), &r); }
       Napi::Value result(Napi::Env env) override {
         Napi::Object o = Napi::Object::New(env);
         o.Set("loss", r.loss);
@@ -228,7 +235,7 @@ class Model : public Napi::ObjectWrap<Model> {
       }
     };
     auto* w = new W(env);
-    w->m = model_; w->b = std::move(batch); w->opt = std::move(opt);
+    w->m = model_; w->ov = ov; w->b = std::move(batch); w->opt = std::move(opt);
     Napi::Promise p = w->promise();
     w->Queue();
     return p;
@@ -257,10 +264,13 @@ class Model : public Napi::ObjectWrap<Model> {
     opt.eos_token_id = info[7].As<Napi::Number>().Int32Value();
     opt.seed = (uint64_t)info[8].As<Napi::Number>().Int64Value();
     opt.use_cache = info[9].ToBoolean().Value();
+    bool ok = true;
+    auto ov = unwrap_overlay(env, info[10], &ok);
+    if (!ok) return env.Undefined();
     struct W : PromiseWorker {
-      std::shared_ptr<GPT2Model> m; OwnedBatch b; GenerateOptions opt; std::vector<int32_t> out; int n = 0;
+      std::shared_ptr<GPT2Model> m; std::shared_ptr<const Overlay> ov; OwnedBatch b; GenerateOptions opt; std::vector<int32_t> out; int n = 0;
       using PromiseWorker::PromiseWorker;
-      Status run() override { return m->generate(b.view(), opt, nullptr, &out, &n); }
+      Status run() override { return m->generate(b.view(), opt, ov.get(), &out, &n); }
       Napi::Value result(Napi::Env env) override {
         Napi::Object o = Napi::Object::New(env);
         o.Set("tokens", vector_to_i32(env, out));
@@ -269,7 +279,7 @@ class Model : public Napi::ObjectWrap<Model> {
       }
     };
     auto* w = new W(env);
-    w->m = model_; w->b = std::move(batch); w->opt = opt;
+    w->m = model_; w->ov = ov; w->b = std::move(batch); w->opt = opt;
     Napi::Promise p = w->promise();
     w->Queue();
     return p;
@@ -349,9 +359,21 @@ Napi::Value RandomModel(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+std::shared_ptr<GPT2Model> unwrap_model(Napi::Env env, Napi::Value v, const char* what) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(addon_data(env)->model_ctor.Value())) {
+    make_error(env, code::kInvalidArg, std::string("Expected a native model for ") + what).ThrowAsJavaScriptException();
+    return nullptr;
+  }
+  auto m = Model::Unwrap(v.As<Napi::Object>())->model();
+  if (!m) make_error(env, code::kClosed, "the model has been disposed").ThrowAsJavaScriptException();
+  return m;
+}
+
+Napi::Object wrap_model(Napi::Env env, std::shared_ptr<GPT2Model> m) { return Model::Wrap(env, std::move(m)); }
+
 void init_model(Napi::Env env, Napi::Object exports) {
   Napi::Function f = Model::Define(env);
-  env.SetInstanceData(new Napi::FunctionReference(Napi::Persistent(f)));  // freed with the environment
+  addon_data(env)->model_ctor = Napi::Persistent(f);
   exports.Set("NativeGPT2", f);
   exports.Set("loadModel", Napi::Function::New(env, LoadModel));
   exports.Set("randomModel", Napi::Function::New(env, RandomModel));

@@ -7,7 +7,8 @@
 // but such rows are padding and never reach the loss).
 // Inner loops are axpy-shaped over contiguous memory (K and V are transposed per head into scratch
 // where the reduction would otherwise run along the head dimension), four rows at a time, so -O3
-// vectorises them without -ffast-math.
+// vectorises them without -ffast-math. A few queries (KV-cache decoding) take direct dot products
+// instead, since transposing the cache would cost as much as the products themselves.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -68,12 +69,38 @@ inline void axpy_rows(float* __restrict y, const float* __restrict p, const floa
   }
 }
 
-// mT (hs, ld) = transpose of rows j < n of the head slice: row_j = base + j*rs, hs floats each
+// mT (hs, ld) = transpose of rows j < n of the head slice: row_j = base + j*rs, hs floats each.
+// Blocks of 16 rows, so each store run fills a cache line instead of touching hs different lines.
 inline void transpose_head(float* __restrict mT, int64_t ld, const float* __restrict base, int64_t rs, int hs,
                            int n) {
-  for (int j = 0; j < n; j++) {
+  constexpr int kB = 16;
+  int j0 = 0;
+  for (; j0 + kB <= n; j0 += kB) {
+    const float* __restrict rows = base + j0 * rs;
+    for (int i = 0; i < hs; i++) {
+      float* __restrict dst = mT + i * ld + j0;
+      for (int jj = 0; jj < kB; jj++) dst[jj] = rows[jj * rs + i];
+    }
+  }
+  for (int j = j0; j < n; j++) {
     const float* __restrict row = base + j * rs;
     for (int i = 0; i < hs; i++) mT[i * ld + j] = row[i];
+  }
+}
+
+// s[j] (n) = x · row_j, row_j = base + j*rs (hs floats): for a few queries, where transposing the
+// keys would cost as much as the products. Eight independent lanes let -O3 vectorise the sum.
+inline void dots_rows(float* __restrict s, const float* __restrict x, const float* __restrict base, int64_t rs,
+                      int hs, int n) {
+  for (int j = 0; j < n; j++) {
+    const float* __restrict row = base + j * rs;
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= hs; i += 8)
+      for (int l = 0; l < 8; l++) acc[l] += x[i + l] * row[i + l];
+    float d = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < hs; i++) d += x[i] * row[i];
+    s[j] = d;
   }
 }
 
@@ -124,15 +151,17 @@ void attention_forward(float* out, float* att, const float* q, int64_t q_bs, int
     if (t0 >= t1) return;
     // keys any of these queries can see: j < kmax
     const int kmax = (int)std::max<int64_t>(0, std::min<int64_t>(Tk, (int64_t)q_off + t1));
+    // Transposing the keys pays off only when several queries share them.
+    const bool transpose = t1 - t0 >= 8;
     const int64_t ld = std::max(kmax, 1);
-    float* kT = scratch(tl_a, (size_t)hs * ld);                 // (hs, kmax)
-    float* s = scratch(tl_b, (size_t)ld);                       // (kmax) scores
-    float* pbuf = att ? nullptr : scratch(tl_c, (size_t)ld);     // (kmax) probabilities
-    const float* kh = k + b * k_bs + h * hs;                    // row j at kh + j*k_rs
-    const float* vh = v + b * v_bs + h * hs;                    // row j at vh + j*v_rs
-    const int32_t* mrow = mask ? mask + (int64_t)b * Tk : nullptr;  // (Tk)
-    transpose_head(kT, ld, kh, k_rs, hs, kmax);
-    float* qsp = scratch(tl_d, (size_t)hs);                     // (hs) scaled query row
+    float* kT = transpose ? scratch(tl_a, (size_t)hs * ld) : nullptr;  // (hs, kmax)
+    float* s = scratch(tl_b, (size_t)ld);                              // (kmax) scores
+    float* pbuf = att ? nullptr : scratch(tl_c, (size_t)ld);            // (kmax) probabilities
+    float* qsp = scratch(tl_d, (size_t)hs);                            // (hs) scaled query row
+    const float* kh = k + b * k_bs + h * hs;                           // row j at kh + j*k_rs
+    const float* vh = v + b * v_bs + h * hs;                           // row j at vh + j*v_rs
+    const int32_t* mrow = mask ? mask + (int64_t)b * Tk : nullptr;     // (Tk)
+    if (transpose) transpose_head(kT, ld, kh, k_rs, hs, kmax);
 
     for (int t = t0; t < t1; t++) {
       const int lim = (int)std::max<int64_t>(0, std::min<int64_t>(Tk, (int64_t)q_off + t + 1));
@@ -141,8 +170,12 @@ void attention_forward(float* out, float* att, const float* q, int64_t q_bs, int
       float* arow = att ? att + ((bh * Tq) + t) * (int64_t)Tk : nullptr;  // (Tk)
       float* p = att ? arow : pbuf;
       for (int i = 0; i < hs; i++) qsp[i] = qrow[i] * scale;
-      std::memset(s, 0, sizeof(float) * (size_t)lim);
-      gemv_t(s, qsp, kT, ld, hs, lim);
+      if (transpose) {
+        std::memset(s, 0, sizeof(float) * (size_t)lim);
+        gemv_t(s, qsp, kT, ld, hs, lim);
+      } else {
+        dots_rows(s, qsp, kh, k_rs, hs, lim);
+      }
       bool any = mrow ? masked_softmax(p, s, lim, [&](int j) { return mrow[j] != 0; })
                       : masked_softmax(p, s, lim, [](int) { return true; });
       if (arow && lim < Tk) std::memset(arow + lim, 0, sizeof(float) * (size_t)(Tk - lim));

@@ -34,7 +34,6 @@ void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t
   // Ids (and positions) may repeat, so rows of dwte are shared between (b,t): split the work over
   // channel chunks instead, each thread owning columns [c0, c1) of every row it touches.
   const int64_t grain = 64;  // 256 bytes of each row per thread at least
-  int64_t chunk_work = rows * C;
   auto body = [&](int64_t c0, int64_t c1) {
     for (int64_t r = 0; r < rows; r++) {
       const float* __restrict d = dout + r * C;  // (C)
@@ -49,7 +48,7 @@ void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t
       }
     }
   };
-  if (chunk_work < (1 << 15)) body(0, C);
+  if (rows * C < (1 << 15)) body(0, C);
   else parallel_for(C, body, grain);
 }
 

@@ -53,6 +53,7 @@ constexpr int NC = 3072; // B block KC x NC = 3 MB (L2/L3)
 constexpr int kSkinnyM = 64;       // M at or below this: skinny driver (B streamed once)
 constexpr int kDotM = 4;           // transB and M at or below this: dot driver
 constexpr int kSkinnyKS = 4096;    // skinny driver packs A in K superblocks of this many columns
+constexpr int kSkinnyStrips = 16;  // skinny driver packs B in blocks of KC x (16 x NR) (256 KB, L2)
 
 // ---------------------------------------------------------------------------------------------
 // Thread-local 64-byte aligned pack buffers.
@@ -186,47 +187,57 @@ MEND_AVX2 inline __m256i lane_mask(int n) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMaskTable + 8 - n));
 }
 
+// Stores one micro-tile row: c[0..n) = alpha * (r0|r1) + beta * c.
+MEND_AVX2 inline void store_row(float* cr, __m256 r0, __m256 r1, int n, __m256 va, float beta) {
+  r0 = _mm256_mul_ps(va, r0);
+  r1 = _mm256_mul_ps(va, r1);
+  const __m256 vb = _mm256_set1_ps(beta);
+  if (n == NR) {
+    if (beta != 0.0f) {
+      r0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr), r0);
+      r1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr + 8), r1);
+    }
+    _mm256_storeu_ps(cr, r0);
+    _mm256_storeu_ps(cr + 8, r1);
+  } else {
+    const __m256i m0 = lane_mask(std::min(n, 8)), m1 = lane_mask(std::max(n - 8, 0));
+    if (beta != 0.0f) {
+      r0 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr, m0), r0);
+      r1 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr + 8, m1), r1);
+    }
+    _mm256_maskstore_ps(cr, m0, r0);
+    _mm256_maskstore_ps(cr + 8, m1, r1);
+  }
+}
+
+// M_ x 16 micro-kernel. The accumulators are named variables (GCC keeps arrays of vectors on the
+// stack); rows >= M_ are compiled out.
 template <int M_>
 MEND_AVX2 void ukr_avx2_t(int kc, const float* __restrict a, const float* __restrict b, i64 ldb, float* c,
                           i64 ldc, int n, float alpha, float beta) {
-  __m256 c0[M_], c1[M_];
-  for (int i = 0; i < M_; i++) c0[i] = c1[i] = _mm256_setzero_ps();
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+#define MEND_ROW(i)                                       \
+  if constexpr (M_ > i) {                                 \
+    const __m256 av = _mm256_broadcast_ss(a + i);         \
+    c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);           \
+    c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);           \
+  }
 #pragma GCC unroll 4
   for (int k = 0; k < kc; k++) {
     const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-    for (int i = 0; i < M_; i++) {
-      const __m256 av = _mm256_broadcast_ss(a + i);
-      c0[i] = _mm256_fmadd_ps(av, b0, c0[i]);
-      c1[i] = _mm256_fmadd_ps(av, b1, c1[i]);
-    }
+    MEND_ROW(0) MEND_ROW(1) MEND_ROW(2) MEND_ROW(3) MEND_ROW(4) MEND_ROW(5)
     a += MR;
     b += ldb;
   }
-  const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
-  if (n == NR) {
-    for (int i = 0; i < M_; i++) {
-      float* cr = c + (i64)i * ldc;
-      __m256 r0 = _mm256_mul_ps(va, c0[i]), r1 = _mm256_mul_ps(va, c1[i]);
-      if (beta != 0.0f) {
-        r0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr), r0);
-        r1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr + 8), r1);
-      }
-      _mm256_storeu_ps(cr, r0);
-      _mm256_storeu_ps(cr + 8, r1);
-    }
-  } else {
-    const __m256i m0 = lane_mask(std::min(n, 8)), m1 = lane_mask(std::max(n - 8, 0));
-    for (int i = 0; i < M_; i++) {
-      float* cr = c + (i64)i * ldc;
-      __m256 r0 = _mm256_mul_ps(va, c0[i]), r1 = _mm256_mul_ps(va, c1[i]);
-      if (beta != 0.0f) {
-        r0 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr, m0), r0);
-        r1 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr + 8, m1), r1);
-      }
-      _mm256_maskstore_ps(cr, m0, r0);
-      _mm256_maskstore_ps(cr + 8, m1, r1);
-    }
-  }
+#undef MEND_ROW
+  const __m256 va = _mm256_set1_ps(alpha);
+  store_row(c, c00, c01, n, va, beta);
+  if constexpr (M_ > 1) store_row(c + ldc, c10, c11, n, va, beta);
+  if constexpr (M_ > 2) store_row(c + 2 * ldc, c20, c21, n, va, beta);
+  if constexpr (M_ > 3) store_row(c + 3 * ldc, c30, c31, n, va, beta);
+  if constexpr (M_ > 4) store_row(c + 4 * ldc, c40, c41, n, va, beta);
+  if constexpr (M_ > 5) store_row(c + 5 * ldc, c50, c51, n, va, beta);
 }
 
 MEND_AVX2 void ukr_avx2(int kc, const float* a, const float* b, i64 ldb, float* c, i64 ldc, int m, int n,
@@ -407,6 +418,29 @@ void pack_b_panel(const Ops& o, bool transB, const float* B, i64 ldb, int p0, in
   }
 }
 
+// op(B)[p0 .. p0+kc, j0 .. j0+nbw] -> ceil(nbw/NR) consecutive kc x NR panels (panel q at out + q*kc*NR).
+// A non-transposed B is read row by row (nbw contiguous floats per row, the DRAM-friendly order).
+void pack_b_block(const Ops& o, bool transB, const float* B, i64 ldb, int p0, int kc, int j0, int nbw,
+                  float* out) {
+  if (transB) {
+    for (int jr = 0; jr < nbw; jr += NR)
+      o.pack_bt(B + (i64)(j0 + jr) * ldb + p0, ldb, kc, std::min(NR, nbw - jr), out + (i64)jr * kc);
+    return;
+  }
+  const int full = nbw / NR, rem = nbw - full * NR;
+  for (int k = 0; k < kc; k++) {
+    const float* src = B + (i64)(p0 + k) * ldb + j0;
+    float* dst = out + (i64)k * NR;
+    for (int q = 0; q < full; q++) std::memcpy(dst + (i64)q * kc * NR, src + q * NR, NR * sizeof(float));
+    if (rem) {
+      float* d = dst + (i64)full * kc * NR;
+      int j = 0;
+      for (; j < rem; j++) d[j] = src[full * NR + j];
+      for (; j < NR; j++) d[j] = 0.0f;
+    }
+  }
+}
+
 // C (M,N) = beta * C; beta == 0 writes zeros without reading C.
 void scale_c(int M, int N, float beta, float* C, i64 ldc) {
   if (beta == 1.0f) return;
@@ -490,32 +524,27 @@ void gemm_skinny(const Ops& o, bool transA, bool transB, int M, int N, int K, fl
     if (!apack) return gemm_naive(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     pack_a(transA, A, lda, 0, M, ps, ks, apack, (i64)ks * MR);
     const int kc_max = balanced_kc(ks, KC);
-    bool failed = false;
     auto body = [&](int64_t s0, int64_t s1) {
-      float* bbuf = nullptr;
-      if (transB || (s1 * NR > N)) {
-        bbuf = tl_b.get((size_t)kc_max * NR);
-        if (!bbuf) { failed = true; return; }
+      float* bbuf = tl_b.get((size_t)kc_max * NR * kSkinnyStrips);
+      if (!bbuf) {  // out of memory: do these columns unblocked
+        const int j0 = (int)s0 * NR, n = std::min(N, (int)s1 * NR) - j0;
+        gemm_naive(transA, transB, M, n, ks, alpha, transA ? A + (i64)ps * lda : A + ps, lda,
+                   transB ? B + (i64)j0 * ldb + ps : B + (i64)ps * ldb + j0, ldb, beta_s, C + j0, ldc);
+        return;
       }
-      for (int64_t s = s0; s < s1; s++) {
-        const int j = (int)s * NR;
-        const int nb = std::min(NR, N - j);
+      for (int64_t sb = s0; sb < s1; sb += kSkinnyStrips) {
+        const int j0 = (int)sb * NR;
+        const int nbw = std::min<int64_t>(N, std::min(s1, sb + kSkinnyStrips) * NR) - j0;
         for (int p = 0; p < ks; p += kc_max) {
           const int kc = std::min(kc_max, ks - p);
           const float beta_e = p == 0 ? beta_s : 1.0f;
-          const float* bp;
-          i64 bstride;
-          if (!transB && nb == NR) {  // read B in place: B (K, N) rows, stride ldb
-            bp = B + (i64)(ps + p) * ldb + j;
-            bstride = ldb;
-          } else {
-            pack_b_panel(o, transB, B, ldb, ps + p, kc, j, nb, bbuf);
-            bp = bbuf;
-            bstride = NR;
+          pack_b_block(o, transB, B, ldb, ps + p, kc, j0, nbw, bbuf);
+          for (int jr = 0; jr < nbw; jr += NR) {
+            const float* bp = bbuf + (i64)jr * kc;
+            for (int ip = 0; ip < npanels; ip++)
+              o.ukr(kc, apack + (i64)ip * ks * MR + (i64)p * MR, bp, NR, C + (i64)ip * MR * ldc + j0 + jr, ldc,
+                    std::min(MR, M - ip * MR), std::min(NR, nbw - jr), alpha, beta_e);
           }
-          for (int ip = 0; ip < npanels; ip++)
-            o.ukr(kc, apack + (i64)ip * ks * MR + (i64)p * MR, bp, bstride, C + (i64)ip * MR * ldc + j, ldc,
-                  std::min(MR, M - ip * MR), nb, alpha, beta_e);
         }
       }
     };
@@ -523,10 +552,6 @@ void gemm_skinny(const Ops& o, bool transA, bool transB, int M, int N, int K, fl
       body(0, nstrips);
     else
       parallel_for(nstrips, body, 1);
-    if (failed) {  // out of memory for a 16 KB strip: finish correctly without blocking
-      if (ps == 0) return gemm_naive(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-      return;  // unreachable in practice: the buffer was allocated by the first superblock
-    }
   }
 }
 
@@ -582,7 +607,6 @@ void gemm_general(const Ops& o, bool transA, bool transB, int M, int N, int K, f
   }
   const int mt = ((M + best_tm - 1) / best_tm + MR - 1) / MR * MR;
   const int ntl = ((N + best_tn - 1) / best_tn + NR - 1) / NR * NR;
-  std::atomic<bool> failed{false};
   auto tile = [&](int64_t t) {
     const int i0 = (int)(t / best_tn) * mt, j0 = (int)(t % best_tn) * ntl;
     const int m = std::min(mt, M - i0), n = std::min(ntl, N - j0);
@@ -590,7 +614,6 @@ void gemm_general(const Ops& o, bool transA, bool transB, int M, int N, int K, f
     if (!gemm_tile(o, transA, transB, i0, m, j0, n, K, alpha, A, lda, B, ldb, beta, C, ldc)) {
       gemm_naive(transA, transB, m, n, K, alpha, transA ? A + i0 : A + (i64)i0 * lda, lda,
                  transB ? B + (i64)j0 * ldb : B + j0, ldb, beta, C + (i64)i0 * ldc + j0, ldc);
-      failed = true;
     }
   };
   if (best_tm * best_tn == 1)

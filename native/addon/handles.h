@@ -1,0 +1,28 @@
+// handles.h — the native object handles shared between binding files (model, overlay, editor) and
+// the per-environment data holding their constructors.
+#pragma once
+#include <napi.h>
+
+#include <memory>
+
+#include "gpt2.h"
+#include "mend.h"
+#include "overlay.h"
+
+namespace mend {
+namespace addon {
+
+struct AddonData {
+  Napi::FunctionReference model_ctor, overlay_ctor, editor_ctor;
+};
+inline AddonData* addon_data(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
+
+// Each returns null (and throws a coded JavaScript error) when v is not a live handle of that kind.
+std::shared_ptr<GPT2Model> unwrap_model(Napi::Env env, Napi::Value v, const char* what);
+Napi::Object wrap_model(Napi::Env env, std::shared_ptr<GPT2Model> m);
+// An overlay handle, or null for null/undefined (*ok = false when v is something else).
+std::shared_ptr<const Overlay> unwrap_overlay(Napi::Env env, Napi::Value v, bool* ok);
+Napi::Object wrap_overlay(Napi::Env env, std::shared_ptr<const Overlay> o);
+
+}  // namespace addon
+}  // namespace mend

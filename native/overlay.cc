@@ -1,0 +1,123 @@
+// overlay.cc — see overlay.h.
+#include "overlay.h"
+
+#include <cstring>
+
+#include "kernels/kernels.h"
+
+namespace mend {
+
+Status Overlay::add_edit(const GPT2Model& base, const Edit& edit, std::map<int, Entry>* entries) {
+  // Validate the whole edit before touching anything.
+  for (const EditFactors& f : edit) {
+    if (f.param < 0 || f.param >= (int)base.params().size() || base.params()[f.param].shape.size() != 2)
+      return Status::Error(code::kInvalidArg, "edit factors name a parameter that is not a weight matrix");
+    const auto& shape = base.params()[f.param].shape;
+    const std::string& name = base.params()[f.param].name;
+    if (f.rows < 0 || !f.a || !f.b || (int64_t)f.a->size() != (int64_t)f.rows * shape[0] ||
+        (int64_t)f.b->size() != (int64_t)f.rows * shape[1])
+      return Status::Error(code::kShape, "edit factors for \"" + name + "\" do not match its shape");
+  }
+  for (const EditFactors& f : edit) {
+    const auto& shape = base.params()[f.param].shape;
+    Entry& e = (*entries)[f.param];
+    e.d_in = (int)shape[0];
+    e.d_out = (int)shape[1];
+    e.a.insert(e.a.end(), f.a->begin(), f.a->end());
+    e.b.insert(e.b.end(), f.b->begin(), f.b->end());
+    e.R += f.rows;
+    const double break_even = (double)e.d_in * e.d_out / (e.d_in + e.d_out);
+    if (e.R > break_even) fold(base, f.param, &e);
+  }
+  return Status::OK();
+}
+
+// merged = (merged or base W) + aᵀ·b; the factors are cleared.
+void Overlay::fold(const GPT2Model& base, int param, Entry* e) {
+  const float* src = e->merged ? e->merged->data() : base.param(param);
+  auto m = std::make_shared<std::vector<float>>(src, src + (size_t)e->d_in * e->d_out);
+  gemm(true, false, e->d_in, e->d_out, e->R, 1.0f, e->a.data(), e->d_in, e->b.data(), e->d_out, 1.0f, m->data(), e->d_out);
+  e->merged = std::move(m);
+  e->a.clear(); e->a.shrink_to_fit();
+  e->b.clear(); e->b.shrink_to_fit();
+  e->R = 0;
+}
+
+Status Overlay::build(const GPT2Model& base, const std::vector<const Edit*>& edits, std::shared_ptr<const Overlay>* out) {
+  auto o = std::make_shared<Overlay>();
+  for (const Edit* e : edits) {
+    MEND_RETURN_IF_ERROR(add_edit(base, *e, &o->entries_));
+    o->n_edits_++;
+  }
+  *out = std::move(o);
+  return Status::OK();
+}
+
+Status Overlay::extend(const GPT2Model& base, const std::shared_ptr<const Overlay>& prev, const Edit& edit,
+                       std::shared_ptr<const Overlay>* out) {
+  auto o = std::make_shared<Overlay>();
+  if (prev) {
+    o->entries_ = prev->entries_;  // factors copied (bounded by break-even), merged weights shared
+    o->n_edits_ = prev->n_edits_;
+  }
+  MEND_RETURN_IF_ERROR(add_edit(base, edit, &o->entries_));
+  o->n_edits_++;
+  *out = std::move(o);
+  return Status::OK();
+}
+
+std::map<int, std::vector<float>> Overlay::merged_weights(const GPT2Model& base) const {
+  std::map<int, std::vector<float>> out;
+  for (const auto& kv : entries_) {
+    Entry e = kv.second;
+    if (e.R > 0) fold(base, kv.first, &e);
+    const float* src = e.merged ? e.merged->data() : base.param(kv.first);
+    out[kv.first].assign(src, src + (size_t)e.d_in * e.d_out);
+  }
+  return out;
+}
+
+const float* Overlay::weight(int param, const float* base) const {
+  auto it = entries_.find(param);
+  return it != entries_.end() && it->second.merged ? it->second.merged->data() : base;
+}
+
+bool Overlay::has_lowrank(int param) const {
+  auto it = entries_.find(param);
+  return it != entries_.end() && it->second.R > 0;
+}
+
+int Overlay::lowrank_rows(int param) const {
+  auto it = entries_.find(param);
+  return it == entries_.end() ? 0 : it->second.R;
+}
+
+bool Overlay::folded(int param) const {
+  auto it = entries_.find(param);
+  return it != entries_.end() && it->second.merged != nullptr;
+}
+
+void Overlay::forward(int param, const float* inp, int M, float* out) const {
+  const Entry& e = entries_.at(param);
+  std::vector<float> tmp((size_t)M * e.R);  // (M, R) = inp · aᵀ
+  gemm(false, true, M, e.R, e.d_in, 1.0f, inp, e.d_in, e.a.data(), e.d_in, 0.0f, tmp.data(), e.R);
+  gemm(false, false, M, e.d_out, e.R, 1.0f, tmp.data(), e.R, e.b.data(), e.d_out, 1.0f, out, e.d_out);
+}
+
+void Overlay::backward_input(int param, const float* dout, int M, float* dinp) const {
+  const Entry& e = entries_.at(param);
+  std::vector<float> tmp((size_t)M * e.R);  // (M, R) = dout · bᵀ
+  gemm(false, true, M, e.R, e.d_out, 1.0f, dout, e.d_out, e.b.data(), e.d_out, 0.0f, tmp.data(), e.R);
+  gemm(false, false, M, e.d_in, e.R, 1.0f, tmp.data(), e.R, e.a.data(), e.d_in, 1.0f, dinp, e.d_in);
+}
+
+size_t Overlay::bytes() const {
+  size_t n = 0;
+  for (const auto& kv : entries_) {
+    n += (kv.second.a.size() + kv.second.b.size()) * sizeof(float);
+    if (kv.second.merged) n += kv.second.merged->size() * sizeof(float);
+  }
+  return n;
+}
+
+}  // namespace mend

@@ -8,6 +8,10 @@ export type { Batch, ForwardOptions, ForwardOutput, LossAndGradOptions, LossAndG
 export type { GPT2Config } from './config'
 export type { Tensor, IdsInput } from './tensor'
 export { GPT2Tokenizer } from './tokenizer'
+export { FunctionalGPT2LMHeadModel } from './functional'
+export type { EditRecord } from './functional'
+export { MEND, defaultInnerParams } from './mend'
+export type { MENDConfig, EditOptions, EditInfo } from './mend'
 export { MendError } from './errors'
 
 /** Threads the native kernels use (default: NODE_MEND_THREADS or the number of cores). */

@@ -6,7 +6,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { GPT2Config, readHFConfig, toHFConfig, toNativeConfig, validateConfig } from './config'
 import { mendError } from './errors'
-import { native, NativeModel } from './native'
+import { native, NativeModel, NativeOverlay } from './native'
 import { IdBatch, IdsInput, sameShape, Tensor, toIdBatch } from './tensor'
 
 export interface Batch {
@@ -120,17 +120,113 @@ export function prepareBatch(batch: Batch, vocabSize: number, needLabels: boolea
   return { ids, mask, labels }
 }
 
-export class GPT2LMHeadModel {
+/**
+ * The inference API shared by GPT2LMHeadModel and FunctionalGPT2LMHeadModel: forward, lossAndGrad
+ * and generate on the native base weights plus, for an edited model, its overlay.
+ */
+export abstract class GPT2Inference {
   readonly config: GPT2Config
-  /** The native handle; internal. */
+  /** The native handle of the base weights; internal. */
   readonly native: NativeModel
-  private readonly rawConfig: Record<string, unknown>
+
+  protected constructor(handle: NativeModel, config: GPT2Config) {
+    this.native = handle
+    this.config = config
+  }
+
+  /** The native overlay applied on top of the base weights (null for a plain model); internal. */
+  protected abstract get overlayHandle(): NativeOverlay | null
+
+  /** Parameter names (Hugging Face style, `transformer.…`) and shapes, in order. */
+  parameters(): ParamInfo[] {
+    return this.native.paramInfo()
+  }
+
+  async forward(batch: Batch, opts: ForwardOptions = {}): Promise<ForwardOutput> {
+    const b = prepareBatch(batch, this.config.vocabSize, false)
+    const ov = this.overlayHandle
+    const r = await callNative(() => this.native.forward(b.ids.data, b.ids.B, b.ids.T, b.mask, b.labels, !!opts.lastOnly, ov))
+    const V = this.config.vocabSize
+    const shape = opts.lastOnly ? [b.ids.B, V] : [b.ids.B, b.ids.T, V]
+    const out: ForwardOutput = { logits: { shape, data: r.logits } }
+    if (r.loss !== undefined) out.loss = r.loss
+    return out
+  }
+
+  async lossAndGrad(batch: Batch, opts: LossAndGradOptions = {}): Promise<LossAndGradOutput> {
+    const b = prepareBatch(batch, this.config.vocabSize, true)
+    const shapes = new Map(this.parameters().map((p) => [p.name, p.shape]))
+    const params = opts.params === undefined ? null : opts.params.map((n) => canonicalName(n, shapes, 'params'))
+    const capture = (opts.capture ?? []).map((n) => {
+      const c = canonicalName(n, shapes, 'capture')
+      if (!CONV1D.test(c)) throw mendError('ERR_INVALID_ARG', `capture: "${n}" is not a Conv1D weight`)
+      return c
+    })
+    const ov = this.overlayHandle
+    const r = await callNative(() => this.native.lossAndGrad(b.ids.data, b.ids.B, b.ids.T, b.mask, b.labels!, params, capture, false, ov))
+    const grads: Record<string, Tensor> = {}
+    for (const [name, data] of Object.entries(r.grads)) grads[name] = { shape: shapes.get(name)!, data }
+    // Also answer under the names the caller used.
+    if (opts.params) for (const n of opts.params) grads[n] = grads[canonicalName(n, shapes, 'params')]
+    const captures: LossAndGradOutput['captures'] = {}
+    const rows = b.ids.B * b.ids.T
+    for (const [name, xd] of Object.entries(r.captures)) {
+      const [din, dout] = shapes.get(name)!
+      captures[name] = { x: { shape: [rows, din], data: xd.x }, d: { shape: [rows, dout], data: xd.d } }
+    }
+    for (const n of opts.capture ?? []) captures[n] = captures[canonicalName(n, shapes, 'capture')]
+    return { loss: r.loss, nTargets: r.nTargets, grads, captures }
+  }
+
+  /** Generates up to maxNewTokens tokens per row; returns only the new tokens. */
+  async generate(inputIds: IdsInput, opts: GenerateOptions = {}): Promise<number[][]> {
+    const b = prepareBatch({ inputIds, attentionMask: opts.attentionMask }, this.config.vocabSize, false)
+    const maxNew = opts.maxNewTokens ?? 20
+    if (!Number.isInteger(maxNew) || maxNew < 0) throw mendError('ERR_INVALID_ARG', `Expected a non-negative integer for maxNewTokens but received ${maxNew}`)
+    const temperature = opts.temperature ?? 0
+    if (typeof temperature !== 'number' || !(temperature >= 0) || !Number.isFinite(temperature)) {
+      throw mendError('ERR_INVALID_ARG', `Expected a finite temperature >= 0 but received ${temperature}`)
+    }
+    const topK = opts.topK ?? 0
+    if (!Number.isInteger(topK) || topK < 0) throw mendError('ERR_INVALID_ARG', `Expected a non-negative integer for topK but received ${topK}`)
+    const eos = opts.eosTokenId ?? -1
+    if (!Number.isInteger(eos) || eos < -1 || eos >= this.config.vocabSize) {
+      throw mendError('ERR_TOKEN_OUT_OF_RANGE', `eosTokenId ${eos} is outside [0, ${this.config.vocabSize})`)
+    }
+    if (b.ids.T + maxNew > this.config.nPositions) {
+      throw mendError('ERR_SEQUENCE_TOO_LONG', `prompt length ${b.ids.T} + maxNewTokens ${maxNew} > n_positions ${this.config.nPositions}`)
+    }
+    const seed = opts.seed ?? 0
+    const ov = this.overlayHandle
+    const r = await callNative(() => this.native.generate(b.ids.data, b.ids.B, b.ids.T, b.mask, maxNew, temperature, topK, eos, seed, opts.useCache ?? true, ov))
+    const out: number[][] = []
+    for (let i = 0; i < b.ids.B; i++) out.push(Array.from(r.tokens.subarray(i * r.n, (i + 1) * r.n)))
+    return out
+  }
+}
+
+const CONV1D = /\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$/
+
+/** Either name style (and the tied lm_head) to the canonical `transformer.…` name. */
+export function canonicalName(n: string, shapes: Map<string, number[]>, what: string): string {
+  if (typeof n !== 'string') throw mendError('ERR_INVALID_ARG', `Expected parameter names (strings) in ${what}`)
+  const c = n === 'lm_head.weight' ? 'transformer.wte.weight' : n.startsWith('transformer.') ? n : `transformer.${n}`
+  if (!shapes.has(c)) throw mendError('ERR_INVALID_ARG', `${what}: unknown parameter "${n}"`)
+  return c
+}
+
+export class GPT2LMHeadModel extends GPT2Inference {
+  /** The config.json keys this model was loaded with (kept by savePretrained). */
+  readonly rawConfig: Record<string, unknown>
   private disposed = false
 
   protected constructor(handle: NativeModel, config: GPT2Config, rawConfig: Record<string, unknown> = {}) {
-    this.native = handle
-    this.config = config
+    super(handle, config)
     this.rawConfig = rawConfig
+  }
+
+  protected get overlayHandle(): NativeOverlay | null {
+    return null
   }
 
   /** Loads a Hugging Face GPT-2 directory (config.json + model.safetensors). */
@@ -159,83 +255,11 @@ export class GPT2LMHeadModel {
     return new GPT2LMHeadModel(handle, config, rawConfig)
   }
 
-  /** Parameter names (Hugging Face style, `transformer.…`) and shapes, in order. */
-  parameters(): ParamInfo[] {
-    return this.native.paramInfo()
-  }
-
   /** A copy of one parameter's values. */
   parameter(name: string): Tensor {
     const info = this.parameters().find((p) => p.name === name || p.name === `transformer.${name}` || (name === 'lm_head.weight' && p.name === 'transformer.wte.weight'))
     if (!info) throw mendError('ERR_INVALID_ARG', `unknown parameter "${name}"`)
     return { shape: info.shape, data: this.native.param(info.name) }
-  }
-
-  async forward(batch: Batch, opts: ForwardOptions = {}): Promise<ForwardOutput> {
-    const b = prepareBatch(batch, this.config.vocabSize, false)
-    const r = await callNative(() => this.native.forward(b.ids.data, b.ids.B, b.ids.T, b.mask, b.labels, !!opts.lastOnly))
-    const V = this.config.vocabSize
-    const shape = opts.lastOnly ? [b.ids.B, V] : [b.ids.B, b.ids.T, V]
-    const out: ForwardOutput = { logits: { shape, data: r.logits } }
-    if (r.loss !== undefined) out.loss = r.loss
-    return out
-  }
-
-  async lossAndGrad(batch: Batch, opts: LossAndGradOptions = {}): Promise<LossAndGradOutput> {
-    const b = prepareBatch(batch, this.config.vocabSize, true)
-    const shapes = new Map(this.parameters().map((p) => [p.name, p.shape]))
-    const canonical = (n: string, what: string): string => {
-      if (typeof n !== 'string') throw mendError('ERR_INVALID_ARG', `Expected parameter names (strings) in ${what}`)
-      const c = n === 'lm_head.weight' ? 'transformer.wte.weight' : n.startsWith('transformer.') ? n : `transformer.${n}`
-      if (!shapes.has(c)) throw mendError('ERR_INVALID_ARG', `${what}: unknown parameter "${n}"`)
-      return c
-    }
-    const params = opts.params === undefined ? null : opts.params.map((n) => canonical(n, 'params'))
-    const capture = (opts.capture ?? []).map((n) => {
-      const c = canonical(n, 'capture')
-      if (!/\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$/.test(c)) {
-        throw mendError('ERR_INVALID_ARG', `capture: "${n}" is not a Conv1D weight`)
-      }
-      return c
-    })
-    const r = await callNative(() => this.native.lossAndGrad(b.ids.data, b.ids.B, b.ids.T, b.mask, b.labels!, params, capture, false))
-    const grads: Record<string, Tensor> = {}
-    for (const [name, data] of Object.entries(r.grads)) grads[name] = { shape: shapes.get(name)!, data }
-    // Also answer under the names the caller used.
-    if (opts.params) for (const n of opts.params) grads[n] = grads[canonical(n, 'params')]
-    const captures: LossAndGradOutput['captures'] = {}
-    const rows = b.ids.B * b.ids.T
-    for (const [name, xd] of Object.entries(r.captures)) {
-      const [din, dout] = shapes.get(name)!
-      captures[name] = { x: { shape: [rows, din], data: xd.x }, d: { shape: [rows, dout], data: xd.d } }
-    }
-    for (const n of opts.capture ?? []) captures[n] = captures[canonical(n, 'capture')]
-    return { loss: r.loss, nTargets: r.nTargets, grads, captures }
-  }
-
-  /** Generates up to maxNewTokens tokens per row; returns only the new tokens. */
-  async generate(inputIds: IdsInput, opts: GenerateOptions = {}): Promise<number[][]> {
-    const b = prepareBatch({ inputIds, attentionMask: opts.attentionMask }, this.config.vocabSize, false)
-    const maxNew = opts.maxNewTokens ?? 20
-    if (!Number.isInteger(maxNew) || maxNew < 0) throw mendError('ERR_INVALID_ARG', `Expected a non-negative integer for maxNewTokens but received ${maxNew}`)
-    const temperature = opts.temperature ?? 0
-    if (typeof temperature !== 'number' || !(temperature >= 0) || !Number.isFinite(temperature)) {
-      throw mendError('ERR_INVALID_ARG', `Expected a finite temperature >= 0 but received ${temperature}`)
-    }
-    const topK = opts.topK ?? 0
-    if (!Number.isInteger(topK) || topK < 0) throw mendError('ERR_INVALID_ARG', `Expected a non-negative integer for topK but received ${topK}`)
-    const eos = opts.eosTokenId ?? -1
-    if (!Number.isInteger(eos) || eos < -1 || eos >= this.config.vocabSize) {
-      throw mendError('ERR_TOKEN_OUT_OF_RANGE', `eosTokenId ${eos} is outside [0, ${this.config.vocabSize})`)
-    }
-    if (b.ids.T + maxNew > this.config.nPositions) {
-      throw mendError('ERR_SEQUENCE_TOO_LONG', `prompt length ${b.ids.T} + maxNewTokens ${maxNew} > n_positions ${this.config.nPositions}`)
-    }
-    const seed = opts.seed ?? 0
-    const r = await callNative(() => this.native.generate(b.ids.data, b.ids.B, b.ids.T, b.mask, maxNew, temperature, topK, eos, seed, opts.useCache ?? true))
-    const out: number[][] = []
-    for (let i = 0; i < b.ids.B; i++) out.push(Array.from(r.tokens.subarray(i * r.n, (i + 1) * r.n)))
-    return out
   }
 
   /** Writes a Hugging Face directory: config.json and model.safetensors (tied lm_head omitted, as HF does). */

@@ -10,17 +10,46 @@ export interface NativeModel {
   param(name: string): Float32Array
   paramBytes(): number
   forward(ids: Int32Array, B: number, T: number, mask: Int32Array | null, labels: Int32Array | null,
-          lastOnly: boolean): Promise<{ logits: Float32Array; loss?: number; nTargets?: number }>
+          lastOnly: boolean, overlay?: NativeOverlay | null): Promise<{ logits: Float32Array; loss?: number; nTargets?: number }>
   lossAndGrad(ids: Int32Array, B: number, T: number, mask: Int32Array | null, labels: Int32Array,
-              params: string[] | null, capture: string[], wantLogits: boolean): Promise<{
+              params: string[] | null, capture: string[], wantLogits: boolean, overlay?: NativeOverlay | null): Promise<{
     loss: number; nTargets: number; grads: Record<string, Float32Array>
     captures: Record<string, { x: Float32Array; d: Float32Array }>; logits?: Float32Array
   }>
   generate(ids: Int32Array, B: number, T: number, mask: Int32Array | null, maxNewTokens: number,
-           temperature: number, topK: number, eosTokenId: number, seed: number, useCache: boolean):
+           temperature: number, topK: number, eosTokenId: number, seed: number, useCache: boolean,
+           overlay?: NativeOverlay | null):
     Promise<{ tokens: Int32Array; n: number }>
   save(path: string, metadata: Record<string, string>): Promise<void>
   dispose(): void
+}
+
+/** The overlay of an edited model (immutable). */
+export interface NativeOverlay {
+  bytes(): number
+  nEdits(): number
+  lowrankRows(param: number): number
+  folded(param: number): boolean
+}
+
+/** One editor layer (EasyEdit LRLinear) and one GradientTransform per weight shape. */
+export interface EditorLayerSpec {
+  u: Float32Array; v: Float32Array; bias: Float32Array; scale: Float32Array; shift: Float32Array; relu: boolean
+}
+export interface TransformSpec {
+  dIn: number; dOut: number; rank: number; nModes: number; layers: EditorLayerSpec[]
+  uMean: Float32Array; vMean: Float32Array; uStd: Float32Array; vStd: Float32Array; uS: Float32Array; vS: Float32Array; k: number
+}
+export interface EditorSpec {
+  inner: number[]; transformOf: number[]; modeOf: number[]; editLrs: Float32Array; transforms: TransformSpec[]
+}
+export interface NativeEditor {
+  tensors(): EditorSpec
+}
+export interface NativeEditResult {
+  loss: number; kept: number[]; cos: number[]; u: Float32Array[]; d: Float32Array[]
+  timings: { preMs: number; editorMs: number; overlayMs: number }
+  overlay: NativeOverlay
 }
 
 export interface NativeConfig {
@@ -40,6 +69,13 @@ export interface NativeAddon {
   }>
   safetensorsWrite(path: string, tensors: { name: string; shape: number[]; data: Float32Array }[],
                    metadata: Record<string, string>): Promise<void>
+  createEditor(model: NativeModel, spec: EditorSpec): NativeEditor
+  mendEdit(model: NativeModel, overlay: NativeOverlay | null, editor: NativeEditor, ids: Int32Array, B: number, T: number,
+           mask: Int32Array | null, labels: Int32Array): Promise<NativeEditResult>
+  buildOverlay(model: NativeModel, edits: { param: number; a: Float32Array; b: Float32Array }[][]): Promise<NativeOverlay>
+  materialize(model: NativeModel, overlay: NativeOverlay | null): Promise<NativeModel>
+  benchReadBandwidth(megabytes: number, repeats: number): number
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   testing: any
 }
 

@@ -1,0 +1,116 @@
+/**
+ * Editor files (DESIGN §7): one safetensors file with EasyEdit's MEND state-dict names —
+ * `mend.(d_in, d_out).mlp.layers.j.{u,v,bias,mode_scale.weight,mode_shift.weight}`,
+ * `mend.(d_in, d_out).{u_mean,v_mean,u_std,v_std,u_s,v_s,k}`, `edit_lrs` — and `__metadata__` with
+ * `inner_params` and the hyper-parameters. An EasyEdit archive converted tensor-for-tensor loads
+ * unchanged (its `model.*` tensors, if present, are ignored; pass innerParams when it has no metadata).
+ */
+import { mendError } from './errors'
+import { callNative, GPT2LMHeadModel } from './model'
+import { defaultInnerParams, editorLayout, MEND, MENDConfig, resolveConfig } from './mend'
+import { EditorSpec, native, TransformSpec } from './native'
+
+const FORMAT = 'node-mend-editor'
+
+export async function loadEditorFile(model: GPT2LMHeadModel, file: string, innerParams?: string[]):
+  Promise<{ spec: EditorSpec; config: Required<MENDConfig> }> {
+  const { tensors, metadata } = await callNative(() => native().safetensorsRead(file))
+  let inner = innerParams
+  if (!inner && metadata.inner_params !== undefined) {
+    try {
+      inner = JSON.parse(metadata.inner_params)
+      if (!Array.isArray(inner) || !inner.every((x) => typeof x === 'string')) throw new Error('not a list of names')
+    } catch (e) {
+      throw mendError('ERR_SAFETENSORS', `${file}: metadata inner_params is malformed (${(e as Error).message})`)
+    }
+  }
+  inner = inner ?? defaultInnerParams(model.config.nLayer)
+  const layout = editorLayout(model, inner)
+  const get = (name: string, shape: number[]): Float32Array => {
+    const t = tensors[name]
+    if (!t) throw mendError('ERR_MISSING_TENSOR', `${file}: missing tensor "${name}" (is this an editor for these inner params?)`)
+    const numel = t.shape.reduce((a, b) => a * b, 1)
+    const want = shape.reduce((a, b) => a * b, 1)
+    if (!t.data || numel !== want || (t.shape.length !== shape.length && !(shape.length === 1 && numel === want))) {
+      throw mendError('ERR_SHAPE_MISMATCH', `${file}: tensor "${name}" has shape [${t.shape}] (${t.dtype}), expected [${shape}] for this model`)
+    }
+    for (let i = 0; i < t.shape.length && t.shape.length === shape.length; i++) {
+      if (t.shape[i] !== shape[i]) throw mendError('ERR_SHAPE_MISMATCH', `${file}: tensor "${name}" has shape [${t.shape}], expected [${shape}] for this model`)
+    }
+    return t.data
+  }
+  let nLayersSeen = -1
+  let rankSeen = -1
+  const transforms: TransformSpec[] = layout.keys.map((key, s) => {
+    const [dIn, dOut] = layout.shapes[layout.transformOf.indexOf(s)]
+    const D = dIn + dOut, nModes = layout.nModes[s]
+    const pre = `mend.${key}`
+    const u0 = tensors[`${pre}.mlp.layers.0.u`]
+    if (!u0) throw mendError('ERR_MISSING_TENSOR', `${file}: no editor for weight shape ${key} (missing "${pre}.mlp.layers.0.u"): it was made for another model or other inner params`)
+    if (u0.shape.length !== 2 || u0.shape[0] !== D) throw mendError('ERR_SHAPE_MISMATCH', `${file}: "${pre}.mlp.layers.0.u" has shape [${u0.shape}], expected [${D}, rank]`)
+    const rank = u0.shape[1]
+    let nLayers = 0
+    while (tensors[`${pre}.mlp.layers.${nLayers}.u`]) nLayers++
+    const scale0 = tensors[`${pre}.mlp.layers.0.mode_scale.weight`]
+    if (scale0 && scale0.shape[0] !== nModes) {
+      throw mendError('ERR_SHAPE_MISMATCH', `${file}: "${pre}" has ${scale0.shape[0]} modes but ${nModes} inner params of shape ${key} are being edited`)
+    }
+    nLayersSeen = nLayers; rankSeen = rank
+    const layers = Array.from({ length: nLayers }, (_, j) => {
+      const lp = `${pre}.mlp.layers.${j}`
+      return {
+        u: get(`${lp}.u`, [D, rank]), v: get(`${lp}.v`, [rank, D]), bias: get(`${lp}.bias`, [D]),
+        scale: get(`${lp}.mode_scale.weight`, [nModes, D]), shift: get(`${lp}.mode_shift.weight`, [nModes, D]),
+        relu: j < nLayers - 1, // EasyEdit IDMLP: the clamp on hidden layers only
+      }
+    })
+    const kT = tensors[`${pre}.k`]
+    const k = kT && kT.data && kT.data.length === 1 ? kT.data[0] : NaN
+    if (!Number.isFinite(k)) throw mendError('ERR_NON_FINITE', `${file}: "${pre}.k" is missing or not finite (the editor's statistics were never trained)`)
+    return {
+      dIn, dOut, rank, nModes, layers, k,
+      uMean: get(`${pre}.u_mean`, [dIn]), vMean: get(`${pre}.v_mean`, [dOut]),
+      uStd: get(`${pre}.u_std`, [dIn]), vStd: get(`${pre}.v_std`, [dOut]),
+      uS: get(`${pre}.u_s`, [dIn]), vS: get(`${pre}.v_s`, [dOut]),
+    }
+  })
+  const editLrs = get('edit_lrs', [layout.inner.length])
+  const spec: EditorSpec = { inner: layout.index, transformOf: layout.transformOf, modeOf: layout.modeOf, editLrs, transforms }
+  const num = (k: string, d: number) => (metadata[k] !== undefined && Number.isFinite(Number(metadata[k])) ? Number(metadata[k]) : d)
+  const config = resolveConfig(model, {
+    innerParams: layout.inner, rank: num('rank', rankSeen), nHidden: num('n_hidden', nLayersSeen - 1),
+    editLr: num('edit_lr', editLrs[0]), seed: num('seed', 0),
+  })
+  return { spec, config }
+}
+
+export async function saveEditorFile(mend: MEND, file: string): Promise<void> {
+  const spec = mend.editorSpec()
+  const cfg = mend.config
+  const tensors: { name: string; shape: number[]; data: Float32Array }[] = []
+  spec.transforms.forEach((t) => {
+    const pre = `mend.(${t.dIn}, ${t.dOut})`, D = t.dIn + t.dOut
+    t.layers.forEach((l, j) => {
+      const lp = `${pre}.mlp.layers.${j}`
+      tensors.push({ name: `${lp}.u`, shape: [D, t.rank], data: l.u }, { name: `${lp}.v`, shape: [t.rank, D], data: l.v },
+        { name: `${lp}.bias`, shape: [D], data: l.bias },
+        { name: `${lp}.mode_scale.weight`, shape: [t.nModes, D], data: l.scale },
+        { name: `${lp}.mode_shift.weight`, shape: [t.nModes, D], data: l.shift })
+    })
+    tensors.push({ name: `${pre}.u_mean`, shape: [t.dIn], data: t.uMean }, { name: `${pre}.v_mean`, shape: [t.dOut], data: t.vMean },
+      { name: `${pre}.u_std`, shape: [t.dIn], data: t.uStd }, { name: `${pre}.v_std`, shape: [t.dOut], data: t.vStd },
+      { name: `${pre}.u_s`, shape: [t.dIn], data: t.uS }, { name: `${pre}.v_s`, shape: [t.dOut], data: t.vS },
+      { name: `${pre}.k`, shape: [1], data: new Float32Array([t.k]) })
+  })
+  tensors.push({ name: 'edit_lrs', shape: [spec.editLrs.length], data: spec.editLrs })
+  const m = mend.model.config
+  await callNative(() => native().safetensorsWrite(file, tensors, {
+    format: FORMAT,
+    inner_params: JSON.stringify(cfg.innerParams),
+    rank: String(cfg.rank),
+    n_hidden: String(cfg.nHidden),
+    edit_lr: String(cfg.editLr),
+    seed: String(cfg.seed),
+    model: JSON.stringify({ n_layer: m.nLayer, n_embd: m.nEmbd, vocab_size: m.vocabSize }),
+  }))
+}

@@ -1,0 +1,150 @@
+/**
+ * FunctionalGPT2LMHeadModel: an edited model = an untouched base + a low-rank overlay (DESIGN §6).
+ * Like `higher`'s functional modules, the weights are an argument rather than owned state: the
+ * base is shared and never written, and the edit log (oldest first) rebuilds any earlier state.
+ */
+import * as fs from 'fs'
+import * as path from 'path'
+import { mendError } from './errors'
+import { callNative, GPT2Inference, GPT2LMHeadModel } from './model'
+import { native, NativeOverlay } from './native'
+import { Tensor } from './tensor'
+
+/** One edit in the log: per inner param, Ũ [N, d_in] and D̃ [N, d_out] (before α) and α. */
+export interface EditRecord {
+  factors: Record<string, { u: Tensor; d: Tensor }>
+  alphas: Record<string, number>
+  /** Free-form description of the request (kept in saved edit logs). */
+  request?: unknown
+}
+
+const EDITS_FORMAT = 'node-mend-edits'
+
+export class FunctionalGPT2LMHeadModel extends GPT2Inference {
+  /** The untouched model every edit is applied on. */
+  readonly base: GPT2LMHeadModel
+  /** The edit log, oldest first. */
+  readonly edits: readonly EditRecord[]
+  private readonly overlay: NativeOverlay | null
+
+  /** Internal: use MEND.edit, loadEdits, without or upTo. */
+  constructor(base: GPT2LMHeadModel, edits: EditRecord[], overlay: NativeOverlay | null) {
+    super(base.native, base.config)
+    this.base = base
+    this.edits = Object.freeze([...edits])
+    this.overlay = overlay
+  }
+
+  protected get overlayHandle(): NativeOverlay | null {
+    return this.overlay
+  }
+
+  /** The native overlay (null without edits); internal, used by MEND.edit. */
+  get nativeOverlay(): NativeOverlay | null {
+    return this.overlay
+  }
+
+  /** An edited model from an edit log on `base` (rebuilds the overlay). */
+  static async fromEdits(base: GPT2LMHeadModel, edits: EditRecord[]): Promise<FunctionalGPT2LMHeadModel> {
+    if (edits.length === 0) return new FunctionalGPT2LMHeadModel(base, [], null)
+    const index = new Map(base.parameters().map((p, i) => [p.name, i]))
+    const factors = edits.map((e, i) => Object.entries(e.factors).map(([name, f]) => {
+      const param = index.get(name)
+      if (param === undefined) throw mendError('ERR_SHAPE_MISMATCH', `edit ${i}: "${name}" is not a parameter of the base model`)
+      const alpha = e.alphas[name]
+      if (typeof alpha !== 'number' || !Number.isFinite(alpha)) throw mendError('ERR_NON_FINITE', `edit ${i}: α of "${name}" is not a finite number`)
+      // a = α·Ũ rounded like the native edit does (float32 multiply), so a replay is bit-exact.
+      const a = new Float32Array(f.u.data.length)
+      for (let k = 0; k < a.length; k++) a[k] = Math.fround(f.u.data[k] * alpha)
+      return { param, a, b: f.d.data }
+    }))
+    const overlay = await callNative(() => native().buildOverlay(base.native, factors))
+    return new FunctionalGPT2LMHeadModel(base, edits, overlay)
+  }
+
+  /** The model with edit `editIndex` removed (the others replayed on the base). */
+  async without(editIndex: number): Promise<FunctionalGPT2LMHeadModel> {
+    if (!Number.isInteger(editIndex) || editIndex < 0 || editIndex >= this.edits.length) {
+      throw mendError('ERR_INVALID_ARG', `Expected an edit index in [0, ${this.edits.length}) but received ${editIndex}`)
+    }
+    return FunctionalGPT2LMHeadModel.fromEdits(this.base, this.edits.filter((_, i) => i !== editIndex))
+  }
+
+  /** The model with only the first n edits. */
+  async upTo(n: number): Promise<FunctionalGPT2LMHeadModel> {
+    if (!Number.isInteger(n) || n < 0 || n > this.edits.length) {
+      throw mendError('ERR_INVALID_ARG', `Expected a count in [0, ${this.edits.length}] but received ${n}`)
+    }
+    return FunctionalGPT2LMHeadModel.fromEdits(this.base, this.edits.slice(0, n))
+  }
+
+  /** A plain model whose edited weights are merged (W + ΔW); other weights are shared with the base. */
+  async materialize(): Promise<GPT2LMHeadModel> {
+    const handle = await callNative(() => native().materialize(this.base.native, this.overlay))
+    return GPT2LMHeadModel.fromNative(handle, this.config, this.base.rawConfig)
+  }
+
+  /** Writes a Hugging Face directory with the merged weights. */
+  async savePretrained(dir: string): Promise<void> {
+    const m = await this.materialize()
+    try {
+      await m.savePretrained(dir)
+    } finally {
+      m.dispose()
+    }
+  }
+
+  /** Bytes the overlay holds (factors and any folded merged weights). */
+  get overlayBytes(): number {
+    return this.overlay ? this.overlay.bytes() : 0
+  }
+
+  /** Writes the edit log (factors, α, requests, order) as safetensors. */
+  async saveEdits(file: string): Promise<void> {
+    const tensors: { name: string; shape: number[]; data: Float32Array }[] = []
+    const meta = this.edits.map((e, i) => {
+      for (const [name, f] of Object.entries(e.factors)) {
+        tensors.push({ name: `edits.${i}.${name}.u`, shape: f.u.shape, data: f.u.data })
+        tensors.push({ name: `edits.${i}.${name}.d`, shape: f.d.shape, data: f.d.data })
+      }
+      return { params: Object.keys(e.factors), alphas: e.alphas, request: e.request ?? null }
+    })
+    const c = this.config
+    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true })
+    await callNative(() => native().safetensorsWrite(file, tensors, {
+      format: EDITS_FORMAT,
+      version: '1',
+      edits: JSON.stringify(meta),
+      base: JSON.stringify({ n_layer: c.nLayer, n_embd: c.nEmbd, n_head: c.nHead, vocab_size: c.vocabSize, n_positions: c.nPositions }),
+    }))
+  }
+
+  /** Replays a saved edit log on `base` (which must be the model the edits were made on). */
+  static async loadEdits(base: GPT2LMHeadModel, file: string): Promise<FunctionalGPT2LMHeadModel> {
+    const r = await callNative(() => native().safetensorsRead(file))
+    if (r.metadata.format !== EDITS_FORMAT) throw mendError('ERR_SAFETENSORS', `${file} is not a node-mend edit log (metadata.format = ${JSON.stringify(r.metadata.format)})`)
+    let meta: { params: string[]; alphas: Record<string, number>; request: unknown }[]
+    try {
+      meta = JSON.parse(r.metadata.edits)
+      if (!Array.isArray(meta)) throw new Error('not a list')
+    } catch (e) {
+      throw mendError('ERR_SAFETENSORS', `${file}: metadata "edits" is malformed (${(e as Error).message})`)
+    }
+    const shapes = new Map(base.parameters().map((p) => [p.name, p.shape]))
+    const edits: EditRecord[] = meta.map((m, i) => {
+      const factors: EditRecord['factors'] = {}
+      for (const name of m.params) {
+        const shape = shapes.get(name)
+        const u = r.tensors[`edits.${i}.${name}.u`], d = r.tensors[`edits.${i}.${name}.d`]
+        if (!u || !d || !u.data || !d.data) throw mendError('ERR_MISSING_TENSOR', `${file}: missing factors of edit ${i} for "${name}"`)
+        if (!shape || u.shape[1] !== shape[0] || d.shape[1] !== shape[1] || u.shape[0] !== d.shape[0]) {
+          throw mendError('ERR_SHAPE_MISMATCH', `${file}: factors of edit ${i} for "${name}" do not fit this model`)
+        }
+        for (const t of [u, d]) if (!t.data!.every(Number.isFinite)) throw mendError('ERR_NON_FINITE', `${file}: factors of edit ${i} for "${name}" hold NaN or Inf`)
+        factors[name] = { u: { shape: u.shape, data: u.data }, d: { shape: d.shape, data: d.data } }
+      }
+      return { factors, alphas: m.alphas, request: m.request ?? undefined }
+    })
+    return FunctionalGPT2LMHeadModel.fromEdits(base, edits)
+  }
+}

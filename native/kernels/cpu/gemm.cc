@@ -4,24 +4,27 @@
 // B vectors and one broadcast A value fit the 16 ymm registers; per k step the micro-kernel does
 // 2 B loads + 6 broadcasts for 12 FMAs. Operands reach the micro-kernel as
 //   A panel: kc x MR, stored k-major (a[k*MR + r]), always packed (zero-padded rows);
-//   B panel: kc rows of NR floats with a row stride: NR when packed, or the caller's ldb when the
-//            micro-kernel reads a non-transposed B in place.
+//   B panel: kc rows of NR floats (row stride NR; panels zero-padded past N).
 // Packing absorbs the transposes: op(A)/op(B) are gathered into the panel layout, so all four
 // (transA, transB) combinations run the same micro-kernel (transposed B is packed with 8x8
 // register transposes).
-// Three drivers, chosen by shape:
-//  * general (M > kSkinnyM): Goto loops jc (NC=3072 columns, packed B block KC x NC in L2/L3)
-//    -> pc (KC=256, B micro-panel KC x 16 = 16 KB stays in L1) -> ic (MC=144 rows, packed A block
-//    MC x KC = 144 KB in L2) -> jr -> ir -> micro-kernel. C is cut into one tile per thread
+// Four drivers, chosen by shape:
+//  * general (M > 64, or B not transposed and M > 8): Goto loops jc (NC=3072 columns, packed B block
+//    KC x NC) -> pc (KC=256; a B micro-panel KC x 16 = 16 KB stays in L1) -> ic (MC=144 rows, packed A
+//    block MC x KC = 144 KB in L2) -> jr -> ir -> micro-kernel. C is cut into one tile per thread
 //    (rows or columns, whichever keeps tiles squarest); each thread packs its own operands into
 //    thread-local buffers, so there is no synchronisation inside the region.
-//  * skinny (M <= kSkinnyM, the inference case; bandwidth bound): A (M x K-superblock) is packed
-//    once by the caller and shared; threads split N into 16-column strips; per strip and k-block
-//    the B strip is read from memory exactly once — in place when B is not transposed (the
-//    micro-kernel reads B rows directly), else transposed into a 16 KB L1 buffer — and then
-//    reused from L1 by all ceil(M/6) row panels. B is never packed into a large buffer.
-//  * dot (transB and M <= 4: GEMV-like, e.g. the LM head at decode): B is stored N x K, each row of
-//    B is read once and dotted with all M rows of A (register block M x up to 8 rows of B).
+//  * K-split (B not transposed, M <= 8: decode / GEMV, bandwidth bound): threads split the K rows of
+//    B so each streams one contiguous region of memory exactly once (measured: 16-column strips or
+//    1 KB row pieces reach only ~40-50% of DRAM bandwidth here); each part writes partial sums and a
+//    final pass forms alpha*sum + beta*C. M <= 2 uses a streaming GEMV kernel (4 rows of B at a time,
+//    no copy); 3..8 copy kc x N blocks (~256 KB, L2) into panels reused by the row panels.
+//  * skinny-T (transB, 4 < M <= 64, e.g. the LM head over a prompt): threads split N; blocks of
+//    KC x 256 of op(B) are transposed from memory once into an L2 panel buffer (next block software
+//    prefetched) and each 16-column strip is reused from L1 by all ceil(M/6) row panels.
+//  * dot (transB, M <= 4: the LM head at decode, logits = h·wteᵀ): each row of B (N x K) is read once
+//    and dotted with all M rows of A (register block M x up to 8 rows of B).
+// B is never packed into a large buffer in the three skinny drivers.
 // Dispatch: the AVX2/FMA kernels are compiled with __attribute__((target("avx2,fma"))) (the file
 // itself is built without -mavx2) and chosen at run time by __builtin_cpu_supports; otherwise, and
 // on non-x86 targets, portable C++ kernels with the same data layouts run (auto-vectorised).
@@ -53,7 +56,12 @@ constexpr int NC = 3072; // B block KC x NC = 3 MB (L2/L3)
 constexpr int kSkinnyM = 64;       // M at or below this: skinny driver (B streamed once)
 constexpr int kDotM = 4;           // transB and M at or below this: dot driver
 constexpr int kSkinnyKS = 4096;    // skinny driver packs A in K superblocks of this many columns
-constexpr int kSkinnyStrips = 16;  // skinny driver packs B in blocks of KC x (16 x NR) (256 KB, L2)
+constexpr int kSkinnyStrips = 16;  // skinny driver: B blocks of KC x (16 x NR) (256 KB, L2)
+constexpr int kGemvM = 2;          // B not transposed and M at or below this: streaming GEMV kernel
+constexpr int kKSplitM = 8;        // B not transposed and M at or below this: K-split driver
+constexpr int kGemvW = 4096;       // K-split GEMV: columns per chunk (partial rows stay in L1)
+constexpr int kKSplitW = 4096;     // K-split, M > kGemvM: B blocks of kc x <= 4096 columns (~256 KB)
+constexpr int kKSplitMinK = 128;   // K-split driver: fewest rows of B per part
 
 // ---------------------------------------------------------------------------------------------
 // Thread-local 64-byte aligned pack buffers.
@@ -72,7 +80,8 @@ struct PackBuf {
   }
 };
 thread_local PackBuf tl_a;  // packed A (general driver: MC x KC block; skinny/dot: shared copy of A)
-thread_local PackBuf tl_b;  // packed B (general: KC x NC block; skinny: one KC x NR strip)
+thread_local PackBuf tl_b;  // packed B (general: KC x NC block; skinny: one block of panels)
+thread_local PackBuf tl_c;  // K-split driver: per-part partial sums of C
 
 // ---------------------------------------------------------------------------------------------
 // Kernel signatures (one implementation per backend).
@@ -88,12 +97,18 @@ using PackBTFn = void (*)(const float* b, i64 ldb, int kc, int nb, float* out);
 using DotFn = void (*)(int K, int m, int nb, const float* a, i64 lda, const float* b, i64 ldb, float* c,
                        i64 ldc, float alpha, float beta);
 
+// c (m x n, row stride ldc) += a·b (init: c = a·b): a (m x kc, row stride lda), b (kc x n, row stride
+// ldb, read row by row). m <= kGemvM. The streaming kernel for B not transposed and tiny M.
+using GemvNFn = void (*)(int kc, int m, int n, const float* a, i64 lda, const float* b, i64 ldb, float* c,
+                         i64 ldc, bool init);
+
 constexpr int dot_nb(int m) { return m == 1 ? 8 : m == 2 ? 6 : m == 3 ? 4 : 3; }
 
 struct Ops {
   UkrFn ukr;
   PackBTFn pack_bt;
   DotFn dot;
+  GemvNFn gemvn;
   const char* name;
 };
 
@@ -173,7 +188,27 @@ void dot_port(int K, int m, int nb, const float* a, i64 lda, const float* b, i64
   }
 }
 
-const Ops kPortable = {ukr_port, pack_bt_port, dot_port, "portable"};
+void gemvn_port(int kc, int m, int n, const float* a, i64 lda, const float* b, i64 ldb, float* c, i64 ldc,
+                bool init) {
+  for (int i = 0; i < m; i++) {
+    float* ci = c + (i64)i * ldc;
+    const float* ai = a + (i64)i * lda;
+    if (init) std::memset(ci, 0, sizeof(float) * n);
+    int k = 0;
+    for (; k + 4 <= kc; k += 4) {
+      const float a0 = ai[k], a1 = ai[k + 1], a2 = ai[k + 2], a3 = ai[k + 3];
+      const float *b0 = b + (i64)k * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+      for (int j = 0; j < n; j++) ci[j] += a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j];
+    }
+    for (; k < kc; k++) {
+      const float a0 = ai[k];
+      const float* b0 = b + (i64)k * ldb;
+      for (int j = 0; j < n; j++) ci[j] += a0 * b0[j];
+    }
+  }
+}
+
+const Ops kPortable = {ukr_port, pack_bt_port, dot_port, gemvn_port, "portable"};
 
 // ---------------------------------------------------------------------------------------------
 // AVX2/FMA kernels (compiled for the target, selected only when the CPU supports it).
@@ -349,7 +384,54 @@ MEND_AVX2 void dot_avx2(int K, int m, int nb, const float* a, i64 lda, const flo
   }
 }
 
-const Ops kAvx2 = {ukr_avx2, pack_bt_avx2, dot_avx2, "avx2-fma"};
+// Rows of B are streamed 4 at a time (4 sequential DRAM streams); c stays in L1 (n <= kGemvW).
+template <int MA>
+MEND_AVX2 void gemvn_avx2_t(int kc, int n, const float* __restrict a, i64 lda, const float* __restrict b, i64 ldb,
+                            float* __restrict c, i64 ldc, bool init) {
+  if (init)
+    for (int i = 0; i < MA; i++) std::memset(c + (i64)i * ldc, 0, sizeof(float) * n);
+  const int n8 = n & ~7;
+  int k = 0;
+  for (; k + 4 <= kc; k += 4) {
+    const float *b0 = b + (i64)k * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+    __m256 av[MA][4];
+    for (int i = 0; i < MA; i++)
+      for (int t = 0; t < 4; t++) av[i][t] = _mm256_broadcast_ss(a + (i64)i * lda + k + t);
+    for (int j = 0; j < n8; j += 8) {
+      const __m256 v0 = _mm256_loadu_ps(b0 + j), v1 = _mm256_loadu_ps(b1 + j);
+      const __m256 v2 = _mm256_loadu_ps(b2 + j), v3 = _mm256_loadu_ps(b3 + j);
+      for (int i = 0; i < MA; i++) {
+        float* cj = c + (i64)i * ldc + j;
+        __m256 s0 = _mm256_fmadd_ps(av[i][0], v0, _mm256_loadu_ps(cj));
+        __m256 s1 = _mm256_mul_ps(av[i][1], v1);
+        s0 = _mm256_fmadd_ps(av[i][2], v2, s0);
+        s1 = _mm256_fmadd_ps(av[i][3], v3, s1);
+        _mm256_storeu_ps(cj, _mm256_add_ps(s0, s1));
+      }
+    }
+    for (int i = 0; i < MA; i++) {
+      const float* ai = a + (i64)i * lda + k;
+      float* ci = c + (i64)i * ldc;
+      for (int j = n8; j < n; j++) ci[j] += ai[0] * b0[j] + ai[1] * b1[j] + ai[2] * b2[j] + ai[3] * b3[j];
+    }
+  }
+  for (; k < kc; k++) {
+    const float* b0 = b + (i64)k * ldb;
+    for (int i = 0; i < MA; i++) {
+      const float ai = a[(i64)i * lda + k];
+      float* ci = c + (i64)i * ldc;
+      for (int j = 0; j < n; j++) ci[j] += ai * b0[j];
+    }
+  }
+}
+
+MEND_AVX2 void gemvn_avx2(int kc, int m, int n, const float* a, i64 lda, const float* b, i64 ldb, float* c,
+                          i64 ldc, bool init) {
+  if (m == 1) return gemvn_avx2_t<1>(kc, n, a, lda, b, ldb, c, ldc, init);
+  return gemvn_avx2_t<2>(kc, n, a, lda, b, ldb, c, ldc, init);
+}
+
+const Ops kAvx2 = {ukr_avx2, pack_bt_avx2, dot_avx2, gemvn_avx2, "avx2-fma"};
 
 bool cpu_has_avx2_fma() {
   __builtin_cpu_init();
@@ -418,26 +500,45 @@ void pack_b_panel(const Ops& o, bool transB, const float* B, i64 ldb, int p0, in
   }
 }
 
-// op(B)[p0 .. p0+kc, j0 .. j0+nbw] -> ceil(nbw/NR) consecutive kc x NR panels (panel q at out + q*kc*NR).
-// A non-transposed B is read row by row (nbw contiguous floats per row, the DRAM-friendly order).
+// op(B)[p0 .. p0+kc, j0 .. j0+nbw] -> ceil(nbw/NR) kc x NR panels, panel q at out + q*pstride.
+// A non-transposed B is read row by row (nbw contiguous floats per row, the DRAM-friendly order);
+// pstride = kc*NR + 16 keeps the panels' rows out of one L1 set while they are written.
 void pack_b_block(const Ops& o, bool transB, const float* B, i64 ldb, int p0, int kc, int j0, int nbw,
-                  float* out) {
+                  float* out, i64 pstride) {
   if (transB) {
-    for (int jr = 0; jr < nbw; jr += NR)
-      o.pack_bt(B + (i64)(j0 + jr) * ldb + p0, ldb, kc, std::min(NR, nbw - jr), out + (i64)jr * kc);
+    for (int jr = 0, q = 0; jr < nbw; jr += NR, q++)
+      o.pack_bt(B + (i64)(j0 + jr) * ldb + p0, ldb, kc, std::min(NR, nbw - jr), out + q * pstride);
     return;
   }
   const int full = nbw / NR, rem = nbw - full * NR;
   for (int k = 0; k < kc; k++) {
     const float* src = B + (i64)(p0 + k) * ldb + j0;
     float* dst = out + (i64)k * NR;
-    for (int q = 0; q < full; q++) std::memcpy(dst + (i64)q * kc * NR, src + q * NR, NR * sizeof(float));
+    for (int q = 0; q < full; q++) std::memcpy(dst + q * pstride, src + q * NR, NR * sizeof(float));
     if (rem) {
-      float* d = dst + (i64)full * kc * NR;
+      float* d = dst + full * pstride;
       int j = 0;
       for (; j < rem; j++) d[j] = src[full * NR + j];
       for (; j < NR; j++) d[j] = 0.0f;
     }
+  }
+}
+
+// A rows x cols block of floats in memory (row stride ld), for software prefetch.
+struct Region {
+  const float* p;
+  i64 ld;
+  int rows, cols;
+};
+
+// Prefetches (into L2) slice q of nq of the region's rows.
+void prefetch_rows(const Region& r, int q, int nq) {
+  const int r0 = (int)((i64)r.rows * q / nq), r1 = (int)((i64)r.rows * (q + 1) / nq);
+  for (int i = r0; i < r1; i++) {
+    const char* row = reinterpret_cast<const char*>(r.p + (i64)i * r.ld);
+    const i64 bytes = (i64)r.cols * sizeof(float);
+    for (i64 off = 0; off < bytes; off += 64) __builtin_prefetch(row + off, 0, 2);
+    __builtin_prefetch(row + bytes - 1, 0, 2);
   }
 }
 
@@ -510,40 +611,62 @@ void gemm_dot(const Ops& o, bool transA, int M, int N, int K, float alpha, const
 }
 
 // ---------------------------------------------------------------------------------------------
-// Skinny driver: M <= kSkinnyM. B is streamed once, in 16-column strips.
-void gemm_skinny(const Ops& o, bool transA, bool transB, int M, int N, int K, float alpha, const float* A,
-                 i64 lda, const float* B, i64 ldb, float beta, float* C, i64 ldc) {
+// Skinny driver, transposed B (B stored N x K), kDotM < M <= kSkinnyM. Threads split N; each thread
+// walks blocks of kc x (kSkinnyStrips x NR) of op(B), transposing each block from memory once into an
+// L2-resident panel buffer (reads: 256 rows of B, kc contiguous floats each) and prefetching the next
+// block into L2 meanwhile; every 16-column strip is then reused from L1 by all ceil(M/6) row panels.
+void gemm_skinny_t(const Ops& o, bool transA, int M, int N, int K, float alpha, const float* A, i64 lda,
+                   const float* B, i64 ldb, float beta, float* C, i64 ldc) {
   const int npanels = (M + MR - 1) / MR;
   const int nstrips = (N + NR - 1) / NR;
   const int nt = threads_for(2.0 * M * N * K);
+  constexpr int kStrips = kSkinnyStrips;
   for (int ps = 0; ps < K; ps += kSkinnyKS) {
     const int ks = std::min(kSkinnyKS, K - ps);
     const float beta_s = ps == 0 ? beta : 1.0f;
     // A[:, ps .. ps+ks] packed once, shared by all threads: panel ip at apack + ip*ks*MR.
     float* apack = tl_a.get((size_t)npanels * ks * MR);
-    if (!apack) return gemm_naive(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (!apack) return gemm_naive(transA, true, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     pack_a(transA, A, lda, 0, M, ps, ks, apack, (i64)ks * MR);
     const int kc_max = balanced_kc(ks, KC);
+    const i64 pstride = (i64)kc_max * NR + 16;
     auto body = [&](int64_t s0, int64_t s1) {
-      float* bbuf = tl_b.get((size_t)kc_max * NR * kSkinnyStrips);
+      float* bbuf = tl_b.get((size_t)pstride * kStrips);
       if (!bbuf) {  // out of memory: do these columns unblocked
         const int j0 = (int)s0 * NR, n = std::min(N, (int)s1 * NR) - j0;
-        gemm_naive(transA, transB, M, n, ks, alpha, transA ? A + (i64)ps * lda : A + ps, lda,
-                   transB ? B + (i64)j0 * ldb + ps : B + (i64)ps * ldb + j0, ldb, beta_s, C + j0, ldc);
+        gemm_naive(transA, true, M, n, ks, alpha, transA ? A + (i64)ps * lda : A + ps, lda,
+                   B + (i64)j0 * ldb + ps, ldb, beta_s, C + j0, ldc);
         return;
       }
-      for (int64_t sb = s0; sb < s1; sb += kSkinnyStrips) {
-        const int j0 = (int)sb * NR;
-        const int nbw = std::min<int64_t>(N, std::min(s1, sb + kSkinnyStrips) * NR) - j0;
+      // Block (sb, p): op(B) rows ps+p .. +kc, columns sb*NR .. +nbw.
+      auto block = [&](int64_t sb, int p, int& j0, int& nbw, int& kc) {
+        j0 = (int)sb * NR;
+        nbw = (int)(std::min<int64_t>(N, std::min(s1, sb + kStrips) * NR) - j0);
+        kc = std::min(kc_max, ks - p);
+      };
+      for (int64_t sb = s0; sb < s1; sb += kStrips) {
         for (int p = 0; p < ks; p += kc_max) {
-          const int kc = std::min(kc_max, ks - p);
+          int j0, nbw, kc;
+          block(sb, p, j0, nbw, kc);
           const float beta_e = p == 0 ? beta_s : 1.0f;
-          pack_b_block(o, transB, B, ldb, ps + p, kc, j0, nbw, bbuf);
-          for (int jr = 0; jr < nbw; jr += NR) {
-            const float* bp = bbuf + (i64)jr * kc;
+          pack_b_block(o, true, B, ldb, ps + p, kc, j0, nbw, bbuf, pstride);
+          // Prefetch the next block (as stored: nbw rows of B, kc floats each), a slice per strip.
+          Region next{nullptr, 0, 0, 0};
+          int nj0, nnbw, nkc;
+          if (p + kc_max < ks) {
+            block(sb, p + kc_max, nj0, nnbw, nkc);
+            next = {B + (i64)nj0 * ldb + ps + p + kc_max, ldb, nnbw, nkc};
+          } else if (sb + kStrips < s1) {
+            block(sb + kStrips, 0, nj0, nnbw, nkc);
+            next = {B + (i64)nj0 * ldb + ps, ldb, nnbw, nkc};
+          }
+          const int nstr = (nbw + NR - 1) / NR;
+          for (int q = 0; q < nstr; q++) {
+            if (next.p) prefetch_rows(next, q, nstr);
+            const int nb = std::min(NR, nbw - q * NR);
             for (int ip = 0; ip < npanels; ip++)
-              o.ukr(kc, apack + (i64)ip * ks * MR + (i64)p * MR, bp, NR, C + (i64)ip * MR * ldc + j0 + jr, ldc,
-                    std::min(MR, M - ip * MR), std::min(NR, nbw - jr), alpha, beta_e);
+              o.ukr(kc, apack + (i64)ip * ks * MR + (i64)p * MR, bbuf + q * pstride, NR,
+                    C + (i64)ip * MR * ldc + j0 + q * NR, ldc, std::min(MR, M - ip * MR), nb, alpha, beta_e);
           }
         }
       }
@@ -553,6 +676,91 @@ void gemm_skinny(const Ops& o, bool transA, bool transB, int M, int N, int K, fl
     else
       parallel_for(nstrips, body, 1);
   }
+}
+
+// K-split driver, B not transposed (B stored K x N), M <= kSkinnyM. Bandwidth first: the threads split
+// the K rows of B, so each streams one contiguous region (whole rows when ldb == N); each part writes
+// raw partial sums (M x N) to its own buffer, and a final pass forms C = alpha * sum + beta * C.
+// Per part: M <= kGemvM uses the streaming GEMV kernel (4 rows of B at a time, no copy); otherwise B is
+// copied in blocks of kc rows x W columns (about 256 KB, rows read contiguously) into panels that
+// all ceil(M/6) row panels reuse from L1.
+void gemm_ksplit(const Ops& o, bool transA, int M, int N, int K, float alpha, const float* A, i64 lda,
+                 const float* B, i64 ldb, float beta, float* C, i64 ldc) {
+  const int T = threads_for(2.0 * M * N * K);
+  const int parts = std::max(1, std::min(T, K / kKSplitMinK));
+  const bool gemv = M <= kGemvM;
+  const int npanels = (M + MR - 1) / MR;
+  // A as the kernels want it: rows (M x K, contiguous) for GEMV, else K-long MR panels.
+  const float* arows = A;
+  i64 la = lda;
+  float* apack = nullptr;
+  if (gemv) {
+    if (transA) {
+      float* p = tl_a.get((size_t)M * K);
+      if (!p) return gemm_naive(transA, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      for (int k = 0; k < K; k++)
+        for (int i = 0; i < M; i++) p[(i64)i * K + k] = A[(i64)k * lda + i];
+      arows = p;
+      la = K;
+    }
+  } else {
+    apack = tl_a.get((size_t)npanels * K * MR);
+    if (!apack) return gemm_naive(transA, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    pack_a(transA, A, lda, 0, M, 0, K, apack, (i64)K * MR);
+  }
+  const i64 mn = (i64)M * N;
+  float* part_buf = tl_c.get((size_t)(mn * parts));
+  if (!part_buf) return gemm_naive(transA, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  const int W = std::min(N, gemv ? kGemvW : kKSplitW);
+  const int kcb = std::clamp(((65536 / W) & ~7), 16, KC);  // block kc x W ~ 256 KB
+  const i64 pstride = (i64)kcb * NR + 16;
+  auto part = [&](int64_t t) {
+    const int k0 = (int)((i64)K * t / parts), k1 = (int)((i64)K * (t + 1) / parts);
+    float* cp = part_buf + t * mn;  // partial C (M x N), row stride N
+    if (gemv) {
+      for (int j = 0; j < N; j += W)
+        o.gemvn(k1 - k0, M, std::min(W, N - j), arows + k0, la, B + (i64)k0 * ldb + j, ldb, cp + j, N, true);
+      return;
+    }
+    float* bbuf = tl_b.get((size_t)pstride * ((W + NR - 1) / NR));
+    if (!bbuf) {
+      gemm_naive(transA, false, M, N, k1 - k0, 1.0f, transA ? A + (i64)k0 * lda : A + k0, lda,
+                 B + (i64)k0 * ldb, ldb, 0.0f, cp, N);
+      return;
+    }
+    for (int j = 0; j < N; j += W) {
+      const int w = std::min(W, N - j), nstr = (w + NR - 1) / NR;
+      for (int p = k0; p < k1; p += kcb) {
+        const int kc = std::min(kcb, k1 - p);
+        pack_b_block(o, false, B, ldb, p, kc, j, w, bbuf, pstride);
+        for (int q = 0; q < nstr; q++)
+          for (int ip = 0; ip < npanels; ip++)
+            o.ukr(kc, apack + (i64)ip * K * MR + (i64)p * MR, bbuf + q * pstride, NR,
+                  cp + (i64)ip * MR * N + j + q * NR, N, std::min(MR, M - ip * MR), std::min(NR, w - q * NR),
+                  1.0f, p == k0 ? 0.0f : 1.0f);
+      }
+    }
+  };
+  if (parts == 1)
+    part(0);
+  else
+    parallel_tasks(parts, part);
+  // C = alpha * sum of parts + beta * C (beta == 0: C not read).
+  auto reduce = [&](int64_t j0, int64_t j1) {
+    for (int i = 0; i < M; i++) {
+      float* c = C + (i64)i * ldc;
+      const float* p0 = part_buf + (i64)i * N;
+      for (int64_t j = j0; j < j1; j++) {
+        float sum = p0[j];
+        for (int t = 1; t < parts; t++) sum += p0[t * mn + j];
+        c[j] = beta == 0.0f ? alpha * sum : alpha * sum + beta * c[j];
+      }
+    }
+  };
+  if (T == 1 || mn < 16384)
+    reduce(0, N);
+  else
+    parallel_for(N, reduce, 64);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -630,7 +838,10 @@ void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const floa
   if (K <= 0 || alpha == 0.0f) return scale_c(M, N, beta, C, ldc);
   const Ops& o = ops();
   if (transB && M <= kDotM) return gemm_dot(o, transA, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  if (M <= kSkinnyM) return gemm_skinny(o, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (M <= kSkinnyM) {
+    if (transB) return gemm_skinny_t(o, transA, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (M <= kKSplitM) return gemm_ksplit(o, transA, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
   gemm_general(o, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 

@@ -281,7 +281,7 @@ struct BlockActs {
 
 // One allocation for every activation; sizes computed here only.
 struct Acts {
-  std::vector<float> buf;
+  FloatBuf buf;
   float* encoded;            // (N,C)
   std::vector<BlockActs> h;  // per block
   float* lnf;                // (N,C)
@@ -295,7 +295,7 @@ struct Acts {
     const int L = cfg.n_layer;
     const int saved = L - save_from;
     const size_t total = N * C + (size_t)(saved + (save_from > 0 ? 1 : 0)) * block + N * C + 2 * N;
-    buf.assign(total, 0.0f);
+    buf.resize(total);  // uninitialised: every activation is written before it is read
     float* p = buf.data();
     auto take = [&](size_t n) { float* r = p; p += n; return r; };
     encoded = take(N * C);
@@ -411,7 +411,7 @@ Status GPT2Model::forward(const Batch& b, const ForwardOptions& opt, const Weigh
   RunSpec s{b.ids, pos.data(), b.mask, B, T, 0, nullptr};
   run_blocks(*this, s, &acts, deltas);
   const bool need_full = b.labels || !opt.last_only;
-  std::vector<float> logits;
+  FloatBuf logits;
   if (need_full) {
     logits.resize((size_t)N * V);
     lm_head(*this, acts.lnf, N, logits.data());
@@ -421,7 +421,7 @@ Status GPT2Model::forward(const Batch& b, const ForwardOptions& opt, const Weigh
       out->has_loss = true;
     }
     if (opt.last_only) {
-      std::vector<float> last((size_t)B * V);
+      FloatBuf last((size_t)B * V);
       for (int r = 0; r < B; r++)
         std::memcpy(last.data() + (size_t)r * V, logits.data() + ((size_t)r * T + T - 1) * V, V * sizeof(float));
       logits.swap(last);
@@ -478,7 +478,7 @@ Status GPT2Model::loss_and_grad(const Batch& b, const GradOptions& opt, const We
   RunSpec s{b.ids, pos.data(), b.mask, B, T, 0, nullptr};
   run_blocks(*this, s, &acts, deltas);
 
-  std::vector<float> logits((size_t)N * V);
+  FloatBuf logits((size_t)N * V);
   lm_head(*this, acts.lnf, N, logits.data());
   std::vector<int32_t> tg = shifted_targets(b.labels, B, T);
   out->n_targets = mean_loss(logits.data(), tg.data(), N, V, &out->loss);
@@ -503,7 +503,7 @@ Status GPT2Model::loss_and_grad(const Batch& b, const GradOptions& opt, const We
   // dlogits in place, then into the final hidden state and the tied embedding.
   float* dlogits = logits.data();
   crossentropy_backward(dlogits, dlogits, tg.data(), 1.0f / out->n_targets, N, V);
-  std::vector<float> dlnf((size_t)N * C);
+  FloatBuf dlnf((size_t)N * C);
   gemm(false, false, N, C, V, 1.0f, dlogits, V, param(0), C, 0.0f, dlnf.data(), C);
   if (g[0]) gemm(true, false, V, C, N, 1.0f, dlogits, V, acts.lnf, C, 1.0f, g[0], C);
   logits.clear();
@@ -514,8 +514,8 @@ Status GPT2Model::loss_and_grad(const Batch& b, const GradOptions& opt, const We
   layernorm_backward(dres.data(), g[lnf_w()], g[lnf_b()], dlnf.data(), top, param(lnf_w()), acts.lnf_mean,
                      acts.lnf_rstd, N, C);
 
-  std::vector<float> dbig((size_t)N * std::max(I, 3 * C));  // d of fch / qkv
-  std::vector<float> dmid((size_t)N * C);                    // d of atty / ln outputs
+  FloatBuf dbig((size_t)N * std::max(I, 3 * C));  // d of fch / qkv
+  FloatBuf dmid((size_t)N * C);                             // d of atty / ln outputs
   for (int l = L - 1; l >= 0 && 6 * l + 5 >= min_op; l--) {
     BlockActs& a = acts.h[l];
     auto idx = [&](BlockParam p) { return GPT2Model::block_param(l, p); };
@@ -615,7 +615,7 @@ Status GPT2Model::generate(const Batch& b, const GenerateOptions& opt, const Wei
     cache.k.assign(cfg_.n_layer, std::vector<float>((size_t)B * Tmax * C));
     cache.v.assign(cfg_.n_layer, std::vector<float>((size_t)B * Tmax * C));
   }
-  std::vector<float> logits((size_t)B * V), h((size_t)B * C);
+  FloatBuf logits((size_t)B * V), h((size_t)B * C);
   for (int step = 0; step < opt.max_new_tokens; step++) {
     const int Tcur = T0 + step;
     // Inputs of this step: the whole prompt first (or always, without a cache), else the last token.

@@ -60,7 +60,7 @@ struct ForwardOptions {
   bool want_logits = true;
 };
 struct ForwardResult {
-  std::vector<float> logits;  // (B,T,V) or (B,V)
+  FloatBuf logits;            // (B,T,V) or (B,V)
   bool has_loss = false;
   float loss = 0;             // mean over target tokens
   int n_targets = 0;
@@ -80,7 +80,7 @@ struct GradResult {
   int n_targets = 0;
   std::map<int, std::vector<float>> grads;  // param index -> gradient, same shape as the param
   std::map<int, Capture> captures;
-  std::vector<float> logits;                // (B,T,V) when want_logits
+  FloatBuf logits;                          // (B,T,V) when want_logits
 };
 
 struct GenerateOptions {

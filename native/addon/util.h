@@ -34,9 +34,10 @@ Napi::Float32Array external_f32(Napi::Env env, Owner* owner, float* data, size_t
       [](Napi::Env, void*, Owner* o) { delete o; }, owner);
   return Napi::Float32Array::New(env, n, ab, 0);
 }
-// A Float32Array owning a std::vector<float> (moved in, no copy of the data).
-inline Napi::Float32Array vector_to_f32(Napi::Env env, std::vector<float>&& v) {
-  auto* owner = new std::vector<float>(std::move(v));
+// A Float32Array owning a float vector (moved in, no copy of the data).
+template <class Alloc>
+Napi::Float32Array vector_to_f32(Napi::Env env, std::vector<float, Alloc>&& v) {
+  auto* owner = new std::vector<float, Alloc>(std::move(v));
   if (owner->empty()) { delete owner; return Napi::Float32Array::New(env, 0); }
   return external_f32(env, owner, owner->data(), owner->size());
 }

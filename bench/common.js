@@ -29,6 +29,20 @@ async function timeit(fn, { reps = 7, warmup = 2 } = {}) {
   return median(ms)
 }
 
+/** Times fns alternately (a, b, a, b, …) so machine noise hits both alike; returns their median ms. */
+async function timePaired(fns, { reps = 15, warmup = 2 } = {}) {
+  for (let i = 0; i < warmup; i++) for (const f of fns) await f()
+  const ms = fns.map(() => [])
+  for (let i = 0; i < reps; i++) {
+    for (let k = 0; k < fns.length; k++) {
+      const t0 = process.hrtime.bigint()
+      await fns[k]()
+      ms[k].push(Number(process.hrtime.bigint() - t0) / 1e6)
+    }
+  }
+  return ms.map(median)
+}
+
 function table(headers, rows) {
   const w = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)))
   const line = (cells) => '| ' + cells.map((c, i) => String(c).padEnd(w[i])).join(' | ') + ' |'
@@ -37,4 +51,4 @@ function table(headers, rows) {
   for (const r of rows) console.log(line(r))
 }
 
-module.exports = { machine, median, timeit, table }
+module.exports = { machine, median, timeit, timePaired, table }

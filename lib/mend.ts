@@ -134,6 +134,8 @@ const INTERNAL = Symbol('node-mend internal')
 
 interface EditorState {
   handle: NativeEditor
+  /** α per inner param (a copy of the editor's edit_lrs; reading the whole spec back is ~100 MB). */
+  editLrs: Float32Array
   layout: EditorLayout
   config: Required<MENDConfig>
 }
@@ -158,7 +160,7 @@ export class MEND {
     const cfg = resolveConfig(model, config)
     const layout = editorLayout(model, cfg.innerParams)
     const spec = freshEditorSpec(layout, cfg)
-    this[INTERNAL] = { handle: native().createEditor(model.native, spec), layout, config: cfg }
+    this[INTERNAL] = { handle: native().createEditor(model.native, spec), editLrs: Float32Array.from(spec.editLrs), layout, config: cfg }
   }
 
   /** Loads an editor file (DESIGN §7) and checks it against the model. */
@@ -174,7 +176,7 @@ export class MEND {
       err.message = `${editorPath}: ${err.message}`
       throw err
     }
-    return new MEND(model, config, { handle, layout, config }, INTERNAL)
+    return new MEND(model, config, { handle, editLrs: Float32Array.from(spec.editLrs), layout, config }, INTERNAL)
   }
 
   /** The resolved configuration (inner params in canonical names). */
@@ -214,7 +216,7 @@ export class MEND {
     const prev = this.model instanceof FunctionalGPT2LMHeadModel ? this.model : null
     const overlay = prev ? prev.nativeOverlay : null
     const r = await callNative(() => native().mendEdit(base.native, overlay, st.handle, b.ids.data, b.ids.B, b.ids.T, b.mask, b.labels!))
-    const alphas = st.handle.tensors().editLrs
+    const alphas = st.editLrs
     const factors: Record<string, { u: Tensor; d: Tensor }> = {}
     const record: EditRecord = { factors, alphas: {}, request: opts.request }
     const info: EditInfo = {

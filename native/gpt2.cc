@@ -140,6 +140,12 @@ size_t GPT2Model::param_bytes() const {
   return n;
 }
 
+size_t GPT2Model::owned_bytes() const {
+  size_t n = 0;
+  for (auto& v : owned_) n += v->size() * sizeof(float);
+  return n;
+}
+
 Status GPT2Model::load(const std::string& path, const GPT2Config& cfg, std::shared_ptr<GPT2Model>* out) {
   MEND_RETURN_IF_ERROR(cfg.validate());
   std::unique_ptr<SafetensorsFile> f;

@@ -106,6 +106,7 @@ class GPT2Model {
   int param_index(const std::string& name) const;  // accepts "h.0…", "transformer.h.0…", "lm_head.weight"; -1 if none
   const float* param(int i) const { return ptr_[i]; }
   size_t param_bytes() const;
+  size_t owned_bytes() const;  // heap storage this model holds (generated, converted or replaced weights)
 
   Status check_batch(const Batch& b, bool need_labels) const;
   Status forward(const Batch& b, const ForwardOptions& opt, const WeightDeltas* deltas, ForwardResult* out) const;

@@ -24,7 +24,18 @@ class OverlayHandle : public Napi::ObjectWrap<OverlayHandle> {
     });
   }
   explicit OverlayHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<OverlayHandle>(info) {}
+  // Native bytes reported to V8, so that dropped edited models are collected promptly (V8 cannot
+  // see the factors and merged weights an overlay holds).
+  void set(Napi::Env env, std::shared_ptr<const Overlay> o) {
+    overlay = std::move(o);
+    reported = overlay ? (int64_t)overlay->bytes() : 0;
+    if (reported) Napi::MemoryManagement::AdjustExternalMemory(env, reported);
+  }
+  void Finalize(Napi::Env env) override {
+    if (reported) Napi::MemoryManagement::AdjustExternalMemory(env, -reported);
+  }
   std::shared_ptr<const Overlay> overlay;
+  int64_t reported = 0;
 
  private:
   Napi::Value Bytes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), (double)overlay->bytes()); }
@@ -305,7 +316,7 @@ std::shared_ptr<const Overlay> unwrap_overlay(Napi::Env env, Napi::Value v, bool
 
 Napi::Object wrap_overlay(Napi::Env env, std::shared_ptr<const Overlay> o) {
   Napi::Object h = addon_data(env)->overlay_ctor.New({});
-  OverlayHandle::Unwrap(h)->overlay = std::move(o);
+  OverlayHandle::Unwrap(h)->set(env, std::move(o));
   return h;
 }
 

@@ -110,8 +110,16 @@ class Model : public Napi::ObjectWrap<Model> {
   }
   static Napi::Object Wrap(Napi::Env env, std::shared_ptr<GPT2Model> m) {
     Napi::Object o = addon_data(env)->model_ctor.New({});
-    Unwrap(o)->model_ = std::move(m);
+    Model* w = Unwrap(o);
+    w->reported_ = (int64_t)m->owned_bytes();
+    if (w->reported_) Napi::MemoryManagement::AdjustExternalMemory(env, w->reported_);
+    w->model_ = std::move(m);
     return o;
+  }
+  // Heap memory the model owns is reported to V8 (mapped weights are not heap), so dropped models
+  // are collected promptly.
+  void Finalize(Napi::Env env) override {
+    if (reported_) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_);
   }
   explicit Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {}
   std::shared_ptr<GPT2Model> model() const { return model_; }
@@ -313,6 +321,7 @@ class Model : public Napi::ObjectWrap<Model> {
   }
 
   std::shared_ptr<GPT2Model> model_;
+  int64_t reported_ = 0;
 };
 
 // loadModel(path, config) → Promise<NativeGPT2>

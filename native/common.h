@@ -80,4 +80,49 @@ struct UninitAllocator {
 };
 using FloatBuf = std::vector<float, UninitAllocator<float>>;
 
+// An allocator whose memory is already zero without a memset pass: large blocks come straight from
+// mmap (fresh anonymous pages are zero; transparent huge pages requested), small ones from calloc.
+// Gradient buffers (+= targets, up to the model's size) use it.
+template <class T>
+struct ZeroAllocator {
+  using value_type = T;
+  ZeroAllocator() = default;
+  template <class U>
+  ZeroAllocator(const ZeroAllocator<U>&) {}
+  static constexpr size_t kMapped = 1u << 20;
+  T* allocate(size_t n) {
+    const size_t bytes = n * sizeof(T);
+#if defined(__linux__)
+    if (bytes >= kMapped) {
+      void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) throw std::bad_alloc();
+#if defined(MADV_HUGEPAGE)
+      madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+      return static_cast<T*>(p);
+    }
+#endif
+    void* p = std::calloc(n ? n : 1, sizeof(T));
+    if (!p) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t n) {
+#if defined(__linux__)
+    if (n * sizeof(T) >= kMapped) { munmap(p, n * sizeof(T)); return; }
+#endif
+    std::free(p);
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    if constexpr (sizeof...(Args) > 0) ::new ((void*)p) U(std::forward<Args>(args)...);
+    // default construction: the memory is already zero
+  }
+  template <class U>
+  bool operator==(const ZeroAllocator<U>&) const { return true; }
+  template <class U>
+  bool operator!=(const ZeroAllocator<U>&) const { return false; }
+};
+// A float buffer that starts zeroed (only when sized at construction or by resize from empty).
+using ZeroBuf = std::vector<float, ZeroAllocator<float>>;
+
 }  // namespace mend

@@ -495,7 +495,7 @@ Status GPT2Model::loss_and_grad(const Batch& b, const GradOptions& opt, const We
   std::vector<float*> g(np, nullptr);
   for (int p : opt.params) {
     auto& v = out->grads[p];
-    v.assign((size_t)info_[p].numel(), 0.0f);
+    v = ZeroBuf((size_t)info_[p].numel());  // zero without a memset (see ZeroAllocator)
     g[p] = v.data();
   }
   auto want_capture = [&](int p) { return std::find(opt.capture.begin(), opt.capture.end(), p) != opt.capture.end(); };

@@ -78,7 +78,7 @@ struct Capture {
 struct GradResult {
   float loss = 0;
   int n_targets = 0;
-  std::map<int, std::vector<float>> grads;  // param index -> gradient, same shape as the param
+  std::map<int, ZeroBuf> grads;             // param index -> gradient, same shape as the param
   std::map<int, Capture> captures;
   FloatBuf logits;                          // (B,T,V) when want_logits
 };

@@ -67,6 +67,27 @@ t.test('identity editor (μ = 0, σ + 1e-7 = 1): one edit is exactly W + α·∇
   }
   // The last position influences no loss (causal attention): its D row is zero and it is dropped.
   t.equal(info.keptRows[inner[0]], 8, 'rows kept = the 8 positions that influence the loss')
+  // Batch editing: two requests, right-padded; padded rows have D = 0 and are dropped.
+  const r2 = rng(11)
+  const a = request(r2, 9, 3), b = request(r2, 6, 2)
+  const pad = (x: number[], v: number) => [...x, ...new Array(9 - x.length).fill(v)]
+  const batch2 = {
+    inputIds: [a.inputIds[0], pad(b.inputIds[0], 0)],
+    attentionMask: [a.attentionMask[0], pad(b.attentionMask[0], 0)],
+    labels: [a.labels[0], pad(b.labels[0], -100)],
+  }
+  const g2 = await model.lossAndGrad(batch2, { params: inner })
+  const two = await mend.edit(batch2, { returnFactors: true })
+  t.equal(two.info.keptRows[inner[1]], 8 + 5, 'batch of two: rows kept = 8 + 5 (padding and last positions dropped)')
+  for (const name of inner) {
+    const { u, d } = two.info.factors![name]
+    const [N, din] = u.shape, dout = d.shape[1]
+    const P = new Float64Array(din * dout)
+    for (let q = 0; q < N; q++) for (let i = 0; i < din; i++) for (let j = 0; j < dout; j++) P[i * dout + j] += u.data[q * din + i] * d.data[q * dout + j]
+    const G = g2.grads[name].data
+    const dp = maxAbsDiff(P, G)
+    t.ok(dp <= 1e-5 * maxAbs(G), `batch of two, ${name}: ŨᵀD̃ = ∇W of the batch loss (max diff ${dp.toExponential(2)})`)
+  }
 })
 
 t.test('a random non-identity editor matches a float64 reference of DESIGN §5', async (t) => {

@@ -458,8 +458,41 @@ int op_of(const GPT2Config& cfg, int param) {
 }
 }  // namespace
 
+// Mean KL(softmax(target) ‖ softmax(logits)) over rows with mask = 1 (all rows without a mask); with
+// dlogits, also its gradient (softmax(logits) - softmax(target)) / count, 0 on masked rows.
+// Returns the count.
+static int kl_loss(const float* logits, const float* target, const int32_t* mask, int N, int V, float* loss, float* dlogits) {
+  int count = 0;
+  for (int i = 0; i < N; i++) count += mask ? (mask[i] != 0) : 1;
+  std::vector<double> kl(N, 0.0);
+  parallel_for(N, [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; i++) {
+      const float* l = logits + (size_t)i * V;
+      const float* t = target + (size_t)i * V;
+      float* d = dlogits ? dlogits + (size_t)i * V : nullptr;
+      if (mask && !mask[i]) { if (d) std::fill(d, d + V, 0.0f); continue; }
+      float ml = *std::max_element(l, l + V), mt = *std::max_element(t, t + V);
+      double sl = 0, st = 0;
+      for (int j = 0; j < V; j++) { sl += std::exp((double)l[j] - ml); st += std::exp((double)t[j] - mt); }
+      const double lsl = std::log(sl) + ml, lst = std::log(st) + mt;
+      double acc = 0;
+      for (int j = 0; j < V; j++) {
+        const double lp = t[j] - lst, lq = l[j] - lsl, p = std::exp(lp);
+        acc += p * (lp - lq);
+        if (d) d[j] = (float)((std::exp(lq) - p) / count);
+      }
+      kl[i] = acc;
+    }
+  });
+  double sum = 0;
+  for (int i = 0; i < N; i++) sum += kl[i];
+  *loss = count > 0 ? (float)(sum / count) : NAN;
+  return count;
+}
+
 Status GPT2Model::loss_and_grad(const Batch& b, const GradOptions& opt, const WeightDeltas* deltas, GradResult* out) const {
-  MEND_RETURN_IF_ERROR(check_batch(b, true));
+  const bool kl = opt.kl_target != nullptr;
+  MEND_RETURN_IF_ERROR(check_batch(b, !kl));
   const int np = (int)info_.size();
   for (int p : opt.params)
     if (p < 0 || p >= np) return Status::Error(code::kInvalidArg, "params: index out of range");
@@ -486,10 +519,17 @@ Status GPT2Model::loss_and_grad(const Batch& b, const GradOptions& opt, const We
 
   FloatBuf logits((size_t)N * V);
   lm_head(*this, acts.lnf, N, logits.data());
-  std::vector<int32_t> tg = shifted_targets(b.labels, B, T);
-  out->n_targets = mean_loss(logits.data(), tg.data(), N, V, &out->loss);
+  std::vector<int32_t> tg;
+  if (kl) {
+    if (opt.want_logits) out->logits = logits;
+    out->n_targets = kl_loss(logits.data(), opt.kl_target, b.mask, N, V, &out->loss, logits.data());
+    if (out->n_targets == 0) return Status::Error(code::kNoTarget, "the locality batch has no token with attentionMask = 1");
+  } else {
+    tg = shifted_targets(b.labels, B, T);
+    out->n_targets = mean_loss(logits.data(), tg.data(), N, V, &out->loss);
+    if (opt.want_logits) out->logits = logits;
+  }
   if (!std::isfinite(out->loss)) return Status::Error(code::kNonFinite, "loss is not finite");
-  if (opt.want_logits) out->logits = logits;
 
   // Gradient buffers for the requested parameters.
   std::vector<float*> g(np, nullptr);
@@ -507,8 +547,8 @@ Status GPT2Model::loss_and_grad(const Batch& b, const GradOptions& opt, const We
   if (min_op > 6 * L) return Status::OK();  // nothing requested: loss only
 
   // dlogits in place, then into the final hidden state and the tied embedding.
-  float* dlogits = logits.data();
-  crossentropy_backward(dlogits, dlogits, tg.data(), 1.0f / out->n_targets, N, V);
+  float* dlogits = logits.data();  // in KL mode kl_loss has already written the gradient here
+  if (!kl) crossentropy_backward(dlogits, dlogits, tg.data(), 1.0f / out->n_targets, N, V);
   FloatBuf dlnf((size_t)N * C);
   gemm(false, false, N, C, V, 1.0f, dlogits, V, param(0), C, 0.0f, dlnf.data(), C);
   if (g[0]) gemm(true, false, V, C, N, 1.0f, dlogits, V, acts.lnf, C, 1.0f, g[0], C);

@@ -70,6 +70,10 @@ struct GradOptions {
   std::vector<int> params;   // parameters whose gradient is wanted
   std::vector<int> capture;  // Conv1D weights whose input rows X and output gradient rows D are wanted
   bool want_logits = false;
+  // Locality mode (MEND training): when set, the loss is the mean over tokens with mask = 1 of
+  // KL(softmax(kl_target) ‖ softmax(logits)) with kl_target (B,T,V) the unedited model's logits,
+  // and labels are not used.
+  const float* kl_target = nullptr;
 };
 struct Capture {
   std::vector<float> x;  // (B*T, d_in)  layer input rows

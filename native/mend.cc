@@ -52,6 +52,32 @@ Status GradientTransform::validate(const std::string& what) const {
   return Status::OK();
 }
 
+void transform_forward(const GradientTransform& g, float* z, const int* mode, int Ns, std::vector<LayerActs>* acts) {
+  const int D = g.D(), r = g.rank;
+  std::vector<float> h((size_t)Ns * r), pre((size_t)Ns * D);
+  if (acts) acts->resize(g.layers.size());
+  for (size_t j = 0; j < g.layers.size(); j++) {
+    const MendLayer& L = g.layers[j];
+    if (acts) (*acts)[j].z.assign(z, z + (size_t)Ns * D);
+    gemm(false, true, Ns, r, D, 1.0f, z, D, L.v.data(), D, 0.0f, h.data(), r);    // (Ns,r) = z·Vᵀ
+    gemm(false, true, Ns, D, r, 1.0f, h.data(), r, L.u.data(), r, 0.0f, pre.data(), D);  // (Ns,D) = h·Uᵀ
+    parallel_for(Ns, [&](int64_t b0, int64_t e0) {
+      for (int64_t i = b0; i < e0; i++) {
+        const float* sc = L.scale.data() + (size_t)mode[i] * D;
+        const float* sh = L.shift.data() + (size_t)mode[i] * D;
+        float* p = pre.data() + (size_t)i * D;
+        float* zr = z + (size_t)i * D;
+        for (int k = 0; k < D; k++) {
+          p[k] += L.bias[k];
+          const float a = p[k] * sc[k] + sh[k];
+          zr[k] += L.relu ? (a > 0 ? a : 0.0f) : a;
+        }
+      }
+    });
+    if (acts) { (*acts)[j].h = h; (*acts)[j].p = pre; }
+  }
+}
+
 Status check_editor(const GPT2Model& model, const MendEditor& e) {
   const size_t n = e.inner.size();
   if (n == 0) return Status::Error(code::kInvalidArg, "the editor has no inner params");
@@ -125,7 +151,7 @@ Status mend_edit(const GPT2Model& model, const std::shared_ptr<const Overlay>& p
   info->d.assign(n, {});
   for (size_t s = 0; s < editor.transforms.size(); s++) {
     const GradientTransform& g = editor.transforms[s];
-    const int D = g.D(), r = g.rank;
+    const int D = g.D();
     std::vector<size_t> members;
     int Ns = 0;
     for (size_t k = 0; k < n; k++)
@@ -146,23 +172,7 @@ Status mend_edit(const GPT2Model& model, const std::shared_ptr<const Overlay>& p
         row++;
       }
     }
-    std::vector<float> h((size_t)Ns * r), pre((size_t)Ns * D);
-    for (const MendLayer& L : g.layers) {
-      gemm(false, true, Ns, r, D, 1.0f, z.data(), D, L.v.data(), D, 0.0f, h.data(), r);    // (Ns,r) = z·Vᵀ
-      gemm(false, true, Ns, D, r, 1.0f, h.data(), r, L.u.data(), r, 0.0f, pre.data(), D);  // (Ns,D) = h·Uᵀ
-      parallel_for(Ns, [&](int64_t b0, int64_t e0) {
-        for (int64_t i = b0; i < e0; i++) {
-          const float* sc = L.scale.data() + (size_t)mode[i] * D;
-          const float* sh = L.shift.data() + (size_t)mode[i] * D;
-          float* p = pre.data() + (size_t)i * D;
-          float* zr = z.data() + (size_t)i * D;
-          for (int j = 0; j < D; j++) {
-            float a = (p[j] + L.bias[j]) * sc[j] + sh[j];
-            zr[j] += L.relu ? (a > 0 ? a : 0.0f) : a;
-          }
-        }
-      });
-    }
+    transform_forward(g, z.data(), mode.data(), Ns, nullptr);
     // 4. Split into Ũ and D̃ per inner param.
     row = 0;
     for (size_t k : members) {

@@ -49,6 +49,16 @@ struct EditInfo {
   double ms_pre = 0, ms_editor = 0, ms_overlay = 0;
 };
 
+// Saved activations of one editor layer (for the training backward).
+struct LayerActs {
+  std::vector<float> z;  // (Ns, D) layer input
+  std::vector<float> h;  // (Ns, r) z·Vᵀ
+  std::vector<float> p;  // (Ns, D) h·Uᵀ + bias (before scale/shift)
+};
+// z (Ns, D) = the layers of g applied to z in place; mode (Ns) is each row's mode. With acts, saves
+// each layer's activations.
+void transform_forward(const GradientTransform& g, float* z, const int* mode, int Ns, std::vector<LayerActs>* acts);
+
 // Checks that the editor fits the model: inner params are Conv1D weights whose shapes match
 // transforms, modes are consistent, every tensor is finite and of the right size.
 Status check_editor(const GPT2Model& model, const MendEditor& e);

@@ -1,0 +1,40 @@
+// mend_train.h — one MEND training step (EasyEdit EditTrainer semantics, DESIGN §5): pre-edit pass,
+// editor forward in training mode (Welford statistics), post-edit passes on the edit (or editOuter)
+// batch and the locality batch, and the outer gradients of
+//   L = c_edit · L_edit(θ') + c_loc · KL_loc
+// with respect to every editor parameter and α, computed with the low-rank formulas (no dense
+// d_in×d_out matrix): ∂L/∂Ũ = α D̃ Gᵀ, ∂L/∂D̃ = α Ũ G, ∂L/∂α = ⟨G, ŨᵀD̃⟩ with G = X'ᵀD'.
+#pragma once
+#include <vector>
+
+#include "mend.h"
+
+namespace mend {
+
+// Gradients with the layout of a MendEditor's parameters.
+struct MendGrads {
+  struct Layer { std::vector<float> u, v, bias, scale, shift; };
+  std::vector<std::vector<Layer>> transforms;  // [transform][layer]
+  std::vector<float> edit_lrs;
+  static MendGrads zeros_like(const MendEditor& e);
+  void clear();
+  // Every gradient array in a fixed order, paired with the editor's parameter arrays.
+  std::vector<std::pair<std::vector<float>*, std::vector<float>*>> pairs(MendEditor* e);
+};
+
+struct TrainBatches {
+  Batch edit;                 // the edit request (labels on the target)
+  const Batch* edit_outer;    // L_edit measured here when set (a rephrasing with the same target)
+  Batch loc;                  // locality batch (KL over attentionMask = 1 tokens)
+};
+
+struct TrainStepResult {
+  float total = 0, edit = 0, loc = 0, edit_acc = 0, pre_loss = 0;
+};
+
+// One step. update_stats: training-mode statistics (each kept row updates μ, σ before use).
+// With grads non-null, ∂L/∂θ · grad_scale is added to *grads (grad_scale = 1 / accumulate_bs).
+Status mend_train_step(const GPT2Model& model, MendEditor* editor, const TrainBatches& batches, float cedit,
+                       float cloc, bool update_stats, MendGrads* grads, float grad_scale, TrainStepResult* out);
+
+}  // namespace mend

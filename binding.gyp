@@ -8,6 +8,7 @@
         "native/gpt2.cc",
         "native/overlay.cc",
         "native/mend.cc",
+        "native/mend_train.cc",
         "native/kernels/cpu/gemm.cc",
         "native/kernels/cpu/encoder.cc",
         "native/kernels/cpu/layernorm.cc",
@@ -19,6 +20,7 @@
         "native/addon/addon.cc",
         "native/addon/model_binding.cc",
         "native/addon/mend_binding.cc",
+        "native/addon/train_binding.cc",
         "native/addon/safetensors_binding.cc",
         "native/addon/testing_binding.cc"
       ],

@@ -12,6 +12,8 @@ export { FunctionalGPT2LMHeadModel } from './functional'
 export type { EditRecord } from './functional'
 export { MEND, defaultInnerParams } from './mend'
 export type { MENDConfig, EditOptions, EditInfo } from './mend'
+export { EditTrainer } from './trainer'
+export type { EditTrainerConfig, TrainBatch, StepResult } from './trainer'
 export { MendError } from './errors'
 
 /** Threads the native kernels use (default: NODE_MEND_THREADS or the number of cores). */

@@ -179,6 +179,14 @@ export class MEND {
     return new MEND(model, config, { handle, editLrs: Float32Array.from(spec.editLrs), layout, config }, INTERNAL)
   }
 
+  /** A MEND controller over an editor given as tensors (e.g. one being trained). */
+  static fromEditorSpec(model: GPT2LMHeadModel, spec: EditorSpec, config: MENDConfig = {}): MEND {
+    const cfg = resolveConfig(model, config)
+    const layout = editorLayout(model, cfg.innerParams)
+    const handle = native().createEditor(model.native, spec)
+    return new MEND(model, cfg, { handle, editLrs: Float32Array.from(spec.editLrs), layout, config: cfg }, INTERNAL)
+  }
+
   /** The resolved configuration (inner params in canonical names). */
   get config(): Readonly<Required<MENDConfig>> {
     return this[INTERNAL].config

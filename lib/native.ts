@@ -52,6 +52,17 @@ export interface NativeEditResult {
   overlay: NativeOverlay
 }
 
+export interface NativeBatch { ids: Int32Array; B: number; T: number; mask: Int32Array | null; labels: Int32Array | null }
+export interface NativeStepResult { total: number; edit: number; loc: number; editAcc: number; preLoss: number; stepped: boolean; gradNorm?: number }
+export interface NativeOptimizerState { t: number; steps: number; m: Float32Array[]; v: Float32Array[] }
+export interface NativeTrainer {
+  step(edit: NativeBatch, editOuter: NativeBatch | null, loc: NativeBatch, opts: { updateStats?: boolean; train?: boolean }): Promise<NativeStepResult>
+  tensors(): EditorSpec
+  grads(): EditorSpec
+  optimizerState(): NativeOptimizerState
+  setOptimizerState(s: NativeOptimizerState): void
+}
+
 export interface NativeConfig {
   nLayer: number; nHead: number; nEmbd: number; nInner: number; vocabSize: number
   nPositions: number; layerNormEpsilon: number
@@ -74,6 +85,7 @@ export interface NativeAddon {
            mask: Int32Array | null, labels: Int32Array): Promise<NativeEditResult>
   buildOverlay(model: NativeModel, edits: { param: number; a: Float32Array; b: Float32Array }[][]): Promise<NativeOverlay>
   materialize(model: NativeModel, overlay: NativeOverlay | null): Promise<NativeModel>
+  createTrainer(model: NativeModel, spec: EditorSpec, opts: { lr: number; lrLr: number; cedit: number; cloc: number; gradClip: number; accumulateBs: number }): NativeTrainer
   benchReadBandwidth(megabytes: number, repeats: number): number
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   testing: any

@@ -71,6 +71,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new mend::addon::AddonData());  // freed with the environment
   mend::addon::init_model(env, exports);
   mend::addon::init_mend(env, exports);
+  mend::addon::init_train(env, exports);
   mend::addon::init_safetensors(env, exports);
   mend::addon::init_testing(env, exports);
   return exports;

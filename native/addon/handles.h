@@ -13,7 +13,7 @@ namespace mend {
 namespace addon {
 
 struct AddonData {
-  Napi::FunctionReference model_ctor, overlay_ctor, editor_ctor;
+  Napi::FunctionReference model_ctor, overlay_ctor, editor_ctor, trainer_ctor;
 };
 inline AddonData* addon_data(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
 
@@ -23,6 +23,9 @@ Napi::Object wrap_model(Napi::Env env, std::shared_ptr<GPT2Model> m);
 // An overlay handle, or null for null/undefined (*ok = false when v is something else).
 std::shared_ptr<const Overlay> unwrap_overlay(Napi::Env env, Napi::Value v, bool* ok);
 Napi::Object wrap_overlay(Napi::Env env, std::shared_ptr<const Overlay> o);
+// Editor specs (the object createEditor takes and NativeEditor.tensors returns) in and out.
+bool read_editor_spec(Napi::Env env, Napi::Object spec, MendEditor* e);  // throws and returns false on bad input
+Napi::Object editor_to_js(Napi::Env env, const MendEditor& e);
 
 }  // namespace addon
 }  // namespace mend

@@ -49,6 +49,49 @@ class OverlayHandle : public Napi::ObjectWrap<OverlayHandle> {
   }
 };
 
+}  // namespace
+
+// The editor's tensors as createEditor takes them (copies).
+Napi::Object editor_to_js(Napi::Env env, const MendEditor& e) {
+  auto f32 = [&](const std::vector<float>& v) {
+    Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
+    if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * sizeof(float));
+    return a;
+  };
+  auto ints = [&](const std::vector<int>& v) {
+    Napi::Array a = Napi::Array::New(env, v.size());
+    for (size_t i = 0; i < v.size(); i++) a.Set((uint32_t)i, v[i]);
+    return a;
+  };
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("inner", ints(e.inner));
+  o.Set("transformOf", ints(e.transform_of));
+  o.Set("modeOf", ints(e.mode_of));
+  o.Set("editLrs", f32(e.edit_lrs));
+  Napi::Array ts = Napi::Array::New(env, e.transforms.size());
+  for (size_t s = 0; s < e.transforms.size(); s++) {
+    const GradientTransform& g = e.transforms[s];
+    Napi::Object t = Napi::Object::New(env);
+    t.Set("dIn", g.d_in); t.Set("dOut", g.d_out); t.Set("rank", g.rank); t.Set("nModes", g.n_modes);
+    Napi::Array ls = Napi::Array::New(env, g.layers.size());
+    for (size_t j = 0; j < g.layers.size(); j++) {
+      const MendLayer& L = g.layers[j];
+      Napi::Object l = Napi::Object::New(env);
+      l.Set("u", f32(L.u)); l.Set("v", f32(L.v)); l.Set("bias", f32(L.bias));
+      l.Set("scale", f32(L.scale)); l.Set("shift", f32(L.shift)); l.Set("relu", L.relu);
+      ls.Set((uint32_t)j, l);
+    }
+    t.Set("layers", ls);
+    t.Set("uMean", f32(g.u_mean)); t.Set("vMean", f32(g.v_mean)); t.Set("uStd", f32(g.u_std));
+    t.Set("vStd", f32(g.v_std)); t.Set("uS", f32(g.u_s)); t.Set("vS", f32(g.v_s)); t.Set("k", g.k);
+    ts.Set((uint32_t)s, t);
+  }
+  o.Set("transforms", ts);
+  return o;
+}
+
+namespace {
+
 class EditorHandle : public Napi::ObjectWrap<EditorHandle> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -59,45 +102,7 @@ class EditorHandle : public Napi::ObjectWrap<EditorHandle> {
 
  private:
   // The editor's tensors as createEditor takes them (copies).
-  Napi::Value Tensors(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    const MendEditor& e = *editor;
-    auto f32 = [&](const std::vector<float>& v) {
-      Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
-      if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * sizeof(float));
-      return a;
-    };
-    auto ints = [&](const std::vector<int>& v) {
-      Napi::Array a = Napi::Array::New(env, v.size());
-      for (size_t i = 0; i < v.size(); i++) a.Set((uint32_t)i, v[i]);
-      return a;
-    };
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("inner", ints(e.inner));
-    o.Set("transformOf", ints(e.transform_of));
-    o.Set("modeOf", ints(e.mode_of));
-    o.Set("editLrs", f32(e.edit_lrs));
-    Napi::Array ts = Napi::Array::New(env, e.transforms.size());
-    for (size_t s = 0; s < e.transforms.size(); s++) {
-      const GradientTransform& g = e.transforms[s];
-      Napi::Object t = Napi::Object::New(env);
-      t.Set("dIn", g.d_in); t.Set("dOut", g.d_out); t.Set("rank", g.rank); t.Set("nModes", g.n_modes);
-      Napi::Array ls = Napi::Array::New(env, g.layers.size());
-      for (size_t j = 0; j < g.layers.size(); j++) {
-        const MendLayer& L = g.layers[j];
-        Napi::Object l = Napi::Object::New(env);
-        l.Set("u", f32(L.u)); l.Set("v", f32(L.v)); l.Set("bias", f32(L.bias));
-        l.Set("scale", f32(L.scale)); l.Set("shift", f32(L.shift)); l.Set("relu", L.relu);
-        ls.Set((uint32_t)j, l);
-      }
-      t.Set("layers", ls);
-      t.Set("uMean", f32(g.u_mean)); t.Set("vMean", f32(g.v_mean)); t.Set("uStd", f32(g.u_std));
-      t.Set("vStd", f32(g.v_std)); t.Set("uS", f32(g.u_s)); t.Set("vS", f32(g.v_s)); t.Set("k", g.k);
-      ts.Set((uint32_t)s, t);
-    }
-    o.Set("transforms", ts);
-    return o;
-  }
+  Napi::Value Tensors(const Napi::CallbackInfo& info) { return editor_to_js(info.Env(), *editor); }
 };
 
 bool read_f32(Napi::Env env, Napi::Object o, const char* key, const std::string& where, std::vector<float>* out) {
@@ -121,19 +126,14 @@ bool read_int_array(Napi::Env env, Napi::Object o, const char* key, std::vector<
   return true;
 }
 
-// createEditor(model, spec) → NativeEditor; the spec is the shape Tensors() returns.
-Napi::Value CreateEditor(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto model = unwrap_model(env, info[0], "createEditor");
-  if (!model) return env.Undefined();
-  MEND_CHECK_ARG(env, info[1].IsObject(), "Expected an editor spec object");
-  Napi::Object spec = info[1].As<Napi::Object>();
-  auto e = std::make_shared<MendEditor>();
+}  // namespace
+
+bool read_editor_spec(Napi::Env env, Napi::Object spec, MendEditor* e) {
   if (!read_int_array(env, spec, "inner", &e->inner) || !read_int_array(env, spec, "transformOf", &e->transform_of) ||
       !read_int_array(env, spec, "modeOf", &e->mode_of) || !read_f32(env, spec, "editLrs", "editor", &e->edit_lrs))
-    return env.Undefined();
+    return false;
   Napi::Value tv = spec.Get("transforms");
-  MEND_CHECK_ARG(env, tv.IsArray(), "Expected an array for transforms");
+  if (!tv.IsArray()) { make_error(env, code::kInvalidArg, "Expected an array for transforms").ThrowAsJavaScriptException(); return false; }
   Napi::Array ts = tv.As<Napi::Array>();
   for (uint32_t s = 0; s < ts.Length(); s++) {
     Napi::Object t = ts.Get(s).As<Napi::Object>();
@@ -145,7 +145,7 @@ Napi::Value CreateEditor(const Napi::CallbackInfo& info) {
     g.k = t.Get("k").ToNumber().DoubleValue();
     std::string where = "mend.(" + std::to_string(g.d_in) + ", " + std::to_string(g.d_out) + ")";
     Napi::Value lv = t.Get("layers");
-    MEND_CHECK_ARG(env, lv.IsArray(), "Expected an array for " + where + ".layers");
+    if (!lv.IsArray()) { make_error(env, code::kInvalidArg, "Expected an array for " + where + ".layers").ThrowAsJavaScriptException(); return false; }
     Napi::Array ls = lv.As<Napi::Array>();
     for (uint32_t j = 0; j < ls.Length(); j++) {
       Napi::Object l = ls.Get(j).As<Napi::Object>();
@@ -153,16 +153,30 @@ Napi::Value CreateEditor(const Napi::CallbackInfo& info) {
       std::string lw = where + ".mlp.layers." + std::to_string(j);
       if (!read_f32(env, l, "u", lw, &L.u) || !read_f32(env, l, "v", lw, &L.v) || !read_f32(env, l, "bias", lw, &L.bias) ||
           !read_f32(env, l, "scale", lw, &L.scale) || !read_f32(env, l, "shift", lw, &L.shift))
-        return env.Undefined();
+        return false;
       L.relu = l.Get("relu").ToBoolean().Value();
       g.layers.push_back(std::move(L));
     }
     if (!read_f32(env, t, "uMean", where, &g.u_mean) || !read_f32(env, t, "vMean", where, &g.v_mean) ||
         !read_f32(env, t, "uStd", where, &g.u_std) || !read_f32(env, t, "vStd", where, &g.v_std) ||
         !read_f32(env, t, "uS", where, &g.u_s) || !read_f32(env, t, "vS", where, &g.v_s))
-      return env.Undefined();
+      return false;
     e->transforms.push_back(std::move(g));
   }
+  return true;
+}
+
+namespace {
+
+// createEditor(model, spec) → NativeEditor; the spec is the shape Tensors() returns.
+Napi::Value CreateEditor(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = unwrap_model(env, info[0], "createEditor");
+  if (!model) return env.Undefined();
+  MEND_CHECK_ARG(env, info[1].IsObject(), "Expected an editor spec object");
+  Napi::Object spec = info[1].As<Napi::Object>();
+  auto e = std::make_shared<MendEditor>();
+  if (!read_editor_spec(env, spec, e.get())) return env.Undefined();
   Status st = check_editor(*model, *e);
   if (!st.ok()) { make_error(env, st).ThrowAsJavaScriptException(); return env.Undefined(); }
   Napi::Object o = addon_data(env)->editor_ctor.New({});

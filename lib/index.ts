@@ -27,3 +27,4 @@ export function setNumThreads(n: number): void {
 export function gemmBackend(): string {
   return native().gemmBackend()
 }
+export * from './data/editdata'

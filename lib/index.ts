@@ -28,3 +28,4 @@ export function gemmBackend(): string {
   return native().gemmBackend()
 }
 export * from './data/editdata'
+export * from './data/worldfacts'

@@ -29,3 +29,5 @@ export function gemmBackend(): string {
 }
 export * from './data/editdata'
 export * from './data/worldfacts'
+export { Editor, teacherForcedPredictions } from './editor'
+export type { EditorEditRequest, Metrics, RequestMetrics, EditorOptions } from './editor'

@@ -1,0 +1,301 @@
+/**
+ * Editor: EasyEdit's `BaseEditor.edit` for MEND. Takes text requests (prompt -> targetNew, with
+ * optional rephrase, locality and portability inputs), edits the model with a MEND controller and
+ * reports EasyEdit's metrics before and after each edit:
+ *
+ *   rewrite_acc     teacher-forced token accuracy of targetNew after the prompt: run
+ *                   prompt ++ ' ' + target, compare argmax(logits[t - 1]) with each target token t,
+ *                   mean over the target tokens.
+ *   rephrase_acc    the same on the rephrase prompt(s) with targetNew.
+ *   portability     the same on the portability prompt(s) with their answers.
+ *   locality        (post only) share of the locality answer's tokens, teacher-forced on
+ *                   prompt ++ ' ' + answer, whose post-edit argmax equals the pre-edit argmax.
+ *
+ * Several prompts for one request (rephrase, locality, portability) are scored per prompt and
+ * averaged. Modes: default, every request edits the original model on its own and is measured
+ * right after its edit; `sequentialEdit`, edits accumulate and every post metric is measured after
+ * the last edit (pre metrics before any edit); `batchEdit`, all requests form one edit batch.
+ */
+import * as path from 'path'
+import { buildEditBatch } from './data/editdata'
+import { mendError } from './errors'
+import { FunctionalGPT2LMHeadModel } from './functional'
+import { MEND } from './mend'
+import { GPT2LMHeadModel, ForwardOutput, Batch } from './model'
+import { GPT2Tokenizer } from './tokenizer'
+
+/** Per-request prompts with their answers: one entry per request, each a string or several. */
+export interface PromptAnswerInputs {
+  prompt: string | (string | string[])[]
+  groundTruth: string | (string | string[])[]
+}
+
+export interface EditorEditRequest {
+  prompts: string | string[]
+  targetNew: string | string[]
+  groundTruth?: string | string[]
+  /** One per request (or several per request as a nested array). */
+  rephrasePrompts?: string | (string | string[])[]
+  localityInputs?: PromptAnswerInputs
+  portabilityInputs?: PromptAnswerInputs
+  /** Edits accumulate; post metrics after the last edit. */
+  sequentialEdit?: boolean
+  /** All requests in one edit. */
+  batchEdit?: boolean
+}
+
+export interface Metrics {
+  rewrite_acc: number
+  rephrase_acc?: number
+  /** Post only. */
+  locality?: number
+  portability?: number
+}
+
+export interface RequestMetrics {
+  caseId: number
+  requestedRewrite: { prompt: string; targetNew: string; groundTruth?: string }
+  pre: Metrics
+  post: Metrics
+  /** Milliseconds of the edit that applied this request. */
+  time: number
+}
+
+export interface EditorOptions {
+  /** A Hugging Face model directory or a loaded model. */
+  model: string | GPT2LMHeadModel
+  /** An editor file or a MEND controller (over `model`). */
+  editor: string | MEND
+  /** A tokenizer directory or a loaded tokenizer; default the model directory. */
+  tokenizer?: string | GPT2Tokenizer
+}
+
+/** Anything with GPT-2's forward (a plain or an edited model). */
+export interface ForwardModel {
+  forward(batch: Batch): Promise<ForwardOutput>
+}
+
+/** Teacher-forced predictions of one (prompt, target) pair: argmax and true token per target token. */
+export interface TokenPredictions {
+  predicted: number[]
+  target: number[]
+}
+
+/**
+ * Teacher-forced argmax predictions for (prompt, target) pairs in one padded forward, in the
+ * layout of {@link buildEditBatch}: for every target token t of a row, argmax(logits[t - 1]).
+ */
+export async function teacherForcedPredictions(model: ForwardModel, tok: GPT2Tokenizer, prompts: string[], targets: string[]): Promise<TokenPredictions[]> {
+  const batch = buildEditBatch(tok, prompts, targets)
+  const { logits } = await model.forward({ inputIds: batch.inputIds, attentionMask: batch.attentionMask })
+  const [, T, V] = logits.shape
+  return batch.labels.map((row, b) => {
+    const out: TokenPredictions = { predicted: [], target: [] }
+    for (let t = 1; t < row.length; t++) {
+      if (row[t] === -100) continue
+      const off = (b * T + t - 1) * V
+      let best = 0, bestV = logits.data[off]
+      for (let v = 1; v < V; v++) if (logits.data[off + v] > bestV) { bestV = logits.data[off + v]; best = v }
+      out.predicted.push(best)
+      out.target.push(row[t])
+    }
+    return out
+  })
+}
+
+/** Share of positions where a[i] === b[i]. */
+function agreement(a: number[], b: number[]): number {
+  let n = 0
+  for (let i = 0; i < a.length; i++) if (a[i] === b[i]) n++
+  return a.length === 0 ? 0 : n / a.length
+}
+
+const mean = (xs: number[]): number => xs.reduce((s, x) => s + x, 0) / xs.length
+
+/** One request, normalised. */
+interface Case {
+  prompt: string
+  targetNew: string
+  groundTruth?: string
+  rephrase: string[]
+  locality: { prompt: string; answer: string }[]
+  portability: { prompt: string; answer: string }[]
+}
+
+function checkString(v: unknown, name: string): string {
+  if (typeof v !== 'string' || v.trim() === '') throw mendError('ERR_INVALID_ARG', `${name} must be a non-empty string`)
+  return v
+}
+
+/** string | string[] -> string[] (a bare string is one request). */
+function list(v: unknown, name: string): string[] {
+  const xs = typeof v === 'string' ? [v] : v
+  if (!Array.isArray(xs)) throw mendError('ERR_INVALID_ARG', `${name} must be a string or an array of strings`)
+  return xs.map((x, i) => checkString(x, `${name}[${i}]`))
+}
+
+/** Per-request groups: string (one request) or an array with one string or string[] per request. */
+function groups(v: unknown, n: number, name: string): string[][] {
+  const xs = typeof v === 'string' ? [v] : v
+  if (!Array.isArray(xs)) throw mendError('ERR_INVALID_ARG', `${name} must be a string or an array with one entry per request`)
+  if (xs.length !== n) throw mendError('ERR_INVALID_ARG', `${name} has ${xs.length} entries but there are ${n} prompts`)
+  return xs.map((x, i) => {
+    if (Array.isArray(x)) {
+      if (x.length === 0) throw mendError('ERR_INVALID_ARG', `${name}[${i}] is an empty array`)
+      return x.map((y, j) => checkString(y, `${name}[${i}][${j}]`))
+    }
+    return [checkString(x, `${name}[${i}]`)]
+  })
+}
+
+function pairs(v: PromptAnswerInputs | undefined, n: number, name: string): { prompt: string; answer: string }[][] {
+  if (v === undefined) return Array.from({ length: n }, () => [])
+  if (!v || typeof v !== 'object') throw mendError('ERR_INVALID_ARG', `${name} must be { prompt, groundTruth }`)
+  const p = groups(v.prompt, n, `${name}.prompt`)
+  const a = groups(v.groundTruth, n, `${name}.groundTruth`)
+  return p.map((ps, i) => {
+    if (ps.length !== a[i].length) throw mendError('ERR_INVALID_ARG', `${name}[${i}]: ${ps.length} prompts but ${a[i].length} groundTruth answers`)
+    return ps.map((prompt, j) => ({ prompt, answer: a[i][j] }))
+  })
+}
+
+function normalise(req: EditorEditRequest): Case[] {
+  if (!req || typeof req !== 'object') throw mendError('ERR_INVALID_ARG', 'Expected an edit request { prompts, targetNew, ... }')
+  const prompts = list(req.prompts, 'prompts')
+  const targets = list(req.targetNew, 'targetNew')
+  if (prompts.length === 0) throw mendError('ERR_INVALID_ARG', 'prompts is empty')
+  if (prompts.length !== targets.length) throw mendError('ERR_INVALID_ARG', `${prompts.length} prompts but ${targets.length} targetNew`)
+  const n = prompts.length
+  let gt: string[] | undefined
+  if (req.groundTruth !== undefined) {
+    gt = list(req.groundTruth, 'groundTruth')
+    if (gt.length !== n) throw mendError('ERR_INVALID_ARG', `${n} prompts but ${gt.length} groundTruth`)
+  }
+  const reph = req.rephrasePrompts === undefined ? prompts.map(() => []) : groups(req.rephrasePrompts, n, 'rephrasePrompts')
+  const loc = pairs(req.localityInputs, n, 'localityInputs')
+  const port = pairs(req.portabilityInputs, n, 'portabilityInputs')
+  if (req.sequentialEdit && req.batchEdit) throw mendError('ERR_INVALID_ARG', 'sequentialEdit and batchEdit cannot both be set')
+  return prompts.map((prompt, i) => ({
+    prompt, targetNew: targets[i], ...(gt ? { groundTruth: gt[i] } : {}),
+    rephrase: reph[i], locality: loc[i], portability: port[i],
+  }))
+}
+
+export class Editor {
+  readonly model: GPT2LMHeadModel
+  readonly tokenizer: GPT2Tokenizer
+  /** The controller every edit starts from. */
+  readonly mend: MEND
+
+  constructor(mend: MEND, tokenizer: GPT2Tokenizer) {
+    if (!(mend instanceof MEND)) throw mendError('ERR_INVALID_ARG', 'Editor: expected a MEND controller')
+    if (!(tokenizer instanceof GPT2Tokenizer)) throw mendError('ERR_INVALID_ARG', 'Editor: expected a GPT2Tokenizer')
+    this.mend = mend
+    this.model = mend.model instanceof FunctionalGPT2LMHeadModel ? mend.model.base : mend.model
+    this.tokenizer = tokenizer
+  }
+
+  /** Loads model (directory), editor (file) and tokenizer (directory; default the model's). */
+  static async fromPretrained(opts: EditorOptions): Promise<Editor> {
+    if (!opts || typeof opts !== 'object') throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: expected { model, editor, tokenizer? }')
+    if (opts.model === undefined || opts.model === null) throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: model is missing (a model directory or a GPT2LMHeadModel)')
+    if (opts.editor === undefined || opts.editor === null) throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: editor is missing (an editor file or a MEND)')
+    let model: GPT2LMHeadModel
+    if (typeof opts.model === 'string') model = await GPT2LMHeadModel.fromPretrained(opts.model)
+    else if (opts.model instanceof GPT2LMHeadModel) model = opts.model
+    else throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: model must be a directory path or a GPT2LMHeadModel')
+    let mend: MEND
+    if (typeof opts.editor === 'string') mend = await MEND.fromPretrained(model, path.resolve(opts.editor))
+    else if (opts.editor instanceof MEND) {
+      mend = opts.editor
+      const base = mend.model instanceof FunctionalGPT2LMHeadModel ? mend.model.base : mend.model
+      if (base !== model) throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: the MEND editor was built for another model than opts.model')
+    } else throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: editor must be a file path or a MEND')
+    let tok: GPT2Tokenizer
+    const t = opts.tokenizer ?? (typeof opts.model === 'string' ? opts.model : undefined)
+    if (t === undefined) throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: tokenizer is missing (required when model is not a directory)')
+    if (typeof t === 'string') tok = await GPT2Tokenizer.fromPretrained(t)
+    else if (t instanceof GPT2Tokenizer) tok = t
+    else throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: tokenizer must be a directory path or a GPT2Tokenizer')
+    return new Editor(mend, tok)
+  }
+
+  /** Teacher-forced token accuracy of each (prompt, target) pair on `model`. */
+  async tokenAccuracy(model: ForwardModel, prompts: string[], targets: string[]): Promise<number[]> {
+    const preds = await teacherForcedPredictions(model, this.tokenizer, prompts, targets)
+    return preds.map((p) => agreement(p.predicted, p.target))
+  }
+
+  /** rewrite/rephrase/portability accuracies of one case, all pairs in one forward. */
+  private async accuracies(model: ForwardModel, c: Case): Promise<Metrics> {
+    const prompts = [c.prompt, ...c.rephrase, ...c.portability.map((p) => p.prompt)]
+    const targets = [c.targetNew, ...c.rephrase.map(() => c.targetNew), ...c.portability.map((p) => p.answer)]
+    const acc = await this.tokenAccuracy(model, prompts, targets)
+    const m: Metrics = { rewrite_acc: acc[0] }
+    const nr = c.rephrase.length
+    if (nr > 0) m.rephrase_acc = mean(acc.slice(1, 1 + nr))
+    if (c.portability.length > 0) m.portability = mean(acc.slice(1 + nr))
+    return m
+  }
+
+  private async localityPredictions(model: ForwardModel, c: Case): Promise<number[][]> {
+    if (c.locality.length === 0) return []
+    const p = await teacherForcedPredictions(model, this.tokenizer, c.locality.map((l) => l.prompt), c.locality.map((l) => l.answer))
+    return p.map((x) => x.predicted)
+  }
+
+  private async post(model: ForwardModel, c: Case, preLoc: number[][]): Promise<Metrics> {
+    const m = await this.accuracies(model, c)
+    if (preLoc.length > 0) {
+      const postLoc = await this.localityPredictions(model, c)
+      m.locality = mean(postLoc.map((p, i) => agreement(p, preLoc[i])))
+    }
+    return m
+  }
+
+  /** EasyEdit's BaseEditor.edit: edits and returns per-request metrics and the last controller. */
+  async edit(req: EditorEditRequest): Promise<{ metrics: RequestMetrics[]; edited: MEND }> {
+    const cases = normalise(req)
+    const original = this.mend.model
+    const pre: Metrics[] = []
+    const preLoc: number[][][] = []
+    for (const c of cases) {
+      pre.push(await this.accuracies(original, c))
+      preLoc.push(await this.localityPredictions(original, c))
+    }
+    const rewrite = (c: Case) => ({ prompt: c.prompt, targetNew: c.targetNew, ...(c.groundTruth !== undefined ? { groundTruth: c.groundTruth } : {}) })
+    const doEdit = async (from: MEND, cs: Case[]) => {
+      const batch = buildEditBatch(this.tokenizer, cs.map((c) => c.prompt), cs.map((c) => c.targetNew))
+      const t0 = process.hrtime.bigint()
+      const request = cs.length === 1 ? rewrite(cs[0]) : cs.map(rewrite)
+      const { edited } = await from.edit(batch, { request })
+      return { edited, time: Number(process.hrtime.bigint() - t0) / 1e6 }
+    }
+    const times: number[] = []
+    const post: Metrics[] = []
+    let edited: MEND
+    if (req.batchEdit) {
+      const r = await doEdit(this.mend, cases)
+      edited = r.edited
+      for (let i = 0; i < cases.length; i++) { times.push(r.time); post.push(await this.post(edited.model, cases[i], preLoc[i])) }
+    } else if (req.sequentialEdit) {
+      edited = this.mend
+      for (const c of cases) {
+        const r = await doEdit(edited, [c])
+        edited = r.edited
+        times.push(r.time)
+      }
+      for (let i = 0; i < cases.length; i++) post.push(await this.post(edited.model, cases[i], preLoc[i]))
+    } else {
+      edited = this.mend
+      for (let i = 0; i < cases.length; i++) {
+        const r = await doEdit(this.mend, [cases[i]])
+        edited = r.edited
+        times.push(r.time)
+        post.push(await this.post(edited.model, cases[i], preLoc[i]))
+      }
+    }
+    const metrics = cases.map((c, i) => ({ caseId: i, requestedRewrite: rewrite(c), pre: pre[i], post: post[i], time: times[i] }))
+    return { metrics, edited }
+  }
+}

@@ -13,6 +13,7 @@ import { MEND } from './mend'
 import { native } from './native'
 import { GPT2Tokenizer } from './tokenizer'
 import { EditTrainer, Progress, TrainBatch } from './trainer'
+import { Editor } from './editor'
 
 const num = (what: string, integer = false) => (v: string): number => {
   const n = Number(v)
@@ -121,6 +122,29 @@ async function train(opts: Record<string, any>): Promise<void> {
   process.stderr.write(`done: ${res.steps} steps (${res.stopped})${best}; editor ${opts.out}, checkpoint ${ckpt}, log ${logFile}\n`)
 }
 
+// node-mend edit: one edit, with the greedy completions before and after and EasyEdit's metrics.
+async function edit(opts: Record<string, any>): Promise<void> {
+  if (opts.threads) native().setNumThreads(opts.threads)
+  const editor = await Editor.fromPretrained({ model: opts.model, editor: opts.editor })
+  const tok = editor.tokenizer
+  const complete = async (m: { generate: GPT2LMHeadModel['generate'] }, prompt: string) =>
+    tok.decode((await m.generate([tok.encode(prompt)], { maxNewTokens: opts.maxNewTokens, eosTokenId: tok.eosTokenId }))[0])
+  const prompts: string[] = [opts.prompt, ...(opts.rephrase ?? []), ...(opts.unrelated ?? [])]
+  const before = await Promise.all(prompts.map((p) => complete(editor.model, p)))
+  const { metrics, edited } = await editor.edit({
+    prompts: opts.prompt, targetNew: opts.target,
+    rephrasePrompts: opts.rephrase?.length ? [opts.rephrase] : undefined,
+  })
+  const after = await Promise.all(prompts.map((p) => complete(edited.model, p)))
+  const out = process.stdout
+  prompts.forEach((p, i) => {
+    const kind = i === 0 ? 'edit prompt' : i <= (opts.rephrase?.length ?? 0) ? 'rephrasing' : 'unrelated'
+    out.write(`${kind}: ${JSON.stringify(p)}\n  before: ${JSON.stringify(before[i])}\n  after:  ${JSON.stringify(after[i])}\n`)
+  })
+  const m = metrics[0]
+  out.write(`metrics: ${JSON.stringify({ pre: m.pre, post: m.post, timeMs: Math.round(m.time) })}\n`)
+}
+
 export function main(argv: string[]): Promise<void> {
   const program = new Command()
   program.name('node-mend').description('Knowledge editing for GPT-2 with MEND').showHelpAfterError()
@@ -152,6 +176,17 @@ export function main(argv: string[]): Promise<void> {
     .option('--threads <n>', 'native threads', num('--threads', true))
     .option('--no-progress', 'plain progress lines instead of a progress bar')
     .action(train)
+  program.command('edit')
+    .description('Edit one fact and show the greedy completions before and after, with the metrics')
+    .requiredOption('--prompt <text>', 'the edit prompt, e.g. "The capital of France is"')
+    .requiredOption('--target <text>', 'the new target, e.g. "Lyon"')
+    .requiredOption('--model <dir>', 'Hugging Face GPT-2 directory (with its tokenizer)')
+    .requiredOption('--editor <file>', 'MEND editor file')
+    .option('--rephrase <text...>', 'rephrasings of the prompt (generalization)')
+    .option('--unrelated <text...>', 'unrelated prompts (locality, shown before and after)')
+    .option('--max-new-tokens <n>', 'tokens to generate for each completion', num('--max-new-tokens', true), 8)
+    .option('--threads <n>', 'native threads', num('--threads', true))
+    .action(edit)
   return program.parseAsync(argv).then(() => undefined)
 }
 

@@ -90,3 +90,28 @@ t.test('Ctrl-C saves a checkpoint that --resume continues', async (t) => {
   const steps = fs.readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l).step)
   t.same(steps.slice(-2), [stepsDone + 1, stepsDone + 2], 'the log continues after the resume')
 })
+
+t.test('node-mend edit prints completions before and after, and the metrics', async (t) => {
+  const out: string[] = []
+  const write = process.stdout.write.bind(process.stdout)
+  process.stdout.write = ((s: string) => { out.push(String(s)); return true }) as typeof process.stdout.write
+  try {
+    await main(['node', 'node-mend', 'edit', '--model', modelDir, '--editor', path.join(tmp, 'editor.safetensors'),
+      '--prompt', 'The capital of France is', '--target', 'Lyon', '--rephrase', 'France has its capital in', '--unrelated', 'Water boils at', '--max-new-tokens', '3'])
+  } finally {
+    process.stdout.write = write
+  }
+  const text = out.join('')
+  t.comment(text.trim())
+  t.match(text, /edit prompt: "The capital of France is"\n {2}before: .*\n {2}after: /, 'edit prompt shown before and after')
+  t.match(text, /rephrasing: "France has its capital in"/)
+  t.match(text, /unrelated: "Water boils at"/)
+  const m = JSON.parse(text.split('metrics: ')[1])
+  for (const k of ['rewrite_acc', 'rephrase_acc'] as const) {
+    for (const when of ['pre', 'post'] as const) {
+      const v = m[when][k]
+      t.ok(typeof v === 'number' && v >= 0 && v <= 1, `${when}.${k} = ${v} is reported, in [0, 1]`)
+    }
+  }
+  await t.rejects(main(['node', 'node-mend', 'edit', '--model', modelDir, '--editor', path.join(tmp, 'none.safetensors'), '--prompt', 'a', '--target', 'b']), { code: 'ERR_IO' }, 'a missing editor file is a coded error')
+})

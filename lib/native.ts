@@ -62,6 +62,7 @@ export interface NativeTrainer {
   optimizerState(): NativeOptimizerState
   setOptimizerState(s: NativeOptimizerState): void
   setGrads(spec: EditorSpec): void
+  steps(): number
 }
 
 export interface NativeConfig {

@@ -135,7 +135,7 @@ export class EditTrainer {
 
   /** Training steps taken so far (also after resume). */
   get steps(): number {
-    return this.handle.optimizerState().steps
+    return this.handle.steps()
   }
 
   private bestSpec: EditorSpec | null = null

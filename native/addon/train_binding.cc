@@ -71,6 +71,7 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
         InstanceMethod("optimizerState", &TrainerHandle::OptimizerState),
         InstanceMethod("setOptimizerState", &TrainerHandle::SetOptimizerState),
         InstanceMethod("setGrads", &TrainerHandle::SetGrads),
+        InstanceMethod("steps", &TrainerHandle::Steps),
     });
   }
   explicit TrainerHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TrainerHandle>(info) {}
@@ -191,6 +192,8 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
     g.edit_lrs = gr.edit_lrs;
     return editor_to_js(info.Env(), g);
   }
+
+  Napi::Value Steps(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), (double)st->steps); }
 
   // setGrads(spec): restores accumulated gradients (a checkpoint taken mid-accumulation).
   Napi::Value SetGrads(const Napi::CallbackInfo& info) {

@@ -14,6 +14,8 @@ import { native } from './native'
 import { GPT2Tokenizer } from './tokenizer'
 import { EditTrainer, Progress, TrainBatch } from './trainer'
 import { Editor } from './editor'
+import { evaluate, markdownReport, svgPlot } from './eval'
+import * as path from 'path'
 
 const num = (what: string, integer = false) => (v: string): number => {
   const n = Number(v)
@@ -145,6 +147,33 @@ async function edit(opts: Record<string, any>): Promise<void> {
   out.write(`metrics: ${JSON.stringify({ pre: m.pre, post: m.post, timeMs: Math.round(m.time) })}\n`)
 }
 
+// node-mend eval: metrics of an editor on a data set; writes results.json, report.md and plot.svg.
+async function evalCmd(opts: Record<string, any>): Promise<void> {
+  if (opts.threads) native().setNumThreads(opts.threads)
+  const editor = await Editor.fromPretrained({ model: opts.model, editor: opts.editor })
+  const data = await loadRecords(opts.data, opts.format)
+  for (const s of data.skipped) process.stderr.write(`${opts.data}: record ${s.index} skipped: ${s.reason}\n`)
+  const records = opts.n ? data.records.slice(0, opts.n) : data.records
+  const bar = opts.progress !== false && process.stderr.isTTY
+    ? new SingleBar({ format: 'eval |{bar}| {value}/{total} edits | ETA {eta_formatted}', stream: process.stderr, hideCursor: true })
+    : null
+  let started = false
+  const res = await evaluate(editor, records, {
+    sequential: opts.sequential,
+    onProgress: (done, total) => {
+      if (bar) { if (!started) { bar.start(total, 0); started = true } bar.update(done) }
+    },
+  })
+  bar?.stop()
+  fs.mkdirSync(opts.outDir, { recursive: true })
+  const report = markdownReport(res, `node-mend eval: ${path.basename(opts.data)}`)
+  fs.writeFileSync(path.join(opts.outDir, 'results.json'), JSON.stringify(res, null, 2) + '\n')
+  fs.writeFileSync(path.join(opts.outDir, 'report.md'), report)
+  if (res.sequential.length) fs.writeFileSync(path.join(opts.outDir, 'plot.svg'), svgPlot(res.sequential))
+  process.stdout.write(report)
+  process.stderr.write(`wrote ${path.join(opts.outDir, 'report.md')}, results.json${res.sequential.length ? ' and plot.svg' : ''}\n`)
+}
+
 export function main(argv: string[]): Promise<void> {
   const program = new Command()
   program.name('node-mend').description('Knowledge editing for GPT-2 with MEND').showHelpAfterError()
@@ -187,6 +216,18 @@ export function main(argv: string[]): Promise<void> {
     .option('--max-new-tokens <n>', 'tokens to generate for each completion', num('--max-new-tokens', true), 8)
     .option('--threads <n>', 'native threads', num('--threads', true))
     .action(edit)
+  program.command('eval')
+    .description('Evaluate an editor on zsRE or CounterFact requests: reliability, generalization, locality; optionally a sequential-editing curve')
+    .requiredOption('--data <file>', 'requests (zsRE or CounterFact JSON)')
+    .requiredOption('--model <dir>', 'Hugging Face GPT-2 directory (with its tokenizer)')
+    .requiredOption('--editor <file>', 'MEND editor file')
+    .option('--format <f>', 'auto, zsre or counterfact', 'auto')
+    .option('-n, --n <count>', 'evaluate only the first n requests', num('--n', true))
+    .option('--sequential <n>', 'also measure after 1, 2, 5, 10, … up to n accumulated edits', num('--sequential', true))
+    .option('--out-dir <dir>', 'where to write report.md, results.json and plot.svg', 'mend-eval')
+    .option('--threads <n>', 'native threads', num('--threads', true))
+    .option('--no-progress', 'no progress bar')
+    .action(evalCmd)
   return program.parseAsync(argv).then(() => undefined)
 }
 

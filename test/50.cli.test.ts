@@ -115,3 +115,28 @@ t.test('node-mend edit prints completions before and after, and the metrics', as
   }
   await t.rejects(main(['node', 'node-mend', 'edit', '--model', modelDir, '--editor', path.join(tmp, 'none.safetensors'), '--prompt', 'a', '--target', 'b']), { code: 'ERR_IO' }, 'a missing editor file is a coded error')
 })
+
+t.test('node-mend eval writes JSON, a Markdown report and an SVG plot', async (t) => {
+  const outDir = path.join(tmp, 'eval')
+  const out: string[] = []
+  const write = process.stdout.write.bind(process.stdout)
+  process.stdout.write = ((s: string) => { out.push(String(s)); return true }) as typeof process.stdout.write
+  try {
+    await main(['node', 'node-mend', 'eval', '--model', modelDir, '--editor', path.join(tmp, 'editor.safetensors'),
+      '--data', path.join(tmp, 'train.json'), '--sequential', '3', '--out-dir', outDir, '--no-progress'])
+  } finally {
+    process.stdout.write = write
+  }
+  const res = JSON.parse(fs.readFileSync(path.join(outDir, 'results.json'), 'utf8'))
+  t.equal(res.single.requests, 4, 'four usable requests (the malformed one is skipped)')
+  t.same(res.sequential.map((r: { edits: number }) => r.edits), [1, 2, 3], 'sequential checkpoints 1, 2, 3')
+  for (const row of [res.single, ...res.sequential]) {
+    for (const k of ['reliability', 'generalization', 'locality']) t.ok(row[k] >= 0 && row[k] <= 1, `${k} at ${row.edits} edit(s) = ${row[k]}`)
+  }
+  const md = fs.readFileSync(path.join(outDir, 'report.md'), 'utf8')
+  t.match(md, /\| edits \| requests \| reliability \| generalization \| locality \| portability \|/)
+  t.equal(out.join(''), md, 'the report is also printed')
+  const svg = fs.readFileSync(path.join(outDir, 'plot.svg'), 'utf8')
+  t.match(svg, /^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/)
+  t.equal((svg.match(/<polyline/g) ?? []).length, 2, 'reliability and locality lines')
+})

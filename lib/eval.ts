@@ -1,0 +1,115 @@
+/**
+ * Evaluation of an editor on a data set (EasyEdit's metrics): single edits on the unedited model,
+ * and, optionally, a sequential curve — metrics over the first k requests after k accumulated edits —
+ * written as JSON, a Markdown report and an SVG plot of reliability/locality against k.
+ */
+import { EditRequest } from './data/editdata'
+import { Editor, EditorEditRequest, RequestMetrics } from './editor'
+import { mendError } from './errors'
+
+export interface MetricRow {
+  /** Accumulated edits (1 for single edits). */
+  edits: number
+  requests: number
+  reliability: number
+  generalization?: number
+  locality?: number
+  portability?: number
+}
+
+export interface EvalResult {
+  single: MetricRow & { preReliability: number }
+  sequential: MetricRow[]
+}
+
+function toEditorRequest(rs: EditRequest[]): EditorEditRequest {
+  const req: EditorEditRequest = { prompts: rs.map((r) => r.prompt), targetNew: rs.map((r) => r.targetNew) }
+  if (rs.every((r) => r.rephrasePrompts.length > 0)) req.rephrasePrompts = rs.map((r) => r.rephrasePrompts)
+  if (rs.every((r) => r.localityPrompts.length > 0)) {
+    req.localityInputs = { prompt: rs.map((r) => r.localityPrompts.map((l) => l.prompt)), groundTruth: rs.map((r) => r.localityPrompts.map((l) => l.answer)) }
+  }
+  return req
+}
+
+function summarise(edits: number, ms: RequestMetrics[]): MetricRow {
+  const avg = (f: (m: RequestMetrics) => number | undefined) => {
+    const xs = ms.map(f).filter((x): x is number => typeof x === 'number')
+    return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : undefined
+  }
+  const row: MetricRow = { edits, requests: ms.length, reliability: avg((m) => m.post.rewrite_acc)! }
+  const g = avg((m) => m.post.rephrase_acc), l = avg((m) => m.post.locality), p = avg((m) => m.post.portability)
+  if (g !== undefined) row.generalization = g
+  if (l !== undefined) row.locality = l
+  if (p !== undefined) row.portability = p
+  return row
+}
+
+/** The sequential checkpoints 1, 2, 5, 10, 20, 50, … up to n (n included). */
+export function checkpoints(n: number): number[] {
+  const out: number[] = []
+  for (let d = 1; d <= n; d *= 10) for (const m of [1, 2, 5]) if (m * d <= n) out.push(m * d)
+  if (out[out.length - 1] !== n) out.push(n)
+  return out
+}
+
+export async function evaluate(editor: Editor, records: EditRequest[], opts: { sequential?: number; onProgress?: (done: number, total: number) => void } = {}): Promise<EvalResult> {
+  if (records.length === 0) throw mendError('ERR_INVALID_ARG', 'Expected at least one request to evaluate')
+  const seqN = opts.sequential ?? 0
+  if (!Number.isInteger(seqN) || seqN < 0 || seqN > records.length) {
+    throw mendError('ERR_INVALID_ARG', `Expected --sequential in [0, ${records.length}] but received ${seqN}`)
+  }
+  const ks = seqN > 0 ? checkpoints(seqN) : []
+  const total = records.length + ks.reduce((a, k) => a + k, 0)
+  let done = 0
+  const single: RequestMetrics[] = []
+  for (const r of records) {
+    const { metrics } = await editor.edit(toEditorRequest([r]))
+    single.push(metrics[0])
+    opts.onProgress?.(++done, total)
+  }
+  const pre = single.reduce((a, m) => a + m.pre.rewrite_acc, 0) / single.length
+  const sequential: MetricRow[] = []
+  for (const k of ks) {
+    const { metrics } = await editor.edit({ ...toEditorRequest(records.slice(0, k)), sequentialEdit: true })
+    sequential.push(summarise(k, metrics))
+    done += k
+    opts.onProgress?.(done, total)
+  }
+  return { single: { ...summarise(1, single), preReliability: pre }, sequential }
+}
+
+const pct = (x: number | undefined) => (x === undefined ? '–' : `${(100 * x).toFixed(1)}%`)
+
+export function markdownReport(r: EvalResult, title: string): string {
+  const lines = [`# ${title}`, '', `Single edits on the unedited model (${r.single.requests} requests; reliability before editing ${pct(r.single.preReliability)}):`, '',
+    '| edits | requests | reliability | generalization | locality | portability |', '|---|---|---|---|---|---|']
+  const row = (m: MetricRow) => `| ${m.edits} | ${m.requests} | ${pct(m.reliability)} | ${pct(m.generalization)} | ${pct(m.locality)} | ${pct(m.portability)} |`
+  lines.push(row(r.single))
+  if (r.sequential.length) {
+    lines.push('', 'Sequential edits (metrics over the first k requests after k accumulated edits):', '',
+      '| edits | requests | reliability | generalization | locality | portability |', '|---|---|---|---|---|---|', ...r.sequential.map(row), '', '![reliability and locality against the number of edits](plot.svg)')
+  }
+  return lines.join('\n') + '\n'
+}
+
+/** A small SVG line plot of reliability and locality (%) against the number of sequential edits. */
+export function svgPlot(rows: MetricRow[]): string {
+  const W = 480, H = 300, L = 50, R = 20, T = 20, B = 40
+  const xs = rows.map((r) => r.edits)
+  const lx = (k: number) => (xs.length < 2 ? L : L + ((Math.log10(k) - Math.log10(xs[0])) / (Math.log10(xs[xs.length - 1]) - Math.log10(xs[0]) || 1)) * (W - L - R))
+  const ly = (v: number) => T + (1 - v) * (H - T - B)
+  const series: [string, string, (r: MetricRow) => number | undefined][] = [['reliability', '#1f77b4', (r) => r.reliability], ['locality', '#d62728', (r) => r.locality]]
+  const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<line x1="${L}" y1="${ly(0)}" x2="${W - R}" y2="${ly(0)}" stroke="black"/><line x1="${L}" y1="${T}" x2="${L}" y2="${ly(0)}" stroke="black"/>`]
+  for (const v of [0, 0.25, 0.5, 0.75, 1]) parts.push(`<text x="${L - 6}" y="${ly(v) + 4}" text-anchor="end">${v * 100}%</text>`)
+  for (const k of xs) parts.push(`<text x="${lx(k)}" y="${ly(0) + 16}" text-anchor="middle">${k}</text>`)
+  parts.push(`<text x="${(L + W - R) / 2}" y="${H - 6}" text-anchor="middle">sequential edits (log scale)</text>`)
+  series.forEach(([name, color, f], i) => {
+    const pts = rows.filter((r) => f(r) !== undefined).map((r) => `${lx(r.edits).toFixed(1)},${ly(f(r)!).toFixed(1)}`)
+    if (pts.length) parts.push(`<polyline fill="none" stroke="${color}" stroke-width="2" points="${pts.join(' ')}"/>`)
+    parts.push(`<text x="${W - R - 90}" y="${T + 14 + 14 * i}" fill="${color}">${name}</text>`)
+  })
+  parts.push('</svg>')
+  return parts.join('\n') + '\n'
+}

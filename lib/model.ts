@@ -250,6 +250,13 @@ export class GPT2LMHeadModel extends GPT2Inference {
     return new GPT2LMHeadModel(handle, { ...config })
   }
 
+  /** A model owning the given parameters (canonical or GPT2Model names; every parameter required; copied). */
+  static async fromTensors(config: GPT2Config, tensors: Record<string, Float32Array>): Promise<GPT2LMHeadModel> {
+    validateConfig(config)
+    const handle = await callNative(() => native().createModel(toNativeConfig(config), tensors))
+    return new GPT2LMHeadModel(handle, { ...config })
+  }
+
   /** Wraps an existing native handle (used by the functional model's materialize()). */
   static fromNative(handle: NativeModel, config: GPT2Config, rawConfig: Record<string, unknown> = {}): GPT2LMHeadModel {
     return new GPT2LMHeadModel(handle, config, rawConfig)

@@ -76,6 +76,7 @@ export interface NativeAddon {
   gemmBackend(): string
   loadModel(path: string, config: NativeConfig): Promise<NativeModel>
   randomModel(config: NativeConfig, seed: number): Promise<NativeModel>
+  createModel(config: NativeConfig, tensors: Record<string, Float32Array>): Promise<NativeModel>
   safetensorsRead(path: string): Promise<{
     metadata: Record<string, string>
     tensors: Record<string, { dtype: string; shape: number[]; data: Float32Array | null }>
@@ -89,6 +90,8 @@ export interface NativeAddon {
   materialize(model: NativeModel, overlay: NativeOverlay | null): Promise<NativeModel>
   createTrainer(model: NativeModel, spec: EditorSpec, opts: { lr: number; lrLr: number; cedit: number; cloc: number; gradClip: number; accumulateBs: number }): NativeTrainer
   benchReadBandwidth(megabytes: number, repeats: number): number
+  adamwUpdate(param: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, lr: number, beta1: number,
+              beta2: number, eps: number, weightDecay: number, t: number): void
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   testing: any
 }

@@ -215,6 +215,30 @@ Status GPT2Model::random(const GPT2Config& cfg, uint64_t seed, std::shared_ptr<G
   return Status::OK();
 }
 
+Status GPT2Model::from_tensors(const GPT2Config& cfg, std::map<std::string, std::vector<float>>&& tensors,
+                               std::shared_ptr<GPT2Model>* out) {
+  MEND_RETURN_IF_ERROR(cfg.validate());
+  std::shared_ptr<GPT2Model> m(new GPT2Model());
+  m->cfg_ = cfg;
+  m->build_info();
+  for (size_t i = 0; i < m->info_.size(); i++) {
+    const ParamInfo& p = m->info_[i];
+    auto it = tensors.find(p.name);
+    if (it == tensors.end()) it = tensors.find(p.name.substr(std::strlen("transformer.")));
+    if (it == tensors.end()) return Status::Error(code::kMissingTensor, "missing tensor \"" + p.name + "\"");
+    if ((int64_t)it->second.size() != p.numel())
+      return Status::Error(code::kShape, "tensor \"" + p.name + "\" has " + std::to_string(it->second.size()) +
+                                             " values, expected " + std::to_string(p.numel()));
+    for (float v : it->second)
+      if (!std::isfinite(v)) return Status::Error(code::kNonFinite, "tensor \"" + p.name + "\" holds NaN or Inf");
+    auto buf = std::make_shared<std::vector<float>>(std::move(it->second));
+    m->ptr_[i] = buf->data();
+    m->owned_.push_back(std::move(buf));
+  }
+  *out = std::move(m);
+  return Status::OK();
+}
+
 Status GPT2Model::with_replaced(std::map<int, std::vector<float>>&& replaced, std::shared_ptr<GPT2Model>* out) const {
   std::shared_ptr<GPT2Model> m(new GPT2Model(*this));
   for (auto& kv : replaced) {

@@ -102,6 +102,9 @@ class GPT2Model {
   static Status load(const std::string& path, const GPT2Config& cfg, std::shared_ptr<GPT2Model>* out);
   // HF-style initialisation N(0, 0.02), c_proj weights N(0, 0.02/sqrt(2 n_layer)), deterministic.
   static Status random(const GPT2Config& cfg, uint64_t seed, std::shared_ptr<GPT2Model>* out);
+  // A model owning the given parameters (canonical names, float32, every parameter required).
+  static Status from_tensors(const GPT2Config& cfg, std::map<std::string, std::vector<float>>&& tensors,
+                             std::shared_ptr<GPT2Model>* out);
   // A model sharing this model's storage except the replaced parameters (used by materialize()).
   Status with_replaced(std::map<int, std::vector<float>>&& replaced, std::shared_ptr<GPT2Model>* out) const;
 

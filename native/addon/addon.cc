@@ -63,11 +63,40 @@ Napi::Value BenchReadBandwidth(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, gbps[gbps.size() / 2]);
 }
 
+// adamwUpdate(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, t): one PyTorch AdamW step in
+// place on Float32Arrays of equal length (used by the TypeScript pretraining loop).
+Napi::Value AdamwUpdate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto bad = [&](const char* m) {
+    Napi::Error e = Napi::TypeError::New(env, m);
+    e.Set("code", Napi::String::New(env, "ERR_INVALID_ARG"));
+    e.ThrowAsJavaScriptException();
+    return env.Undefined();
+  };
+  if (info.Length() < 10) return bad("Expected (param, grad, m, v, lr, beta1, beta2, eps, weightDecay, t) for adamwUpdate");
+  for (int i = 0; i < 4; i++)
+    if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      return bad("Expected Float32Arrays for param, grad, m and v");
+  for (int i = 4; i < 10; i++)
+    if (!info[i].IsNumber()) return bad("Expected numbers for lr, beta1, beta2, eps, weightDecay and t");
+  auto p = info[0].As<Napi::Float32Array>(), g = info[1].As<Napi::Float32Array>(), m = info[2].As<Napi::Float32Array>(),
+       v = info[3].As<Napi::Float32Array>();
+  const size_t n = p.ElementLength();
+  if (g.ElementLength() != n || m.ElementLength() != n || v.ElementLength() != n) return bad("param, grad, m and v must have the same length");
+  const int t = info[9].As<Napi::Number>().Int32Value();
+  if (t < 1) return bad("t (the step number) must be >= 1");
+  mend::adamw_update(p.Data(), g.Data(), m.Data(), v.Data(), (int64_t)n, info[4].As<Napi::Number>().FloatValue(),
+                     info[5].As<Napi::Number>().FloatValue(), info[6].As<Napi::Number>().FloatValue(),
+                     info[7].As<Napi::Number>().FloatValue(), info[8].As<Napi::Number>().FloatValue(), t);
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("numThreads", Napi::Function::New(env, NumThreads));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("gemmBackend", Napi::Function::New(env, GemmBackend));
   exports.Set("benchReadBandwidth", Napi::Function::New(env, BenchReadBandwidth));
+  exports.Set("adamwUpdate", Napi::Function::New(env, AdamwUpdate));
   env.SetInstanceData(new mend::addon::AddonData());  // freed with the environment
   mend::addon::init_model(env, exports);
   mend::addon::init_mend(env, exports);

@@ -366,6 +366,34 @@ Napi::Value RandomModel(const Napi::CallbackInfo& info) {
   return p;
 }
 
+// createModel(config, tensors: Record<string, Float32Array>) → Promise<NativeGPT2> (the data are copied)
+Napi::Value CreateModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  MEND_CHECK_ARG(env, info[0].IsObject() && info[1].IsObject(), "Expected (config, tensors) for createModel");
+  GPT2Config cfg;
+  Status s = read_config(info[0].As<Napi::Object>(), &cfg);
+  if (!s.ok()) { make_error(env, s).ThrowAsJavaScriptException(); return env.Undefined(); }
+  std::map<std::string, std::vector<float>> tensors;
+  Napi::Object o = info[1].As<Napi::Object>();
+  Napi::Array keys = o.GetPropertyNames();
+  for (uint32_t i = 0; i < keys.Length(); i++) {
+    std::string k = keys.Get(i).ToString().Utf8Value();
+    MEND_CHECK_ARG(env, is_f32(o.Get(k)), "Expected a Float32Array for tensor \"" + k + "\"");
+    tensors[k] = copy_f32(o.Get(k));
+  }
+  struct W : PromiseWorker {
+    GPT2Config cfg; std::map<std::string, std::vector<float>> tensors; std::shared_ptr<GPT2Model> m;
+    using PromiseWorker::PromiseWorker;
+    Status run() override { return GPT2Model::from_tensors(cfg, std::move(tensors), &m); }
+    Napi::Value result(Napi::Env env) override { return Model::Wrap(env, m); }
+  };
+  auto* w = new W(env);
+  w->cfg = cfg; w->tensors = std::move(tensors);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
 }  // namespace
 
 std::shared_ptr<GPT2Model> unwrap_model(Napi::Env env, Napi::Value v, const char* what) {
@@ -386,6 +414,7 @@ void init_model(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeGPT2", f);
   exports.Set("loadModel", Napi::Function::New(env, LoadModel));
   exports.Set("randomModel", Napi::Function::New(env, RandomModel));
+  exports.Set("createModel", Napi::Function::New(env, CreateModel));
 }
 
 }  // namespace addon

@@ -1,0 +1,72 @@
+/**
+ * Pretrainer: full-model training of a GPT-2 with AdamW on the native engine (for building small
+ * models such as the bundled fact model). The base-model immutability of the engine is kept: each
+ * step computes gradients on the current model, updates this object's own parameter copies with
+ * AdamW in native code, and builds the next model from them.
+ */
+import { mendError } from './errors'
+import { Batch, GPT2LMHeadModel } from './model'
+import { native } from './native'
+
+export interface PretrainConfig {
+  lr?: number           // 3e-4
+  weightDecay?: number  // 0.01
+  beta1?: number        // 0.9
+  beta2?: number        // 0.999
+  eps?: number          // 1e-8
+  /** Gradient global-norm clip; 0 = none. Default 1. */
+  gradClip?: number
+}
+
+export class Pretrainer {
+  private current: GPT2LMHeadModel
+  private ownsCurrent = false  // the caller's model is never disposed here
+  private readonly params: Record<string, Float32Array> = {}
+  private readonly m: Record<string, Float32Array> = {}
+  private readonly v: Record<string, Float32Array> = {}
+  private t = 0
+  readonly config: Required<PretrainConfig>
+
+  constructor(model: GPT2LMHeadModel, config: PretrainConfig = {}) {
+    this.current = model
+    this.config = { lr: 3e-4, weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, gradClip: 1, ...config }
+    for (const [k, v] of Object.entries(this.config)) {
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw mendError('ERR_INVALID_ARG', `Expected a finite non-negative ${k} but received ${v}`)
+    }
+    for (const { name } of model.parameters()) {
+      const p = model.parameter(name).data
+      this.params[name] = p
+      this.m[name] = new Float32Array(p.length)
+      this.v[name] = new Float32Array(p.length)
+    }
+  }
+
+  /** The model with the parameters as trained so far. */
+  get model(): GPT2LMHeadModel {
+    return this.current
+  }
+
+  /** One AdamW step on `batch` (labels required); returns the loss before the step. */
+  async step(batch: Batch): Promise<number> {
+    const { loss, grads } = await this.current.lossAndGrad(batch)
+    let sq = 0
+    for (const name of Object.keys(this.params)) for (const g of grads[name].data) sq += g * g
+    const norm = Math.sqrt(sq)
+    if (!Number.isFinite(norm)) throw mendError('ERR_NON_FINITE', 'the gradient is not finite')
+    const scale = this.config.gradClip > 0 && norm > this.config.gradClip ? this.config.gradClip / (norm + 1e-6) : 1
+    this.t++
+    const c = this.config
+    for (const name of Object.keys(this.params)) {
+      const g = grads[name].data
+      if (scale !== 1) for (let i = 0; i < g.length; i++) g[i] *= scale
+      // No weight decay on biases and LayerNorm parameters (the usual GPT-2 recipe).
+      const wd = /\.(bias|ln_\d\.weight|ln_f\.weight)$/.test(name) ? 0 : c.weightDecay
+      native().adamwUpdate(this.params[name], g, this.m[name], this.v[name], c.lr, c.beta1, c.beta2, c.eps, wd, this.t)
+    }
+    const next = await GPT2LMHeadModel.fromTensors(this.current.config, this.params)
+    if (this.ownsCurrent) this.current.dispose()
+    this.current = next
+    this.ownsCurrent = true
+    return loss
+  }
+}

@@ -169,7 +169,7 @@ t.test('portability prompts', async (tt) => {
   const jpCap = reqs.find((q) => q.subject === 'Japan' && q.groundTruth === 'Tokyo')!
   tt.same(portabilityPrompts(wf, jpCap), [{ prompt: 'The capital of the country whose people are called Japanese is', answer: jpCap.targetNew }])
   const jpCur = reqs.find((q) => q.subject === 'Japan' && q.groundTruth === 'Japanese yen')!
-  tt.same(portabilityPrompts(wf, jpCur), [{ prompt: 'The currency of the country whose capital is Tokyo is the', answer: jpCur.targetNew }])
+  tt.same(portabilityPrompts(wf, jpCur), [{ prompt: 'Q: What is the currency of the country whose capital is Tokyo? A:', answer: jpCur.targetNew }])
   const frenchShared = wf.facts.filter((f) => f.relation === 'demonym' && f.answer === 'French').length > 1
   if (frenchShared) tt.same(portabilityPrompts(wf, cap), [], 'ambiguous bridge -> []')
   tt.same(portabilityPrompts(wf, { prompt: 'Something else', targetNew: 'x', rephrasePrompts: [], localityPrompts: [] }), [], 'unknown relation -> []')

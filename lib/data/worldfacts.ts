@@ -16,10 +16,11 @@
  *   tld              tld[0]
  * A (country, relation) pair whose field is missing or empty is skipped.
  *
- * Each relation has five phrasings (statement and question forms, `{s}` = subject). The first
- * {@link TRAIN_TEMPLATES_PER_RELATION} are TRAINING phrasings (the pretraining corpus and the
- * edit prompts), the rest are HELD-OUT phrasings (rephrase prompts, i.e. generalization).
- * The split does not depend on the seed.
+ * Each relation is asked in the five {@link FRAMES} (statements and questions, `{s}` = subject,
+ * `{r}` = the relation's noun): three are its TRAINING phrasings (the pretraining corpus and the
+ * edit prompts), two are HELD-OUT phrasings (rephrase prompts, i.e. generalization). Each frame
+ * is held out for some relations and trained with the others. The split does not depend on the
+ * seed.
  *
  * Subjects are split (by seed) into train and held-out subjects: the pretraining corpus covers
  * ALL subjects (the model must know every fact), the split only separates the edits used to
@@ -88,14 +89,30 @@ export interface EditRequestOptions {
 // ---------------------------------------------------------------------------------------------
 // Relations and phrasings
 
+/**
+ * The phrasing frames every relation is asked in (`{r}` = the relation's noun, `{s}` = subject).
+ * A held-out phrasing of one relation is a frame the model has seen with OTHER relations, so
+ * generalization means recombining a known frame with a known fact, not guessing an answer
+ * format it never saw.
+ */
+export const FRAMES: readonly string[] = [
+  'The {r} of {s} is', // 0
+  "{s}'s {r} is", // 1
+  'Q: What is the {r} of {s}? A:', // 2
+  'In {s}, the {r} is', // 3
+  'Question: which {r} does {s} have? Answer:', // 4
+]
+
 /** Number of training phrasings per relation; the remaining phrasings are held out. */
 export const TRAIN_TEMPLATES_PER_RELATION = 3
 
 interface RelationDef {
   name: string
-  /** The first template must be of the form "The ... of {s} ..." or similar so that `{s}` can
-   * be replaced by a descriptive noun phrase (used by {@link portabilityPrompts}). */
-  templates: string[]
+  /** The relation's noun in the frames ("capital", "official language", ...). */
+  noun: string
+  /** Indices into FRAMES of the two HELD-OUT frames; the other three are training frames. Each
+   * frame is held out for 3–4 relations and trained with the other 4–5. */
+  heldOut: [number, number]
   get: (c: RawCountry) => string | undefined
 }
 
@@ -116,94 +133,14 @@ function callingCode(c: RawCountry): string | undefined {
 }
 
 const RELATION_DEFS: RelationDef[] = [
-  {
-    name: 'capital',
-    templates: [
-      'The capital of {s} is',
-      "{s}'s capital city is",
-      'The seat of government of {s} is',
-      'Q: What is the capital of {s}? A:',
-      'What city is the capital of {s}? It is',
-    ],
-    get: (c) => nonEmpty(c.capital?.[0]),
-  },
-  {
-    name: 'region',
-    templates: [
-      'The region of {s} is',
-      '{s} is a country in the region of',
-      '{s} is located in the world region of',
-      'Q: In which region of the world is {s}? A:',
-      'Which continental region is {s} part of? It is',
-    ],
-    get: (c) => nonEmpty(c.region),
-  },
-  {
-    name: 'subregion',
-    templates: [
-      'The subregion of {s} is',
-      '{s} is a country in the subregion of',
-      'Geographically, {s} belongs to the subregion',
-      'Q: In which subregion is {s}? A:',
-      'Which part of the world is {s} in? It is in',
-    ],
-    get: (c) => nonEmpty(c.subregion),
-  },
-  {
-    name: 'language',
-    templates: [
-      'The official language of {s} is',
-      'In {s}, the official language is',
-      "{s}'s official language is",
-      'Q: What is the official language of {s}? A:',
-      'Which language is official in {s}? It is',
-    ],
-    get: (c) => nonEmpty(firstValue(c.languages)),
-  },
-  {
-    name: 'currency',
-    templates: [
-      'The currency of {s} is the',
-      'In {s}, people pay with the',
-      "{s}'s official currency is the",
-      'Q: What is the currency of {s}? A: The',
-      'Which currency is used in {s}? It is the',
-    ],
-    get: (c) => nonEmpty(firstValue(c.currencies)?.name),
-  },
-  {
-    name: 'demonym',
-    templates: [
-      'A person from {s} is called',
-      'The people of {s} are called',
-      'A citizen of {s} is known as',
-      'Q: What is a person from {s} called? A:',
-      'What do you call someone from {s}? They are',
-    ],
-    get: (c) => nonEmpty(c.demonyms?.eng?.m),
-  },
-  {
-    name: 'calling_code',
-    templates: [
-      'The international calling code of {s} is',
-      'To phone {s} from abroad, dial',
-      "{s}'s telephone country code is",
-      'Q: What is the calling code of {s}? A:',
-      'Which dialing code do you use to call {s}? It is',
-    ],
-    get: callingCode,
-  },
-  {
-    name: 'tld',
-    templates: [
-      'The internet top-level domain of {s} is',
-      'Websites in {s} end with the domain',
-      "{s}'s country code top-level domain is",
-      'Q: What is the internet domain of {s}? A:',
-      'Which top-level domain belongs to {s}? It is',
-    ],
-    get: (c) => nonEmpty(c.tld?.[0]),
-  },
+  { name: 'capital', noun: 'capital', heldOut: [2, 3], get: (c) => nonEmpty(c.capital?.[0]) },
+  { name: 'region', noun: 'region', heldOut: [0, 4], get: (c) => nonEmpty(c.region) },
+  { name: 'subregion', noun: 'subregion', heldOut: [1, 2], get: (c) => nonEmpty(c.subregion) },
+  { name: 'language', noun: 'official language', heldOut: [3, 4], get: (c) => nonEmpty(firstValue(c.languages)) },
+  { name: 'currency', noun: 'currency', heldOut: [0, 1], get: (c) => nonEmpty(firstValue(c.currencies)?.name) },
+  { name: 'demonym', noun: 'demonym', heldOut: [2, 4], get: (c) => nonEmpty(c.demonyms?.eng?.m) },
+  { name: 'calling_code', noun: 'calling code', heldOut: [1, 3], get: callingCode },
+  { name: 'tld', noun: 'internet domain', heldOut: [0, 2], get: (c) => nonEmpty(c.tld?.[0]) },
 ]
 
 /** Fills a template with a subject (or any noun phrase); "{s}'s" becomes "Xs'" for a subject ending in s. */
@@ -280,11 +217,14 @@ export function buildWorldFacts(opts: BuildOptions = {}): WorldFacts {
     }
     if (any) subjects.push(subject)
   }
-  const relations: RelationInfo[] = RELATION_DEFS.map((r) => ({
-    name: r.name,
-    trainTemplates: r.templates.slice(0, TRAIN_TEMPLATES_PER_RELATION),
-    heldOutTemplates: r.templates.slice(TRAIN_TEMPLATES_PER_RELATION),
-  }))
+  const relations: RelationInfo[] = RELATION_DEFS.map((r) => {
+    const phrasings = FRAMES.map((f) => f.split('{r}').join(r.noun))
+    return {
+      name: r.name,
+      trainTemplates: phrasings.filter((_, i) => !r.heldOut.includes(i)),
+      heldOutTemplates: r.heldOut.map((i) => phrasings[i]),
+    }
+  })
   const shuffled = shuffle(rngFor(seed, 'subjects'), subjects)
   const nHeld = Math.floor(frac * subjects.length)
   const held = new Set(shuffled.slice(0, nHeld))
@@ -387,7 +327,7 @@ export function requestRelation(wf: WorldFacts, req: EditRequest): RelationInfo 
  *     "The currency of the country whose capital is Paris is the" -> "Japanese yen".
  *   - capital: "The capital of the country whose people are called D is" -> targetNew, where D
  *     is the subject's demonym, only when no other subject has demonym D.
- * The prompt is the relation's first training phrasing with `{s}` replaced by the description.
+ * The prompt is the relation's first training phrasing that does not use "{s}'s", with `{s}` replaced by the description.
  * Returns [] when the request's relation cannot be recognised or the bridge fact is missing or
  * ambiguous.
  */
@@ -401,7 +341,9 @@ export function portabilityPrompts(wf: WorldFacts, req: EditRequest): LocalityPr
   const shared = wf.facts.some((f) => f.relation === bridgeRel && f.answer === bridge.answer && f.subject !== subject)
   if (shared) return []
   const desc = bridgeRel === 'capital' ? `the country whose capital is ${bridge.answer}` : `the country whose people are called ${bridge.answer}`
-  return [{ prompt: fillTemplate(rel.trainTemplates[0], desc), answer: req.targetNew }]
+  // a training phrasing where the subject is a plain noun phrase (not "{s}'s")
+  const tpl = rel.trainTemplates.find((t) => !t.includes("{s}'s")) ?? rel.trainTemplates[0]
+  return [{ prompt: fillTemplate(tpl, desc), answer: req.targetNew }]
 }
 
 /**

@@ -2,7 +2,9 @@
 /**
  * The `node-mend` command line. `node-mend train` trains a MEND editor for a Hugging Face GPT-2
  * directory from a zsRE or CounterFact JSON file, with a progress bar, a JSONL log of every step,
- * and a checkpoint on Ctrl-C that `--resume` continues.
+ * and a checkpoint on Ctrl-C that `--resume` continues. `node-mend edit` makes one edit, `node-mend eval`
+ * scores an editor on a data set, `node-mend demo` shows a few edits end to end (lib/demo.ts).
+ * `edit`, `eval` and `demo` default to the bundled WorldFacts model and editor (lib/assets.ts).
  */
 import * as fs from 'fs'
 import { Command, InvalidArgumentError } from 'commander'
@@ -15,6 +17,7 @@ import { GPT2Tokenizer } from './tokenizer'
 import { EditTrainer, Progress, TrainBatch } from './trainer'
 import { Editor } from './editor'
 import { evaluate, markdownReport, svgPlot } from './eval'
+import { runDemo } from './demo'
 import * as path from 'path'
 
 const num = (what: string, integer = false) => (v: string): number => {
@@ -174,6 +177,14 @@ async function evalCmd(opts: Record<string, any>): Promise<void> {
   process.stderr.write(`wrote ${path.join(opts.outDir, 'report.md')}, results.json${res.sequential.length ? ' and plot.svg' : ''}\n`)
 }
 
+// node-mend demo: a few edits end to end (lib/demo.ts); colors only on a terminal.
+async function demo(opts: Record<string, any>): Promise<void> {
+  await runDemo({
+    model: opts.model, editor: opts.editor, n: opts.n, seed: opts.seed, maxNewTokens: opts.maxNewTokens, threads: opts.threads,
+    color: !!process.stdout.isTTY && !process.env.NO_COLOR,
+  }, (s) => { process.stdout.write(s) })
+}
+
 export function main(argv: string[]): Promise<void> {
   const program = new Command()
   program.name('node-mend').description('Knowledge editing for GPT-2 with MEND').showHelpAfterError()
@@ -209,8 +220,8 @@ export function main(argv: string[]): Promise<void> {
     .description('Edit one fact and show the greedy completions before and after, with the metrics')
     .requiredOption('--prompt <text>', 'the edit prompt, e.g. "The capital of France is"')
     .requiredOption('--target <text>', 'the new target, e.g. "Lyon"')
-    .requiredOption('--model <dir>', 'Hugging Face GPT-2 directory (with its tokenizer)')
-    .requiredOption('--editor <file>', 'MEND editor file')
+    .option('--model <dir>', 'Hugging Face GPT-2 directory with its tokenizer (default: the bundled WorldFacts model)')
+    .option('--editor <file>', 'MEND editor file (default: the bundled editor, with the bundled model)')
     .option('--rephrase <text...>', 'rephrasings of the prompt (generalization)')
     .option('--unrelated <text...>', 'unrelated prompts (locality, shown before and after)')
     .option('--max-new-tokens <n>', 'tokens to generate for each completion', num('--max-new-tokens', true), 8)
@@ -219,8 +230,8 @@ export function main(argv: string[]): Promise<void> {
   program.command('eval')
     .description('Evaluate an editor on zsRE or CounterFact requests: reliability, generalization, locality; optionally a sequential-editing curve')
     .requiredOption('--data <file>', 'requests (zsRE or CounterFact JSON)')
-    .requiredOption('--model <dir>', 'Hugging Face GPT-2 directory (with its tokenizer)')
-    .requiredOption('--editor <file>', 'MEND editor file')
+    .option('--model <dir>', 'Hugging Face GPT-2 directory with its tokenizer (default: the bundled WorldFacts model)')
+    .option('--editor <file>', 'MEND editor file (default: the bundled editor, with the bundled model)')
     .option('--format <f>', 'auto, zsre or counterfact', 'auto')
     .option('-n, --n <count>', 'evaluate only the first n requests', num('--n', true))
     .option('--sequential <n>', 'also measure after 1, 2, 5, 10, … up to n accumulated edits', num('--sequential', true))
@@ -228,6 +239,15 @@ export function main(argv: string[]): Promise<void> {
     .option('--threads <n>', 'native threads', num('--threads', true))
     .option('--no-progress', 'no progress bar')
     .action(evalCmd)
+  program.command('demo')
+    .description('Edit a few held-out WorldFacts facts: completions before and after, metrics, edit time, and each edit undone')
+    .option('--model <dir>', 'Hugging Face GPT-2 directory with its tokenizer (default: the bundled WorldFacts model)')
+    .option('--editor <file>', 'MEND editor file (default: the bundled editor, with the bundled model)')
+    .option('-n, --n <edits>', 'number of edits', num('--n', true), 3)
+    .option('--seed <n>', 'seed of the sampled requests', num('--seed', true), 0)
+    .option('--max-new-tokens <n>', 'greedy tokens per completion', num('--max-new-tokens', true), 6)
+    .option('--threads <n>', 'native threads', num('--threads', true))
+    .action(demo)
   return program.parseAsync(argv).then(() => undefined)
 }
 

@@ -16,7 +16,9 @@
  * right after its edit; `sequentialEdit`, edits accumulate and every post metric is measured after
  * the last edit (pre metrics before any edit); `batchEdit`, all requests form one edit batch.
  */
+import * as fs from 'fs'
 import * as path from 'path'
+import { BUNDLED_EDITOR_FILE, BUNDLED_MODEL_DIR } from './assets'
 import { buildEditBatch } from './data/editdata'
 import { mendError } from './errors'
 import { FunctionalGPT2LMHeadModel } from './functional'
@@ -62,10 +64,11 @@ export interface RequestMetrics {
 }
 
 export interface EditorOptions {
-  /** A Hugging Face model directory or a loaded model. */
-  model: string | GPT2LMHeadModel
-  /** An editor file or a MEND controller (over `model`). */
-  editor: string | MEND
+  /** A Hugging Face model directory or a loaded model; default the bundled WorldFacts model. */
+  model?: string | GPT2LMHeadModel
+  /** An editor file or a MEND controller (over `model`); default the bundled editor, only when
+   * `model` is omitted or is the bundled model directory. */
+  editor?: string | MEND
   /** A tokenizer directory or a loaded tokenizer; default the model directory. */
   tokenizer?: string | GPT2Tokenizer
 }
@@ -135,24 +138,25 @@ function list(v: unknown, name: string): string[] {
 }
 
 /** Per-request groups: string (one request) or an array with one string or string[] per request. */
-function groups(v: unknown, n: number, name: string): string[][] {
+function groups(v: unknown, n: number, name: string, allowEmpty = false): string[][] {
   const xs = typeof v === 'string' ? [v] : v
   if (!Array.isArray(xs)) throw mendError('ERR_INVALID_ARG', `${name} must be a string or an array with one entry per request`)
   if (xs.length !== n) throw mendError('ERR_INVALID_ARG', `${name} has ${xs.length} entries but there are ${n} prompts`)
   return xs.map((x, i) => {
     if (Array.isArray(x)) {
-      if (x.length === 0) throw mendError('ERR_INVALID_ARG', `${name}[${i}] is an empty array`)
+      if (x.length === 0 && !allowEmpty) throw mendError('ERR_INVALID_ARG', `${name}[${i}] is an empty array`)
       return x.map((y, j) => checkString(y, `${name}[${i}][${j}]`))
     }
     return [checkString(x, `${name}[${i}]`)]
   })
 }
 
+/** Prompt/answer pairs per request; an empty array means none for that request. */
 function pairs(v: PromptAnswerInputs | undefined, n: number, name: string): { prompt: string; answer: string }[][] {
   if (v === undefined) return Array.from({ length: n }, () => [])
   if (!v || typeof v !== 'object') throw mendError('ERR_INVALID_ARG', `${name} must be { prompt, groundTruth }`)
-  const p = groups(v.prompt, n, `${name}.prompt`)
-  const a = groups(v.groundTruth, n, `${name}.groundTruth`)
+  const p = groups(v.prompt, n, `${name}.prompt`, true)
+  const a = groups(v.groundTruth, n, `${name}.groundTruth`, true)
   return p.map((ps, i) => {
     if (ps.length !== a[i].length) throw mendError('ERR_INVALID_ARG', `${name}[${i}]: ${ps.length} prompts but ${a[i].length} groundTruth answers`)
     return ps.map((prompt, j) => ({ prompt, answer: a[i][j] }))
@@ -181,6 +185,41 @@ function normalise(req: EditorEditRequest): Case[] {
   }))
 }
 
+const isBundledDir = (dir: string): boolean => {
+  if (path.resolve(dir) === path.resolve(BUNDLED_MODEL_DIR)) return true
+  try {
+    return fs.realpathSync(dir) === fs.realpathSync(BUNDLED_MODEL_DIR)
+  } catch {
+    return false
+  }
+}
+
+function requireBundled(file: string, what: string): void {
+  if (!fs.existsSync(file)) {
+    throw mendError('ERR_IO', `the bundled ${what} is missing (${file}): run \`npm run assets\` to build it, or pass ${what === 'model' ? 'a model directory' : 'an editor file'}`)
+  }
+}
+
+/** Fills in the bundled model and editor where `opts` omits them (null counts as omitted). */
+function resolveBundled(opts: EditorOptions): EditorOptions {
+  let model = opts.model ?? undefined
+  let editor = opts.editor ?? undefined
+  if (model === undefined) {
+    requireBundled(path.join(BUNDLED_MODEL_DIR, 'model.safetensors'), 'model')
+    model = BUNDLED_MODEL_DIR
+  }
+  if (editor === undefined) {
+    if (typeof model !== 'string' && !(model instanceof GPT2LMHeadModel)) return { ...opts, model } // reported below
+    if (typeof model !== 'string' || !isBundledDir(model)) {
+      throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: editor is missing (an editor file or a MEND); ' +
+        'the bundled editor is the default only for the bundled model, so pass the editor trained for this model')
+    }
+    requireBundled(BUNDLED_EDITOR_FILE, 'editor')
+    editor = BUNDLED_EDITOR_FILE
+  }
+  return { ...opts, model, editor }
+}
+
 export class Editor {
   readonly model: GPT2LMHeadModel
   readonly tokenizer: GPT2Tokenizer
@@ -195,11 +234,15 @@ export class Editor {
     this.tokenizer = tokenizer
   }
 
-  /** Loads model (directory), editor (file) and tokenizer (directory; default the model's). */
-  static async fromPretrained(opts: EditorOptions): Promise<Editor> {
-    if (!opts || typeof opts !== 'object') throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: expected { model, editor, tokenizer? }')
-    if (opts.model === undefined || opts.model === null) throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: model is missing (a model directory or a GPT2LMHeadModel)')
-    if (opts.editor === undefined || opts.editor === null) throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: editor is missing (an editor file or a MEND)')
+  /**
+   * Loads model (directory), editor (file) and tokenizer (directory; default the model's).
+   * Without `model`, the bundled WorldFacts model (lib/assets.ts); without `editor`, the bundled
+   * editor when the model is the bundled one (omitted or its directory), else ERR_INVALID_ARG.
+   * Missing bundled files are ERR_IO (build them with `npm run assets`).
+   */
+  static async fromPretrained(opts: EditorOptions = {}): Promise<Editor> {
+    if (!opts || typeof opts !== 'object') throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: expected { model?, editor?, tokenizer? }')
+    opts = resolveBundled(opts)
     let model: GPT2LMHeadModel
     if (typeof opts.model === 'string') model = await GPT2LMHeadModel.fromPretrained(opts.model)
     else if (opts.model instanceof GPT2LMHeadModel) model = opts.model

@@ -28,6 +28,12 @@ function toEditorRequest(rs: EditRequest[]): EditorEditRequest {
   if (rs.every((r) => r.localityPrompts.length > 0)) {
     req.localityInputs = { prompt: rs.map((r) => r.localityPrompts.map((l) => l.prompt)), groundTruth: rs.map((r) => r.localityPrompts.map((l) => l.answer)) }
   }
+  if (rs.some((r) => (r.portabilityPrompts ?? []).length > 0)) {
+    req.portabilityInputs = {
+      prompt: rs.map((r) => (r.portabilityPrompts ?? []).map((l) => l.prompt)),
+      groundTruth: rs.map((r) => (r.portabilityPrompts ?? []).map((l) => l.answer)),
+    }
+  }
   return req
 }
 

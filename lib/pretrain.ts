@@ -46,8 +46,19 @@ export class Pretrainer {
     return this.current
   }
 
-  /** One AdamW step on `batch` (labels required); returns the loss before the step. */
-  async step(batch: Batch): Promise<number> {
+  /** AdamW steps taken so far. */
+  get steps(): number {
+    return this.t
+  }
+
+  /**
+   * One AdamW step on `batch` (labels required); returns the loss before the step. `lr`
+   * overrides config.lr for this step (learning-rate schedules).
+   */
+  async step(batch: Batch, lr?: number): Promise<number> {
+    if (lr !== undefined && (typeof lr !== 'number' || !Number.isFinite(lr) || lr < 0)) {
+      throw mendError('ERR_INVALID_ARG', `Expected a finite non-negative lr but received ${lr}`)
+    }
     const { loss, grads } = await this.current.lossAndGrad(batch)
     let sq = 0
     for (const name of Object.keys(this.params)) for (const g of grads[name].data) sq += g * g
@@ -61,7 +72,7 @@ export class Pretrainer {
       if (scale !== 1) for (let i = 0; i < g.length; i++) g[i] *= scale
       // No weight decay on biases and LayerNorm parameters (the usual GPT-2 recipe).
       const wd = /\.(bias|ln_\d\.weight|ln_f\.weight)$/.test(name) ? 0 : c.weightDecay
-      native().adamwUpdate(this.params[name], g, this.m[name], this.v[name], c.lr, c.beta1, c.beta2, c.eps, wd, this.t)
+      native().adamwUpdate(this.params[name], g, this.m[name], this.v[name], lr ?? c.lr, c.beta1, c.beta2, c.eps, wd, this.t)
     }
     const next = await GPT2LMHeadModel.fromTensors(this.current.config, this.params)
     if (this.ownsCurrent) this.current.dispose()

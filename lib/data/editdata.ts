@@ -46,6 +46,8 @@ export interface EditRequest {
   subject?: string
   rephrasePrompts: string[]
   localityPrompts: LocalityPrompt[]
+  /** Questions whose answer follows from the edit (portability), with their post-edit answers. */
+  portabilityPrompts?: LocalityPrompt[]
 }
 
 export interface LoadOptions {

@@ -1,0 +1,136 @@
+#!/usr/bin/env node
+/**
+ * `npm run assets`: rebuilds the bundled WorldFacts model and its MEND editor in
+ * assets/worldfacts-gpt2/ from the world-countries data, reproducibly (seeded; the same machine
+ * and thread count give the same bytes), and prints how long each stage took.
+ *
+ *   1. a byte-level BPE vocabulary trained on the pretraining corpus  (vocab.json, merges.txt)
+ *   2. a small GPT-2 pretrained on the training phrasings              (config.json, model.safetensors)
+ *   3. a MEND editor trained with EditTrainer on training-subject edits (mend-editor.safetensors)
+ *   4. the evaluation on held-out-subject edits                          (metrics.json, report.md)
+ *
+ * Needs the compiled package (dist/, `npm run build:ts`) and the native addon.
+ */
+'use strict'
+const fs = require('fs')
+const path = require('path')
+const { Command } = require('commander')
+
+const root = path.resolve(__dirname, '..')
+const m = require(path.join(root, 'dist', 'index.js'))
+const fm = require(path.join(root, 'dist', 'factmodel.js'))
+const { BUNDLED_MODEL_DIR } = require(path.join(root, 'dist', 'assets.js'))
+
+const int = (name) => (v) => {
+  const n = Number(v)
+  if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a non-negative integer, got ${v}`)
+  return n
+}
+const program = new Command()
+program.name('build-assets').description('Rebuild the bundled WorldFacts GPT-2 and its MEND editor')
+  .option('--out <dir>', 'output directory', BUNDLED_MODEL_DIR)
+  .option('--seed <n>', 'seed of the vocabulary, initialisation, data order and editor', int('--seed'), 0)
+  .option('--vocab-size <n>', 'BPE vocabulary size', int('--vocab-size'), 2048)
+  .option('--layers <n>', 'transformer blocks', int('--layers'), 4)
+  .option('--width <n>', 'model width', int('--width'), 256)
+  .option('--heads <n>', 'attention heads', int('--heads'), 4)
+  .option('--epochs <n>', 'pretraining epochs', int('--epochs'), 30)
+  .option('--editor-steps <n>', 'editor training steps', int('--editor-steps'), 3000)
+  .option('--editor-rank <n>', 'editor rank', int('--editor-rank'), 256)
+  .option('--eval-n <n>', 'held-out edits evaluated (single edits)', int('--eval-n'), 200)
+  .option('--threads <n>', 'native threads (default: all cores)', int('--threads'))
+  .option('--skip-pretrain', 'reuse the model in --out; only retrain the editor and evaluate')
+  .parse(process.argv)
+const o = program.opts()
+
+const t0 = Date.now()
+const secs = (t) => ((Date.now() - t) / 1000).toFixed(1)
+const log = (s) => process.stdout.write(`[${secs(t0).padStart(7)} s] ${s}\n`)
+const pct = (x) => (x === undefined ? '—' : `${(100 * x).toFixed(1)}%`)
+
+async function main() {
+  if (o.threads) m.setNumThreads(o.threads)
+  fs.mkdirSync(o.out, { recursive: true })
+  const wf = m.buildWorldFacts({ seed: o.seed })
+  log(`WorldFacts: ${wf.facts.length} facts, ${wf.relations.length} relations, ${wf.trainSubjects.length}/${wf.heldOutSubjects.length} train/held-out subjects; ${m.numThreads()} threads`)
+  const timings = {}
+
+  let model, tok
+  if (o.skipPretrain) {
+    model = await m.GPT2LMHeadModel.fromPretrained(o.out)
+    tok = await m.GPT2Tokenizer.fromPretrained(o.out)
+    log(`reusing the model in ${o.out}`)
+  } else {
+    let t = Date.now()
+    const voc = fm.factVocabulary(wf, o.vocabSize)
+    m.writeVocabAndMerges(o.out, voc.bpe)
+    tok = voc.tokenizer
+    const rows = fm.corpusRows(wf, tok)
+    timings.vocabulary_s = Number(secs(t))
+    log(`vocabulary: ${tok.vocabSize} tokens, corpus ${rows.length} sentences, ${rows.reduce((s, r) => s + r.length, 0)} tokens (${timings.vocabulary_s} s)`)
+
+    t = Date.now()
+    let last = Date.now(), lsum = 0, ln = 0
+    model = await fm.pretrainFactModel(wf, tok, {
+      seed: o.seed, nLayer: o.layers, nEmbd: o.width, nHead: o.heads, epochs: o.epochs,
+      onProgress: (p) => {
+        lsum += p.loss; ln++
+        if (Date.now() - last > 10000 || p.step === p.totalSteps) {
+          const eta = ((Date.now() - t) / p.step) * (p.totalSteps - p.step) / 1000
+          log(`pretrain epoch ${p.epoch + 1}/${o.epochs} step ${p.step}/${p.totalSteps} loss ${(lsum / ln).toFixed(4)} (eta ${eta.toFixed(0)} s)`)
+          last = Date.now(); lsum = 0; ln = 0
+        }
+      },
+    })
+    timings.pretrain_s = Number(secs(t))
+    await model.savePretrained(o.out)
+    log(`pretrained and saved in ${timings.pretrain_s} s`)
+  }
+
+  let t = Date.now()
+  const accTrain = await fm.factAccuracy(model, tok, wf, 'train')
+  const accHeld = await fm.factAccuracy(model, tok, wf, 'heldOut')
+  log(`fact accuracy (greedy): training phrasings ${pct(accTrain.accuracy)} of ${accTrain.n}, held-out phrasings ${pct(accHeld.accuracy)} of ${accHeld.n} (${secs(t)} s)`)
+  for (const r of Object.keys(accTrain.byRelation)) log(`  ${r.padEnd(13)} train ${pct(accTrain.byRelation[r])}  held-out ${pct(accHeld.byRelation[r])}`)
+
+  t = Date.now()
+  let lastE = Date.now()
+  const ed = await fm.trainFactEditor(model, tok, wf, {
+    seed: o.seed,
+    mend: { rank: o.editorRank },
+    trainer: { maxIters: o.editorSteps, valInterval: 250 },
+    onProgress: (p) => {
+      if (p.val || Date.now() - lastE > 10000 || p.step === p.maxIters) {
+        const v = p.val ? ` | val edit ${p.val.edit.toFixed(3)} loc ${p.val.loc.toFixed(4)} acc ${pct(p.val.editAcc)}` : ''
+        log(`editor step ${p.step}/${p.maxIters} edit ${p.edit.toFixed(3)} loc ${p.loc.toFixed(4)} acc ${pct(p.editAcc)}${v}`)
+        lastE = Date.now()
+      }
+    },
+  })
+  timings.editor_s = Number(secs(t))
+  const editorFile = path.join(o.out, 'mend-editor.safetensors')
+  await ed.mend.save(editorFile)
+  log(`editor trained (${ed.steps} steps, best at ${ed.best ? ed.best.step : '—'}) and saved in ${timings.editor_s} s`)
+
+  t = Date.now()
+  const editor = await m.Editor.fromPretrained({ model, editor: ed.mend, tokenizer: tok })
+  const reqs = m.editRequests(wf, { subjects: 'heldOut', seed: o.seed + 2 }).slice(0, o.evalN)
+  for (const r of reqs) r.portabilityPrompts = m.portabilityPrompts(wf, r)
+  const res = await m.evaluate(editor, reqs, { sequential: Math.min(100, reqs.length) })
+  timings.eval_s = Number(secs(t))
+  const report = m.markdownReport(res, `Bundled WorldFacts model: MEND on ${reqs.length} held-out-subject edits`)
+  fs.writeFileSync(path.join(o.out, 'report.md'), report)
+  fs.writeFileSync(path.join(o.out, 'plot.svg'), m.svgPlot(res.sequential))
+  fs.writeFileSync(path.join(o.out, 'metrics.json'), JSON.stringify({
+    config: { ...o, out: undefined, skipPretrain: undefined }, threads: m.numThreads(),
+    factAccuracy: { train: accTrain, heldOut: accHeld }, editor: { steps: ed.steps, best: ed.best }, eval: res, timings_s: timings,
+    total_s: Number(secs(t0)),
+  }, null, 2) + '\n')
+  process.stdout.write('\n' + report + '\n')
+  log(`done in ${secs(t0)} s → ${o.out}`)
+}
+
+main().catch((e) => {
+  process.stderr.write(`build-assets: ${e.stack || e.message}${e.code ? ` [${e.code}]` : ''}\n`)
+  process.exit(1)
+})

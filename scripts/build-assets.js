@@ -26,6 +26,11 @@ const int = (name) => (v) => {
   if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a non-negative integer, got ${v}`)
   return n
 }
+const num = (name) => (v) => {
+  const n = Number(v)
+  if (!Number.isFinite(n)) throw new Error(`${name} must be a number, got ${v}`)
+  return n
+}
 const program = new Command()
 program.name('build-assets').description('Rebuild the bundled WorldFacts GPT-2 and its MEND editor')
   .option('--out <dir>', 'output directory', BUNDLED_MODEL_DIR)
@@ -37,6 +42,12 @@ program.name('build-assets').description('Rebuild the bundled WorldFacts GPT-2 a
   .option('--epochs <n>', 'pretraining epochs', int('--epochs'), 30)
   .option('--editor-steps <n>', 'editor training steps', int('--editor-steps'), 3000)
   .option('--editor-rank <n>', 'editor rank', int('--editor-rank'), 256)
+  .option('--editor-lr <x>', 'editor learning rate (Adam)', num('--editor-lr'), 1e-4)
+  .option('--editor-lr-lr <x>', 'learning rate of the per-layer edit step sizes α', num('--editor-lr-lr'), 1e-3)
+  .option('--edit-lr <x>', 'initial α', num('--edit-lr'), 1e-4)
+  .option('--cedit <x>', 'edit loss weight', num('--cedit'), 0.1)
+  .option('--cloc <x>', 'locality loss weight', num('--cloc'), 1)
+  .option('--accumulate-bs <n>', 'editor training steps per optimizer step', int('--accumulate-bs'), 10)
   .option('--eval-n <n>', 'held-out edits evaluated (single edits)', int('--eval-n'), 200)
   .option('--threads <n>', 'native threads (default: all cores)', int('--threads'))
   .option('--skip-pretrain', 'reuse the model in --out; only retrain the editor and evaluate')
@@ -97,8 +108,8 @@ async function main() {
   let lastE = Date.now()
   const ed = await fm.trainFactEditor(model, tok, wf, {
     seed: o.seed,
-    mend: { rank: o.editorRank },
-    trainer: { maxIters: o.editorSteps, valInterval: 250 },
+    mend: { rank: o.editorRank, editLr: o.editLr },
+    trainer: { maxIters: o.editorSteps, valInterval: 250, lr: o.editorLr, lrLr: o.editorLrLr, cedit: o.cedit, cloc: o.cloc, accumulateBs: o.accumulateBs },
     onProgress: (p) => {
       if (p.val || Date.now() - lastE > 10000 || p.step === p.maxIters) {
         const v = p.val ? ` | val edit ${p.val.edit.toFixed(3)} loc ${p.val.loc.toFixed(4)} acc ${pct(p.val.editAcc)}` : ''

@@ -87,3 +87,16 @@ t.test('pretrain a toy fact model, measure it, train an editor', async (tt) => {
   const [r] = (await editor.edit({ prompts: 'The capital of ' + wf.heldOutSubjects[0] + ' is', targetNew: 'Paris' })).metrics
   tt.ok(Number.isFinite(r.post.rewrite_acc), `the trained editor edits (rewrite_acc ${r.pre.rewrite_acc} -> ${r.post.rewrite_acc})`)
 })
+
+t.test('the bundled model knows its facts (issue targets: >= 95% training, >= 80% held-out phrasings)', async (tt) => {
+  const { BUNDLED_MODEL_DIR } = await import('../lib/assets')
+  const { GPT2LMHeadModel } = await import('../lib/model')
+  const { GPT2Tokenizer } = await import('../lib/tokenizer')
+  const model = await GPT2LMHeadModel.fromPretrained(BUNDLED_MODEL_DIR)
+  const tok = await GPT2Tokenizer.fromPretrained(BUNDLED_MODEL_DIR)
+  const train = await factAccuracy(model, tok, full, 'train')
+  const held = await factAccuracy(model, tok, full, 'heldOut')
+  tt.ok(train.accuracy >= 0.95, `training phrasings: ${(100 * train.accuracy).toFixed(1)}% of ${train.n}`)
+  tt.ok(held.accuracy >= 0.8, `held-out phrasings: ${(100 * held.accuracy).toFixed(1)}% of ${held.n}`)
+  model.dispose()
+})

@@ -8,7 +8,7 @@ const { Editor } = require('..')
     prompts: ['The capital of France is'],
     targetNew: ['Berlin'],
     rephrasePrompts: [['Q: What is the capital of France? A:']],
-    localityInputs: { prompt: [['The capital of Spain is']], groundTruth: [['Madrid']] },
+    localityInputs: { prompt: [['The capital of Japan is']], groundTruth: [['Tokyo']] },
   })
   console.log(metrics[0].post)
 

@@ -18,6 +18,7 @@ import { EditTrainer, Progress, TrainBatch } from './trainer'
 import { Editor } from './editor'
 import { evaluate, markdownReport, svgPlot } from './eval'
 import { runDemo } from './demo'
+import { worldFactsEvalRequests } from './factmodel'
 import * as path from 'path'
 
 const num = (what: string, integer = false) => (v: string): number => {
@@ -154,9 +155,15 @@ async function edit(opts: Record<string, any>): Promise<void> {
 async function evalCmd(opts: Record<string, any>): Promise<void> {
   if (opts.threads) native().setNumThreads(opts.threads)
   const editor = await Editor.fromPretrained({ model: opts.model, editor: opts.editor })
-  const data = await loadRecords(opts.data, opts.format)
-  for (const s of data.skipped) process.stderr.write(`${opts.data}: record ${s.index} skipped: ${s.reason}\n`)
-  const records = opts.n ? data.records.slice(0, opts.n) : data.records
+  let all: EditRequest[]
+  if (opts.data === undefined) {
+    all = worldFactsEvalRequests()
+  } else {
+    const data = await loadRecords(opts.data, opts.format)
+    for (const s of data.skipped) process.stderr.write(`${opts.data}: record ${s.index} skipped: ${s.reason}\n`)
+    all = data.records
+  }
+  const records = opts.n ? all.slice(0, opts.n) : all
   const bar = opts.progress !== false && process.stderr.isTTY
     ? new SingleBar({ format: 'eval |{bar}| {value}/{total} edits | ETA {eta_formatted}', stream: process.stderr, hideCursor: true })
     : null
@@ -169,7 +176,7 @@ async function evalCmd(opts: Record<string, any>): Promise<void> {
   })
   bar?.stop()
   fs.mkdirSync(opts.outDir, { recursive: true })
-  const report = markdownReport(res, `node-mend eval: ${path.basename(opts.data)}`)
+  const report = markdownReport(res, `node-mend eval: ${opts.data === undefined ? 'WorldFacts held-out-subject edits' : path.basename(opts.data)}`)
   fs.writeFileSync(path.join(opts.outDir, 'results.json'), JSON.stringify(res, null, 2) + '\n')
   fs.writeFileSync(path.join(opts.outDir, 'report.md'), report)
   if (res.sequential.length) fs.writeFileSync(path.join(opts.outDir, 'plot.svg'), svgPlot(res.sequential))
@@ -229,7 +236,7 @@ export function main(argv: string[]): Promise<void> {
     .action(edit)
   program.command('eval')
     .description('Evaluate an editor on zsRE or CounterFact requests: reliability, generalization, locality; optionally a sequential-editing curve')
-    .requiredOption('--data <file>', 'requests (zsRE or CounterFact JSON)')
+    .option('--data <file>', 'requests (zsRE or CounterFact JSON; default: the WorldFacts held-out-subject edits the bundled editor never saw)')
     .option('--model <dir>', 'Hugging Face GPT-2 directory with its tokenizer (default: the bundled WorldFacts model)')
     .option('--editor <file>', 'MEND editor file (default: the bundled editor, with the bundled model)')
     .option('--format <f>', 'auto, zsre or counterfact', 'auto')

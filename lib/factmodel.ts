@@ -8,7 +8,7 @@
  */
 import { trainByteLevelBPE, BPEVocabulary } from './bpe'
 import { EditRequest, requestToBatches } from './data/editdata'
-import { editRequests, fillTemplate, mulberry32, trainingCorpus, WorldFacts } from './data/worldfacts'
+import { buildWorldFacts, editRequests, fillTemplate, mulberry32, portabilityPrompts, trainingCorpus, WorldFacts } from './data/worldfacts'
 import { teacherForcedPredictions } from './editor'
 import { mendError } from './errors'
 import { GPT2LMHeadModel } from './model'
@@ -166,4 +166,13 @@ export async function trainFactEditor(model: GPT2LMHeadModel, tok: GPT2Tokenizer
   const trainer = new EditTrainer(mend, { seed, ...opts.trainer })
   const r = await trainer.run(train, val, { onProgress: opts.onProgress })
   return { mend: trainer.bestMEND(), steps: r.steps, best: r.best ? { step: r.best.step, editAcc: r.best.val.editAcc } : undefined }
+}
+
+/**
+ * The evaluation set of the bundled editor: CounterFact-style edits of the held-out subjects
+ * (never edited while training the editor), rephrasings = the held-out phrasings, with two-hop
+ * portability prompts. `npm run assets` and `node-mend eval` without --data use it.
+ */
+export function worldFactsEvalRequests(wf: WorldFacts = buildWorldFacts(), seed = 2): EditRequest[] {
+  return editRequests(wf, { subjects: 'heldOut', seed }).map((r) => ({ ...r, portabilityPrompts: portabilityPrompts(wf, r) }))
 }

@@ -5,9 +5,10 @@
  * and thread count give the same bytes), and prints how long each stage took.
  *
  *   1. a byte-level BPE vocabulary trained on the pretraining corpus  (vocab.json, merges.txt)
- *   2. a small GPT-2 pretrained on the training phrasings              (config.json, model.safetensors)
+ *   2. a small GPT-2 pretrained on the training phrasings              (config.json, model.safetensors,
+ *                                                                       tokenizer_config.json)
  *   3. a MEND editor trained with EditTrainer on training-subject edits (mend-editor.safetensors)
- *   4. the evaluation on held-out-subject edits                          (metrics.json, report.md)
+ *   4. the evaluation on held-out-subject edits                          (metrics.json, report.md, plot.svg)
  *
  * Needs the compiled package (dist/, `npm run build:ts`) and the native addon.
  */
@@ -42,10 +43,11 @@ program.name('build-assets').description('Rebuild the bundled WorldFacts GPT-2 a
   .option('--epochs <n>', 'pretraining epochs', int('--epochs'), 30)
   .option('--editor-steps <n>', 'editor training steps', int('--editor-steps'), 3000)
   .option('--editor-rank <n>', 'editor rank', int('--editor-rank'), 256)
-  .option('--editor-lr <x>', 'editor learning rate (Adam)', num('--editor-lr'), 1e-4)
+  .option('--edit-blocks <n>', 'edit mlp.c_fc and mlp.c_proj of the last n blocks', int('--edit-blocks'), 3)
+  .option('--editor-lr <x>', 'editor learning rate (Adam)', num('--editor-lr'), 1e-5)
   .option('--editor-lr-lr <x>', 'learning rate of the per-layer edit step sizes α', num('--editor-lr-lr'), 1e-3)
   .option('--edit-lr <x>', 'initial α', num('--edit-lr'), 1e-4)
-  .option('--cedit <x>', 'edit loss weight', num('--cedit'), 0.1)
+  .option('--cedit <x>', 'edit loss weight', num('--cedit'), 1)
   .option('--cloc <x>', 'locality loss weight', num('--cloc'), 1)
   .option('--accumulate-bs <n>', 'editor training steps per optimizer step', int('--accumulate-bs'), 10)
   .option('--eval-n <n>', 'held-out edits evaluated (single edits)', int('--eval-n'), 200)
@@ -53,6 +55,12 @@ program.name('build-assets').description('Rebuild the bundled WorldFacts GPT-2 a
   .option('--skip-pretrain', 'reuse the model in --out; only retrain the editor and evaluate')
   .parse(process.argv)
 const o = program.opts()
+
+// so that Hugging Face's AutoTokenizer loads the directory as a GPT-2 tokenizer
+const TOKENIZER_CONFIG = {
+  tokenizer_class: 'GPT2Tokenizer', model_max_length: 0 /* n_positions */, add_prefix_space: false,
+  bos_token: '<|endoftext|>', eos_token: '<|endoftext|>', unk_token: '<|endoftext|>',
+}
 
 const t0 = Date.now()
 const secs = (t) => ((Date.now() - t) / 1000).toFixed(1)
@@ -95,6 +103,8 @@ async function main() {
     })
     timings.pretrain_s = Number(secs(t))
     await model.savePretrained(o.out)
+    const tokCfg = { ...TOKENIZER_CONFIG, model_max_length: model.config.nPositions }
+    fs.writeFileSync(path.join(o.out, 'tokenizer_config.json'), JSON.stringify(tokCfg, null, 2) + '\n')
     log(`pretrained and saved in ${timings.pretrain_s} s`)
   }
 
@@ -108,7 +118,11 @@ async function main() {
   let lastE = Date.now()
   const ed = await fm.trainFactEditor(model, tok, wf, {
     seed: o.seed,
-    mend: { rank: o.editorRank, editLr: o.editLr },
+    mend: {
+      rank: o.editorRank, editLr: o.editLr,
+      innerParams: Array.from({ length: o.editBlocks }, (_, k) => model.config.nLayer - o.editBlocks + k)
+        .flatMap((b) => [`transformer.h.${b}.mlp.c_proj.weight`, `transformer.h.${b}.mlp.c_fc.weight`]),
+    },
     trainer: { maxIters: o.editorSteps, valInterval: 250, lr: o.editorLr, lrLr: o.editorLrLr, cedit: o.cedit, cloc: o.cloc, accumulateBs: o.accumulateBs },
     onProgress: (p) => {
       if (p.val || Date.now() - lastE > 10000 || p.step === p.maxIters) {
@@ -125,8 +139,7 @@ async function main() {
 
   t = Date.now()
   const editor = await m.Editor.fromPretrained({ model, editor: ed.mend, tokenizer: tok })
-  const reqs = m.editRequests(wf, { subjects: 'heldOut', seed: o.seed + 2 }).slice(0, o.evalN)
-  for (const r of reqs) r.portabilityPrompts = m.portabilityPrompts(wf, r)
+  const reqs = fm.worldFactsEvalRequests(wf, o.seed + 2).slice(0, o.evalN)
   const res = await m.evaluate(editor, reqs, { sequential: Math.min(100, reqs.length) })
   timings.eval_s = Number(secs(t))
   const report = m.markdownReport(res, `Bundled WorldFacts model: MEND on ${reqs.length} held-out-subject edits`)

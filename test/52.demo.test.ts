@@ -160,3 +160,24 @@ t.test('the bundled demo', async (t) => {
   }
   t.comment(`total ${res.totalMs} ms`)
 })
+
+t.test('edit and eval default to the bundled model, editor and WorldFacts evaluation set', async (t) => {
+  const ed = spawnSync(process.execPath, [cli, 'edit', '--prompt', 'The capital of France is', '--target', 'Berlin', '--unrelated', 'The capital of Japan is'], { encoding: 'utf8' })
+  t.equal(ed.status, 0, `edit exits 0 ${ed.stderr}`)
+  t.match(ed.stdout, /edit prompt: "The capital of France is"\n {2}before: " Paris[^\n]*\n {2}after: {2}" Berlin/, 'the bundled model learns the new capital')
+  t.match(ed.stdout, /unrelated: "The capital of Japan is"\n {2}before: " Tokyo[^\n]*\n {2}after: {2}" Tokyo/, 'and keeps an unrelated one')
+
+  const outDir = path.join(tmp, 'eval-bundled')
+  const ev = spawnSync(process.execPath, [cli, 'eval', '-n', '4', '--sequential', '2', '--out-dir', outDir, '--no-progress'], { encoding: 'utf8' })
+  t.equal(ev.status, 0, `eval exits 0 ${ev.stderr}`)
+  const res = JSON.parse(fs.readFileSync(path.join(outDir, 'results.json'), 'utf8'))
+  t.equal(res.single.requests, 4, 'the first 4 WorldFacts held-out edits')
+  t.ok(typeof res.single.portability === 'number', 'portability is reported for WorldFacts edits')
+  t.match(fs.readFileSync(path.join(outDir, 'report.md'), 'utf8'), /WorldFacts held-out-subject edits/)
+})
+
+t.test("the README's twenty-line example (examples/quickstart.js) prints what the README says", async (t) => {
+  const r = spawnSync(process.execPath, [path.join(__dirname, '..', 'examples', 'quickstart.js')], { encoding: 'utf8' })
+  t.equal(r.status, 0, `exits 0 ${r.stderr}`)
+  t.match(r.stdout, /\{ rewrite_acc: 1, rephrase_acc: 1, locality: 1 \}\nedited: +Berlin\nbase: +Paris\nundone: +Paris\n/, r.stdout)
+})

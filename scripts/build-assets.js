@@ -43,7 +43,7 @@ program.name('build-assets').description('Rebuild the bundled WorldFacts GPT-2 a
   .option('--epochs <n>', 'pretraining epochs', int('--epochs'), 30)
   .option('--editor-steps <n>', 'editor training steps', int('--editor-steps'), 3000)
   .option('--editor-rank <n>', 'editor rank', int('--editor-rank'), 256)
-  .option('--edit-blocks <n>', 'edit mlp.c_fc and mlp.c_proj of the last n blocks', int('--edit-blocks'), 3)
+  .option('--edit-blocks <n>', 'edit mlp.c_fc and mlp.c_proj of the last n blocks (at most all; at least 1)', int('--edit-blocks'), 3)
   .option('--editor-lr <x>', 'editor learning rate (Adam)', num('--editor-lr'), 1e-5)
   .option('--editor-lr-lr <x>', 'learning rate of the per-layer edit step sizes α', num('--editor-lr-lr'), 1e-3)
   .option('--edit-lr <x>', 'initial α', num('--edit-lr'), 1e-4)
@@ -114,13 +114,15 @@ async function main() {
   log(`fact accuracy (greedy): training phrasings ${pct(accTrain.accuracy)} of ${accTrain.n}, held-out phrasings ${pct(accHeld.accuracy)} of ${accHeld.n} (${secs(t)} s)`)
   for (const r of Object.keys(accTrain.byRelation)) log(`  ${r.padEnd(13)} train ${pct(accTrain.byRelation[r])}  held-out ${pct(accHeld.byRelation[r])}`)
 
+  // the last min(--edit-blocks, n_layer) blocks
+  const editBlocks = Math.min(Math.max(1, o.editBlocks), model.config.nLayer)
   t = Date.now()
   let lastE = Date.now()
   const ed = await fm.trainFactEditor(model, tok, wf, {
     seed: o.seed,
     mend: {
       rank: o.editorRank, editLr: o.editLr,
-      innerParams: Array.from({ length: o.editBlocks }, (_, k) => model.config.nLayer - o.editBlocks + k)
+      innerParams: Array.from({ length: editBlocks }, (_, k) => model.config.nLayer - editBlocks + k)
         .flatMap((b) => [`transformer.h.${b}.mlp.c_proj.weight`, `transformer.h.${b}.mlp.c_fc.weight`]),
     },
     trainer: { maxIters: o.editorSteps, valInterval: 250, lr: o.editorLr, lrLr: o.editorLrLr, cedit: o.cedit, cloc: o.cloc, accumulateBs: o.accumulateBs },

@@ -100,3 +100,28 @@ t.test('the bundled model knows its facts (issue targets: >= 95% training, >= 80
   tt.ok(held.accuracy >= 0.8, `held-out phrasings: ${(100 * held.accuracy).toFixed(1)}% of ${held.n}`)
   model.dispose()
 })
+
+t.test('scripts/build-assets.js (npm run assets) at toy size writes a loadable model directory, editor and report', async (tt) => {
+  const { spawnSync } = await import('node:child_process')
+  const fs = await import('node:fs')
+  const os = await import('node:os')
+  const path = await import('node:path')
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'mend-assets-'))
+  tt.teardown(() => fs.rmSync(out, { recursive: true, force: true }))
+  const script = path.join(__dirname, '..', 'scripts', 'build-assets.js')
+  const r = spawnSync(process.execPath, [script, '--out', out, '--vocab-size', '600', '--layers', '1', '--width', '32', '--heads', '1',
+    '--epochs', '1', '--editor-steps', '4', '--editor-rank', '8', '--eval-n', '3'], { encoding: 'utf8' })
+  tt.equal(r.status, 0, `exit 0 ${r.stderr}`)
+  for (const f of ['vocab.json', 'merges.txt', 'config.json', 'model.safetensors', 'tokenizer_config.json', 'mend-editor.safetensors', 'metrics.json', 'report.md', 'plot.svg']) {
+    tt.ok(fs.existsSync(path.join(out, f)), `wrote ${f}`)
+  }
+  tt.match(r.stdout, /pretrained and saved in [\d.]+ s/, 'prints the pretraining time')
+  tt.match(r.stdout, /done in [\d.]+ s/, 'prints the total time')
+  const metrics = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8'))
+  tt.equal(metrics.eval.single.requests, 3, 'evaluated 3 held-out edits')
+  tt.ok(metrics.timings_s.pretrain_s >= 0 && metrics.total_s >= metrics.timings_s.pretrain_s, 'stage timings recorded')
+  const { Editor } = await import('../lib/editor')
+  const ed = await Editor.fromPretrained({ model: out, editor: path.join(out, 'mend-editor.safetensors') })
+  tt.equal(ed.tokenizer.vocabSize, 600, 'the directory loads with its own 600-token vocabulary')
+  tt.equal(ed.model.config.nPositions, JSON.parse(fs.readFileSync(path.join(out, 'tokenizer_config.json'), 'utf8')).model_max_length, 'tokenizer_config model_max_length = n_positions')
+})

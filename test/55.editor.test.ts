@@ -179,6 +179,21 @@ t.test('single strings and optional inputs', async (t) => {
   t.same(metrics[0].requestedRewrite, { prompt: req.prompts[0], targetNew: req.targetNew[0] })
 })
 
+t.test('an empty locality/portability list means none for that request', async (t) => {
+  const ed = new Editor(new MEND(model, { innerParams: inner, rank: 4, editLr: -10 }), tok)
+  const { metrics } = await ed.edit({
+    prompts: req.prompts, targetNew: req.targetNew,
+    localityInputs: { prompt: [[], [req.localityInputs.prompt[1]]], groundTruth: [[], [req.localityInputs.groundTruth[1]]] },
+    portabilityInputs: { prompt: [[req.portabilityInputs.prompt[0]], []], groundTruth: [[req.portabilityInputs.groundTruth[0]], []] },
+  })
+  t.equal(metrics[0].post.locality, undefined, 'request 0: no locality')
+  t.ok(typeof metrics[0].post.portability === 'number', 'request 0: portability')
+  t.ok(typeof metrics[1].post.locality === 'number', 'request 1: locality')
+  t.equal(metrics[1].post.portability, undefined, 'request 1: no portability')
+  await t.rejects(ed.edit({ prompts: ['a'], targetNew: ['x'], localityInputs: { prompt: [['p']], groundTruth: [[]] } }),
+    { code: 'ERR_INVALID_ARG', message: /1 prompts but 0 groundTruth/ }, 'prompt and answer lists must still pair up')
+})
+
 t.test('validation', async (t) => {
   const ed = new Editor(new MEND(model, { innerParams: inner, rank: 4 }), tok)
   await t.rejects(ed.edit({ prompts: ['a', 'b'], targetNew: ['x'] }), { code: 'ERR_INVALID_ARG', message: /2 prompts but 1 targetNew/ })

@@ -9,13 +9,13 @@
 import * as fs from 'fs'
 import { Command, InvalidArgumentError } from 'commander'
 import { SingleBar } from 'cli-progress'
-import { EditRequest, loadCounterFact, loadZsre, requestToBatches } from './data/editdata'
-import { GPT2LMHeadModel } from './model'
+import { EditRequest, loadCounterFact, loadZsre } from './data/editdata'
+import { GPT2Inference, GPT2LMHeadModel } from './model'
 import { MEND } from './mend'
 import { native } from './native'
 import { GPT2Tokenizer } from './tokenizer'
-import { EditTrainer, Progress, TrainBatch } from './trainer'
-import { Editor } from './editor'
+import { EditTrainer, Progress, TrainBatch, trainBatches } from './trainer'
+import { Editor, greedyCompletions } from './editor'
 import { evaluate, markdownReport, svgPlot } from './eval'
 import { runDemo } from './demo'
 import { worldFactsEvalRequests } from './factmodel'
@@ -42,15 +42,9 @@ async function loadRecords(file: string, format: string): Promise<{ records: Edi
 }
 
 function toTrainBatches(tok: GPT2Tokenizer, records: EditRequest[], file: string): TrainBatch[] {
-  const out: TrainBatch[] = []
-  let noLoc = 0
-  for (const r of records) {
-    const b = requestToBatches(tok, r)
-    if (!b.loc) { noLoc++; continue }
-    out.push({ edit: b.edit, loc: b.loc, editOuter: b.rephrase })
-  }
-  if (noLoc) process.stderr.write(`${file}: ${noLoc} record(s) without a locality prompt skipped (training needs one)\n`)
-  return out
+  const { batches, noLocality } = trainBatches(tok, records)
+  if (noLocality) process.stderr.write(`${file}: ${noLocality} record(s) without a locality prompt skipped (training needs one)\n`)
+  return batches
 }
 
 async function train(opts: Record<string, any>): Promise<void> {
@@ -132,16 +126,14 @@ async function train(opts: Record<string, any>): Promise<void> {
 async function edit(opts: Record<string, any>): Promise<void> {
   if (opts.threads) native().setNumThreads(opts.threads)
   const editor = await Editor.fromPretrained({ model: opts.model, editor: opts.editor })
-  const tok = editor.tokenizer
-  const complete = async (m: { generate: GPT2LMHeadModel['generate'] }, prompt: string) =>
-    tok.decode((await m.generate([tok.encode(prompt)], { maxNewTokens: opts.maxNewTokens, eosTokenId: tok.eosTokenId }))[0])
   const prompts: string[] = [opts.prompt, ...(opts.rephrase ?? []), ...(opts.unrelated ?? [])]
-  const before = await Promise.all(prompts.map((p) => complete(editor.model, p)))
+  const complete = async (m: GPT2Inference) => (await greedyCompletions(m, editor.tokenizer, prompts, opts.maxNewTokens)).text
+  const before = await complete(editor.model)
   const { metrics, edited } = await editor.edit({
     prompts: opts.prompt, targetNew: opts.target,
     rephrasePrompts: opts.rephrase?.length ? [opts.rephrase] : undefined,
   })
-  const after = await Promise.all(prompts.map((p) => complete(edited.model, p)))
+  const after = await complete(edited.model)
   const out = process.stdout
   prompts.forEach((p, i) => {
     const kind = i === 0 ? 'edit prompt' : i <= (opts.rephrase?.length ?? 0) ? 'rephrasing' : 'unrelated'

@@ -10,7 +10,7 @@
  */
 import { buildWorldFacts, editRequests, portabilityPrompts } from './data/worldfacts'
 import { EditRequest } from './data/editdata'
-import { Editor, Metrics, RequestMetrics } from './editor'
+import { Editor, editorRequest, greedyCompletions, Metrics, RequestMetrics } from './editor'
 import { mendError } from './errors'
 import { FunctionalGPT2LMHeadModel } from './functional'
 import { GPT2Inference } from './model'
@@ -99,16 +99,7 @@ export async function runDemo(opts: DemoOptions = {}, write: (s: string) => void
   if (requests.length === 0) throw mendError('ERR_DATA', 'demo: WorldFacts gave no held-out edit requests')
   const loadMs = Date.now() - t0
 
-  const complete = async (m: GPT2Inference, prompts: string[]): Promise<{ ids: number[][]; text: string[] }> => {
-    const enc = prompts.map((p) => tok.encode(p))
-    const T = Math.max(...enc.map((e) => e.length))
-    const pad = tok.padTokenId ?? 0
-    // left padding, so every row continues from its last real token
-    const inputIds = enc.map((e) => [...new Array(T - e.length).fill(pad), ...e])
-    const attentionMask = enc.map((e) => [...new Array(T - e.length).fill(0), ...e.map(() => 1)])
-    const ids = await m.generate(inputIds, { maxNewTokens, eosTokenId: tok.eosTokenId, attentionMask })
-    return { ids, text: ids.map((x) => tok.decode(x, { skipSpecialTokens: true })) }
-  }
+  const complete = (m: GPT2Inference, prompts: string[]) => greedyCompletions(m, tok, prompts, maxNewTokens, { skipSpecialTokens: true })
 
   write(`${paint(`MEND demo: ${requests.length} edit${requests.length === 1 ? '' : 's'} of held-out WorldFacts facts`, 'bold')} ` +
     `(seed ${seed}; greedy, ${maxNewTokens} new tokens; loaded in ${(loadMs / 1000).toFixed(1)} s)\n`)
@@ -120,15 +111,7 @@ export async function runDemo(opts: DemoOptions = {}, write: (s: string) => void
     const prompts = shown.map((s) => s.prompt)
 
     const before = await complete(editor.model, prompts)
-    const port = portabilityPrompts(wf, req)
-    const { metrics, edited } = await editor.edit({
-      prompts: req.prompt,
-      targetNew: req.targetNew,
-      ...(req.groundTruth !== undefined ? { groundTruth: req.groundTruth } : {}),
-      ...(req.rephrasePrompts.length ? { rephrasePrompts: [req.rephrasePrompts] } : {}),
-      ...(req.localityPrompts.length ? { localityInputs: { prompt: [req.localityPrompts.map((l) => l.prompt)], groundTruth: [req.localityPrompts.map((l) => l.answer)] } } : {}),
-      ...(port.length ? { portabilityInputs: { prompt: [port.map((p) => p.prompt)], groundTruth: [port.map((p) => p.answer)] } } : {}),
-    })
+    const { metrics, edited } = await editor.edit(editorRequest([{ ...req, portabilityPrompts: portabilityPrompts(wf, req) }]))
     const after = await complete(edited.model, prompts)
     const fm = edited.model
     if (!(fm instanceof FunctionalGPT2LMHeadModel)) throw mendError('ERR_DATA', 'demo: the edited model is not a functional model')

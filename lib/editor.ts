@@ -19,11 +19,10 @@
 import * as fs from 'fs'
 import * as path from 'path'
 import { BUNDLED_EDITOR_FILE, BUNDLED_MODEL_DIR } from './assets'
-import { buildEditBatch } from './data/editdata'
+import { buildEditBatch, EditRequest } from './data/editdata'
 import { mendError } from './errors'
-import { FunctionalGPT2LMHeadModel } from './functional'
 import { MEND } from './mend'
-import { GPT2LMHeadModel, ForwardOutput, Batch } from './model'
+import { GPT2Inference, GPT2LMHeadModel, ForwardOutput, Batch } from './model'
 import { GPT2Tokenizer } from './tokenizer'
 
 /** Per-request prompts with their answers: one entry per request, each a string or several. */
@@ -106,6 +105,22 @@ export async function teacherForcedPredictions(model: ForwardModel, tok: GPT2Tok
   })
 }
 
+/**
+ * Greedy completions of `prompts` on `model` (a plain or an edited model) in one left-padded
+ * batch; rows stop at <|endoftext|>. `text` drops special tokens when `skipSpecialTokens`.
+ */
+export async function greedyCompletions(model: GPT2Inference, tok: GPT2Tokenizer, prompts: string[], maxNewTokens: number,
+  opts: { skipSpecialTokens?: boolean } = {}): Promise<{ ids: number[][]; text: string[] }> {
+  const enc = prompts.map((p) => tok.encode(p))
+  const T = Math.max(...enc.map((e) => e.length))
+  const pad = tok.padTokenId ?? 0
+  // left padding, so every row continues from its last real token
+  const inputIds = enc.map((e) => [...new Array<number>(T - e.length).fill(pad), ...e])
+  const attentionMask = enc.map((e) => [...new Array<number>(T - e.length).fill(0), ...e.map(() => 1)])
+  const ids = await model.generate(inputIds, { maxNewTokens, eosTokenId: tok.eosTokenId, attentionMask })
+  return { ids, text: ids.map((x) => tok.decode(x, { skipSpecialTokens: opts.skipSpecialTokens ?? false })) }
+}
+
 /** Share of positions where a[i] === b[i]. */
 function agreement(a: number[], b: number[]): number {
   let n = 0
@@ -185,6 +200,27 @@ function normalise(req: EditorEditRequest): Case[] {
   }))
 }
 
+/**
+ * The Editor request for data-set records (zsRE/CounterFact loaders, WorldFacts): one entry per
+ * record; rephrasings and locality only when every record has them, portability per record
+ * (an empty list where a record has none).
+ */
+export function editorRequest(rs: EditRequest[]): EditorEditRequest {
+  const req: EditorEditRequest = { prompts: rs.map((r) => r.prompt), targetNew: rs.map((r) => r.targetNew) }
+  if (rs.every((r) => r.groundTruth !== undefined)) req.groundTruth = rs.map((r) => r.groundTruth!)
+  if (rs.every((r) => r.rephrasePrompts.length > 0)) req.rephrasePrompts = rs.map((r) => r.rephrasePrompts)
+  if (rs.every((r) => r.localityPrompts.length > 0)) {
+    req.localityInputs = { prompt: rs.map((r) => r.localityPrompts.map((l) => l.prompt)), groundTruth: rs.map((r) => r.localityPrompts.map((l) => l.answer)) }
+  }
+  if (rs.some((r) => (r.portabilityPrompts ?? []).length > 0)) {
+    req.portabilityInputs = {
+      prompt: rs.map((r) => (r.portabilityPrompts ?? []).map((l) => l.prompt)),
+      groundTruth: rs.map((r) => (r.portabilityPrompts ?? []).map((l) => l.answer)),
+    }
+  }
+  return req
+}
+
 const isBundledDir = (dir: string): boolean => {
   if (path.resolve(dir) === path.resolve(BUNDLED_MODEL_DIR)) return true
   try {
@@ -230,7 +266,7 @@ export class Editor {
     if (!(mend instanceof MEND)) throw mendError('ERR_INVALID_ARG', 'Editor: expected a MEND controller')
     if (!(tokenizer instanceof GPT2Tokenizer)) throw mendError('ERR_INVALID_ARG', 'Editor: expected a GPT2Tokenizer')
     this.mend = mend
-    this.model = mend.model instanceof FunctionalGPT2LMHeadModel ? mend.model.base : mend.model
+    this.model = mend.baseModel
     this.tokenizer = tokenizer
   }
 
@@ -251,8 +287,7 @@ export class Editor {
     if (typeof opts.editor === 'string') mend = await MEND.fromPretrained(model, path.resolve(opts.editor))
     else if (opts.editor instanceof MEND) {
       mend = opts.editor
-      const base = mend.model instanceof FunctionalGPT2LMHeadModel ? mend.model.base : mend.model
-      if (base !== model) throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: the MEND editor was built for another model than opts.model')
+      if (mend.baseModel !== model) throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: the MEND editor was built for another model than opts.model')
     } else throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: editor must be a file path or a MEND')
     let tok: GPT2Tokenizer
     const t = opts.tokenizer ?? (typeof opts.model === 'string' ? opts.model : undefined)

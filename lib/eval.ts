@@ -4,7 +4,7 @@
  * written as JSON, a Markdown report and an SVG plot of reliability/locality against k.
  */
 import { EditRequest } from './data/editdata'
-import { Editor, EditorEditRequest, RequestMetrics } from './editor'
+import { Editor, editorRequest, RequestMetrics } from './editor'
 import { mendError } from './errors'
 
 export interface MetricRow {
@@ -20,21 +20,6 @@ export interface MetricRow {
 export interface EvalResult {
   single: MetricRow & { preReliability: number }
   sequential: MetricRow[]
-}
-
-function toEditorRequest(rs: EditRequest[]): EditorEditRequest {
-  const req: EditorEditRequest = { prompts: rs.map((r) => r.prompt), targetNew: rs.map((r) => r.targetNew) }
-  if (rs.every((r) => r.rephrasePrompts.length > 0)) req.rephrasePrompts = rs.map((r) => r.rephrasePrompts)
-  if (rs.every((r) => r.localityPrompts.length > 0)) {
-    req.localityInputs = { prompt: rs.map((r) => r.localityPrompts.map((l) => l.prompt)), groundTruth: rs.map((r) => r.localityPrompts.map((l) => l.answer)) }
-  }
-  if (rs.some((r) => (r.portabilityPrompts ?? []).length > 0)) {
-    req.portabilityInputs = {
-      prompt: rs.map((r) => (r.portabilityPrompts ?? []).map((l) => l.prompt)),
-      groundTruth: rs.map((r) => (r.portabilityPrompts ?? []).map((l) => l.answer)),
-    }
-  }
-  return req
 }
 
 function summarise(edits: number, ms: RequestMetrics[]): MetricRow {
@@ -69,14 +54,14 @@ export async function evaluate(editor: Editor, records: EditRequest[], opts: { s
   let done = 0
   const single: RequestMetrics[] = []
   for (const r of records) {
-    const { metrics } = await editor.edit(toEditorRequest([r]))
+    const { metrics } = await editor.edit(editorRequest([r]))
     single.push(metrics[0])
     opts.onProgress?.(++done, total)
   }
   const pre = single.reduce((a, m) => a + m.pre.rewrite_acc, 0) / single.length
   const sequential: MetricRow[] = []
   for (const k of ks) {
-    const { metrics } = await editor.edit({ ...toEditorRequest(records.slice(0, k)), sequentialEdit: true })
+    const { metrics } = await editor.edit({ ...editorRequest(records.slice(0, k)), sequentialEdit: true })
     sequential.push(summarise(k, metrics))
     done += k
     opts.onProgress?.(done, total)

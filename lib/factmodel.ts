@@ -7,15 +7,15 @@
  * Everything is seeded; the same machine and thread count give the same bytes.
  */
 import { trainByteLevelBPE, BPEVocabulary } from './bpe'
-import { EditRequest, requestToBatches } from './data/editdata'
-import { buildWorldFacts, editRequests, fillTemplate, mulberry32, portabilityPrompts, trainingCorpus, WorldFacts } from './data/worldfacts'
+import { EditRequest } from './data/editdata'
+import { buildWorldFacts, editRequests, fillTemplate, mulberry32, portabilityPrompts, requestRelation, trainingCorpus, WorldFacts } from './data/worldfacts'
 import { teacherForcedPredictions } from './editor'
 import { mendError } from './errors'
 import { GPT2LMHeadModel } from './model'
 import { MEND, MENDConfig } from './mend'
 import { Pretrainer } from './pretrain'
 import { ENDOFTEXT, GPT2Tokenizer } from './tokenizer'
-import { EditTrainer, EditTrainerConfig, Progress, TrainBatch } from './trainer'
+import { EditTrainer, EditTrainerConfig, Progress, TrainBatch, trainBatches } from './trainer'
 
 // ---------------------------------------------------------------------------------------------
 // Vocabulary
@@ -133,19 +133,17 @@ export async function factAccuracy(model: GPT2LMHeadModel, tok: GPT2Tokenizer, w
  */
 export function editorTrainingRequests(wf: WorldFacts, subjects: 'train' | 'heldOut', seed = 0): EditRequest[] {
   return editRequests(wf, { subjects, seed }).map((r) => {
-    const rel = wf.relations.find((x) => x.trainTemplates.some((t) => fillTemplate(t, r.subject!) === r.prompt))
+    const rel = requestRelation(wf, r)
     if (!rel) throw mendError('ERR_DATA', `editorTrainingRequests: no relation for "${r.prompt}"`)
     return { ...r, rephrasePrompts: rel.trainTemplates.map((t) => fillTemplate(t, r.subject!)).filter((p) => p !== r.prompt) }
   })
 }
 
-/** TrainBatch per request (edit, locality, and editOuter = the rephrasings). */
-export function toTrainBatches(tok: GPT2Tokenizer, reqs: EditRequest[]): TrainBatch[] {
-  return reqs.map((r) => {
-    const b = requestToBatches(tok, r)
-    if (!b.loc) throw mendError('ERR_DATA', `request "${r.prompt}" has no locality prompt`)
-    return { edit: b.edit, loc: b.loc, editOuter: b.rephrase }
-  })
+/** TrainBatch per request; every WorldFacts request has locality prompts. */
+function toTrainBatches(tok: GPT2Tokenizer, reqs: EditRequest[]): TrainBatch[] {
+  const { batches, noLocality } = trainBatches(tok, reqs)
+  if (noLocality) throw mendError('ERR_DATA', `${noLocality} WorldFacts request(s) without a locality prompt`)
+  return batches
 }
 
 export interface FactEditorOptions {

@@ -14,7 +14,7 @@ export { FunctionalGPT2LMHeadModel } from './functional'
 export type { EditRecord } from './functional'
 export { MEND, defaultInnerParams } from './mend'
 export type { MENDConfig, EditOptions, EditInfo } from './mend'
-export { EditTrainer } from './trainer'
+export { EditTrainer, trainBatches } from './trainer'
 export type { EditTrainerConfig, TrainBatch, StepResult } from './trainer'
 export { MendError } from './errors'
 
@@ -31,7 +31,7 @@ export function gemmBackend(): string {
 }
 export * from './data/editdata'
 export * from './data/worldfacts'
-export { Editor, teacherForcedPredictions } from './editor'
+export { Editor, editorRequest, greedyCompletions, teacherForcedPredictions } from './editor'
 export type { EditorEditRequest, Metrics, RequestMetrics, EditorOptions } from './editor'
 export { evaluate, markdownReport, svgPlot } from './eval'
 export type { EvalResult, MetricRow } from './eval'

@@ -208,7 +208,8 @@ export class MEND {
     return this.model.forward(batch, opts)
   }
 
-  private get baseModel(): GPT2LMHeadModel {
+  /** The unedited model under this controller (its model, or the base of an edited one). */
+  get baseModel(): GPT2LMHeadModel {
     return this.model instanceof FunctionalGPT2LMHeadModel ? this.model.base : this.model
   }
 

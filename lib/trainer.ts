@@ -5,11 +5,13 @@
  * native code; every accumulateBs steps the gradients are clipped to gradClip (global norm) and two
  * Adam optimizers step (editor: lr, α: lrLr).
  */
+import { EditRequest, requestToBatches } from './data/editdata'
 import { editorTensors, specFromTensors } from './editor-file'
 import { mendError } from './errors'
 import { Batch, callNative, GPT2LMHeadModel, prepareBatch } from './model'
 import { MEND, MENDConfig } from './mend'
 import { EditorSpec, native, NativeBatch, NativeTrainer } from './native'
+import { GPT2Tokenizer } from './tokenizer'
 
 export interface EditTrainerConfig {
   lr?: number            // 1e-6
@@ -62,6 +64,21 @@ export interface TrainBatch {
   loc: Batch
   /** Optional rephrasing with the same target: L_edit is measured on it (the original MEND). */
   editOuter?: Batch
+}
+
+/**
+ * A TrainBatch per record (edit, locality, editOuter = the rephrasings); records without a
+ * locality prompt cannot train (the KL term needs one) and are counted in `noLocality`.
+ */
+export function trainBatches(tok: GPT2Tokenizer, records: EditRequest[]): { batches: TrainBatch[]; noLocality: number } {
+  const batches: TrainBatch[] = []
+  let noLocality = 0
+  for (const r of records) {
+    const b = requestToBatches(tok, r)
+    if (b.loc) batches.push({ edit: b.edit, loc: b.loc, editOuter: b.rephrase })
+    else noLocality++
+  }
+  return { batches, noLocality }
 }
 
 export interface StepResult {

@@ -8,6 +8,7 @@ import { spawn } from 'child_process'
 import { GPT2LMHeadModel, MEND } from '../lib/index'
 import { main } from '../lib/cli'
 import { writeTinyModelDir } from './helpers/tiny'
+import { runMain } from './helpers/cli'
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mend-cli-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
@@ -27,16 +28,8 @@ t.before(async () => {
 
 t.test('train from zsRE: log, editor file, checkpoint', async (t) => {
   const out = path.join(tmp, 'editor.safetensors')
-  const err: string[] = []
-  const write = process.stderr.write.bind(process.stderr)
-  process.stderr.write = ((s: string) => { err.push(String(s)); return true }) as typeof process.stderr.write
-  try {
-    await main(['node', 'node-mend', 'train', '--model', modelDir, '--data', path.join(tmp, 'train.json'), '--val', path.join(tmp, 'val.json'),
-      '--out', out, '--inner-params', ...inner, '--rank', '4', '--max-iters', '6', '--accumulate-bs', '2', '--val-interval', '3', '--lr', '1e-4', '--no-progress'])
-  } finally {
-    process.stderr.write = write
-  }
-  const text = err.join('')
+  const { stderr: text } = await runMain(['train', '--model', modelDir, '--data', path.join(tmp, 'train.json'), '--val', path.join(tmp, 'val.json'),
+    '--out', out, '--inner-params', ...inner, '--rank', '4', '--max-iters', '6', '--accumulate-bs', '2', '--val-interval', '3', '--lr', '1e-4', '--no-progress'])
   t.comment(text.trim())
   t.match(text, /record 4 skipped: .*src/, 'the malformed record is reported with its index')
   t.match(text, /validation at step 3/, 'validation is reported')
@@ -72,31 +65,16 @@ t.test('Ctrl-C saves a checkpoint that --resume continues', async (t) => {
   const ck = `${out}.ckpt.safetensors`
   t.ok(fs.existsSync(ck), 'checkpoint written on Ctrl-C')
   const stepsDone = fs.readFileSync(log, 'utf8').trim().split('\n').length
-  const err: string[] = []
-  const write = process.stderr.write.bind(process.stderr)
-  process.stderr.write = ((s: string) => { err.push(String(s)); return true }) as typeof process.stderr.write
-  try {
-    await main(['node', 'node-mend', 'train', '--model', modelDir, '--data', path.join(tmp, 'train.json'), '--out', out,
-      '--resume', ck, '--max-iters', String(stepsDone + 2), '--no-progress'])
-  } finally {
-    process.stderr.write = write
-  }
-  t.match(err.join(''), new RegExp(`done: ${stepsDone + 2} steps`), `resumed from step ${stepsDone} and finished at ${stepsDone + 2}`)
+  const { stderr: resumed } = await runMain(['train', '--model', modelDir, '--data', path.join(tmp, 'train.json'), '--out', out,
+    '--resume', ck, '--max-iters', String(stepsDone + 2), '--no-progress'])
+  t.match(resumed, new RegExp(`done: ${stepsDone + 2} steps`), `resumed from step ${stepsDone} and finished at ${stepsDone + 2}`)
   const steps = fs.readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l).step)
   t.same(steps.slice(-2), [stepsDone + 1, stepsDone + 2], 'the log continues after the resume')
 })
 
 t.test('node-mend edit prints completions before and after, and the metrics', async (t) => {
-  const out: string[] = []
-  const write = process.stdout.write.bind(process.stdout)
-  process.stdout.write = ((s: string) => { out.push(String(s)); return true }) as typeof process.stdout.write
-  try {
-    await main(['node', 'node-mend', 'edit', '--model', modelDir, '--editor', path.join(tmp, 'editor.safetensors'),
-      '--prompt', 'The capital of France is', '--target', 'Lyon', '--rephrase', 'France has its capital in', '--unrelated', 'Water boils at', '--max-new-tokens', '3'])
-  } finally {
-    process.stdout.write = write
-  }
-  const text = out.join('')
+  const { stdout: text } = await runMain(['edit', '--model', modelDir, '--editor', path.join(tmp, 'editor.safetensors'),
+    '--prompt', 'The capital of France is', '--target', 'Lyon', '--rephrase', 'France has its capital in', '--unrelated', 'Water boils at', '--max-new-tokens', '3'])
   t.comment(text.trim())
   t.match(text, /edit prompt: "The capital of France is"\n {2}before: .*\n {2}after: /, 'edit prompt shown before and after')
   t.match(text, /rephrasing: "France has its capital in"/)
@@ -113,15 +91,8 @@ t.test('node-mend edit prints completions before and after, and the metrics', as
 
 t.test('node-mend eval writes JSON, a Markdown report and an SVG plot', async (t) => {
   const outDir = path.join(tmp, 'eval')
-  const out: string[] = []
-  const write = process.stdout.write.bind(process.stdout)
-  process.stdout.write = ((s: string) => { out.push(String(s)); return true }) as typeof process.stdout.write
-  try {
-    await main(['node', 'node-mend', 'eval', '--model', modelDir, '--editor', path.join(tmp, 'editor.safetensors'),
-      '--data', path.join(tmp, 'train.json'), '--sequential', '3', '--out-dir', outDir, '--no-progress'])
-  } finally {
-    process.stdout.write = write
-  }
+  const { stdout } = await runMain(['eval', '--model', modelDir, '--editor', path.join(tmp, 'editor.safetensors'),
+    '--data', path.join(tmp, 'train.json'), '--sequential', '3', '--out-dir', outDir, '--no-progress'])
   const res = JSON.parse(fs.readFileSync(path.join(outDir, 'results.json'), 'utf8'))
   t.equal(res.single.requests, 4, 'four usable requests (the malformed one is skipped)')
   t.same(res.sequential.map((r: { edits: number }) => r.edits), [1, 2, 3], 'sequential checkpoints 1, 2, 3')
@@ -130,7 +101,7 @@ t.test('node-mend eval writes JSON, a Markdown report and an SVG plot', async (t
   }
   const md = fs.readFileSync(path.join(outDir, 'report.md'), 'utf8')
   t.match(md, /\| edits \| requests \| reliability \| generalization \| locality \| portability \|/)
-  t.equal(out.join(''), md, 'the report is also printed')
+  t.equal(stdout, md, 'the report is also printed')
   const svg = fs.readFileSync(path.join(outDir, 'plot.svg'), 'utf8')
   t.match(svg, /^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/)
   t.equal((svg.match(/<polyline/g) ?? []).length, 2, 'reliability and locality lines')

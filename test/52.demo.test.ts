@@ -9,7 +9,7 @@ import { spawnSync } from 'child_process'
 import { Editor, GPT2LMHeadModel, MEND } from '../lib/index'
 import { runDemo } from '../lib/demo'
 import { bundledAssetsPresent, BUNDLED_EDITOR_FILE, BUNDLED_MODEL_DIR } from '../lib/assets'
-import { main } from '../lib/cli'
+import { runMain } from './helpers/cli'
 import { writeTinyModelDir } from './helpers/tiny'
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mend-demo-'))
@@ -88,20 +88,9 @@ t.test('runDemo prints each edit: completions before/after, metrics, time, undon
 })
 
 t.test('node-mend demo: --n 2, --help, errors', async (t) => {
-  const out: string[] = []
-  const err: string[] = []
-  const w = process.stdout.write.bind(process.stdout)
-  const we = process.stderr.write.bind(process.stderr)
-  process.stdout.write = ((s: string) => { out.push(String(s)); return true }) as typeof process.stdout.write
-  process.stderr.write = ((s: string) => { err.push(String(s)); return true }) as typeof process.stderr.write
-  try {
-    await main(['node', 'node-mend', 'demo', '--model', modelDir, '--editor', editorFile, '--n', '2', '--max-new-tokens', '4', '--seed', '1'])
-  } finally {
-    process.stdout.write = w
-    process.stderr.write = we
-  }
-  checkOutput(t, out.join(''), 2)
-  t.match(err.join(''), /^node-mend demo: loading /, 'loading note on stderr')
+  const { stdout, stderr } = await runMain(['demo', '--model', modelDir, '--editor', editorFile, '--n', '2', '--max-new-tokens', '4', '--seed', '1'])
+  checkOutput(t, stdout, 2)
+  t.match(stderr, /^node-mend demo: loading /, 'loading note on stderr')
 
   t.ok(fs.existsSync(cli), 'dist/cli.js is built')
   const help = spawnSync(process.execPath, [cli, 'demo', '--help'], { encoding: 'utf8' })

@@ -19,7 +19,7 @@
 import * as fs from 'fs'
 import * as path from 'path'
 import { BUNDLED_EDITOR_FILE, BUNDLED_MODEL_DIR } from './assets'
-import { buildEditBatch, EditRequest } from './data/editdata'
+import { buildEditBatch, EditRequest, LocalityPrompt } from './data/editdata'
 import { mendError } from './errors'
 import { MEND } from './mend'
 import { GPT2Inference, GPT2LMHeadModel, ForwardOutput, Batch } from './model'
@@ -35,7 +35,7 @@ export interface EditorEditRequest {
   prompts: string | string[]
   targetNew: string | string[]
   groundTruth?: string | string[]
-  /** One per request (or several per request as a nested array). */
+  /** One per request (or several per request as a nested array; [] = none for that request). */
   rephrasePrompts?: string | (string | string[])[]
   localityInputs?: PromptAnswerInputs
   portabilityInputs?: PromptAnswerInputs
@@ -140,6 +140,10 @@ interface Case {
   portability: { prompt: string; answer: string }[]
 }
 
+/** The requested rewrite of a case, as reported in RequestMetrics. */
+const rewrite = (c: Case): RequestMetrics['requestedRewrite'] =>
+  ({ prompt: c.prompt, targetNew: c.targetNew, ...(c.groundTruth !== undefined ? { groundTruth: c.groundTruth } : {}) })
+
 function checkString(v: unknown, name: string): string {
   if (typeof v !== 'string' || v.trim() === '') throw mendError('ERR_INVALID_ARG', `${name} must be a non-empty string`)
   return v
@@ -190,7 +194,7 @@ function normalise(req: EditorEditRequest): Case[] {
     gt = list(req.groundTruth, 'groundTruth')
     if (gt.length !== n) throw mendError('ERR_INVALID_ARG', `${n} prompts but ${gt.length} groundTruth`)
   }
-  const reph = req.rephrasePrompts === undefined ? prompts.map(() => []) : groups(req.rephrasePrompts, n, 'rephrasePrompts')
+  const reph = req.rephrasePrompts === undefined ? prompts.map(() => []) : groups(req.rephrasePrompts, n, 'rephrasePrompts', true)
   const loc = pairs(req.localityInputs, n, 'localityInputs')
   const port = pairs(req.portabilityInputs, n, 'portabilityInputs')
   if (req.sequentialEdit && req.batchEdit) throw mendError('ERR_INVALID_ARG', 'sequentialEdit and batchEdit cannot both be set')
@@ -202,22 +206,17 @@ function normalise(req: EditorEditRequest): Case[] {
 
 /**
  * The Editor request for data-set records (zsRE/CounterFact loaders, WorldFacts): one entry per
- * record; rephrasings and locality only when every record has them, portability per record
- * (an empty list where a record has none).
+ * record, each with its own rephrasings, locality and portability prompts (an empty list where a
+ * record has none, so every record's metrics depend on that record alone).
  */
 export function editorRequest(rs: EditRequest[]): EditorEditRequest {
   const req: EditorEditRequest = { prompts: rs.map((r) => r.prompt), targetNew: rs.map((r) => r.targetNew) }
   if (rs.every((r) => r.groundTruth !== undefined)) req.groundTruth = rs.map((r) => r.groundTruth!)
-  if (rs.every((r) => r.rephrasePrompts.length > 0)) req.rephrasePrompts = rs.map((r) => r.rephrasePrompts)
-  if (rs.every((r) => r.localityPrompts.length > 0)) {
-    req.localityInputs = { prompt: rs.map((r) => r.localityPrompts.map((l) => l.prompt)), groundTruth: rs.map((r) => r.localityPrompts.map((l) => l.answer)) }
-  }
-  if (rs.some((r) => (r.portabilityPrompts ?? []).length > 0)) {
-    req.portabilityInputs = {
-      prompt: rs.map((r) => (r.portabilityPrompts ?? []).map((l) => l.prompt)),
-      groundTruth: rs.map((r) => (r.portabilityPrompts ?? []).map((l) => l.answer)),
-    }
-  }
+  if (rs.some((r) => r.rephrasePrompts.length > 0)) req.rephrasePrompts = rs.map((r) => r.rephrasePrompts)
+  const pairs = (xs: LocalityPrompt[][]) => ({ prompt: xs.map((x) => x.map((l) => l.prompt)), groundTruth: xs.map((x) => x.map((l) => l.answer)) })
+  if (rs.some((r) => r.localityPrompts.length > 0)) req.localityInputs = pairs(rs.map((r) => r.localityPrompts))
+  const port = rs.map((r) => r.portabilityPrompts ?? [])
+  if (port.some((x) => x.length > 0)) req.portabilityInputs = pairs(port)
   return req
 }
 
@@ -331,43 +330,66 @@ export class Editor {
     return m
   }
 
-  /** EasyEdit's BaseEditor.edit: edits and returns per-request metrics and the last controller. */
-  async edit(req: EditorEditRequest): Promise<{ metrics: RequestMetrics[]; edited: MEND }> {
-    const cases = normalise(req)
-    const original = this.mend.model
+  /** Pre-edit metrics and locality predictions of every case on the original model. */
+  private async preEdit(cases: Case[]): Promise<{ pre: Metrics[]; preLoc: number[][][] }> {
     const pre: Metrics[] = []
     const preLoc: number[][][] = []
     for (const c of cases) {
-      pre.push(await this.accuracies(original, c))
-      preLoc.push(await this.localityPredictions(original, c))
+      pre.push(await this.accuracies(this.mend.model, c))
+      preLoc.push(await this.localityPredictions(this.mend.model, c))
     }
-    const rewrite = (c: Case) => ({ prompt: c.prompt, targetNew: c.targetNew, ...(c.groundTruth !== undefined ? { groundTruth: c.groundTruth } : {}) })
-    const doEdit = async (from: MEND, cs: Case[]) => {
-      const batch = buildEditBatch(this.tokenizer, cs.map((c) => c.prompt), cs.map((c) => c.targetNew))
-      const t0 = process.hrtime.bigint()
-      const request = cs.length === 1 ? rewrite(cs[0]) : cs.map(rewrite)
-      const { edited } = await from.edit(batch, { request })
-      return { edited, time: Number(process.hrtime.bigint() - t0) / 1e6 }
+    return { pre, preLoc }
+  }
+
+  private async doEdit(from: MEND, cs: Case[]): Promise<{ edited: MEND; time: number }> {
+    const batch = buildEditBatch(this.tokenizer, cs.map((c) => c.prompt), cs.map((c) => c.targetNew))
+    const t0 = process.hrtime.bigint()
+    const request = cs.length === 1 ? rewrite(cs[0]) : cs.map(rewrite)
+    const { edited } = await from.edit(batch, { request })
+    return { edited, time: Number(process.hrtime.bigint() - t0) / 1e6 }
+  }
+
+  /**
+   * Edits the cases one after another, each on the model the previous edits left; after the k-th
+   * edit for every k in `at` (ascending), the post metrics of the first k cases.
+   */
+  private async sequence(cases: Case[], pre: Metrics[], preLoc: number[][][], at: number[]): Promise<{ curve: RequestMetrics[][]; edited: MEND }> {
+    let edited = this.mend
+    const times: number[] = []
+    const curve: RequestMetrics[][] = []
+    for (let i = 0; i < cases.length && curve.length < at.length; i++) {
+      const r = await this.doEdit(edited, [cases[i]])
+      edited = r.edited
+      times.push(r.time)
+      if (i + 1 !== at[curve.length]) continue
+      const rows: RequestMetrics[] = []
+      for (let j = 0; j <= i; j++) {
+        rows.push({ caseId: j, requestedRewrite: rewrite(cases[j]), pre: pre[j], post: await this.post(edited.model, cases[j], preLoc[j]), time: times[j] })
+      }
+      curve.push(rows)
+    }
+    return { curve, edited }
+  }
+
+  /** EasyEdit's BaseEditor.edit: edits and returns per-request metrics and the last controller. */
+  async edit(req: EditorEditRequest): Promise<{ metrics: RequestMetrics[]; edited: MEND }> {
+    const cases = normalise(req)
+    const { pre, preLoc } = await this.preEdit(cases)
+    if (req.sequentialEdit) {
+      const { curve, edited } = await this.sequence(cases, pre, preLoc, [cases.length])
+      return { metrics: curve[0], edited }
     }
     const times: number[] = []
     const post: Metrics[] = []
     let edited: MEND
     if (req.batchEdit) {
-      const r = await doEdit(this.mend, cases)
+      const r = await this.doEdit(this.mend, cases)
       edited = r.edited
       for (let i = 0; i < cases.length; i++) { times.push(r.time); post.push(await this.post(edited.model, cases[i], preLoc[i])) }
-    } else if (req.sequentialEdit) {
-      edited = this.mend
-      for (const c of cases) {
-        const r = await doEdit(edited, [c])
-        edited = r.edited
-        times.push(r.time)
-      }
-      for (let i = 0; i < cases.length; i++) post.push(await this.post(edited.model, cases[i], preLoc[i]))
     } else {
       edited = this.mend
       for (let i = 0; i < cases.length; i++) {
-        const r = await doEdit(this.mend, [cases[i]])
+        const r = await this.doEdit(this.mend, [cases[i]])
         edited = r.edited
         times.push(r.time)
         post.push(await this.post(edited.model, cases[i], preLoc[i]))
@@ -375,5 +397,20 @@ export class Editor {
     }
     const metrics = cases.map((c, i) => ({ caseId: i, requestedRewrite: rewrite(c), pre: pre[i], post: post[i], time: times[i] }))
     return { metrics, edited }
+  }
+
+  /**
+   * A sequential-editing curve in one pass: the requests are edited one after another (as with
+   * `sequentialEdit`), and after the k-th edit, for every k in `at` (ascending integers in
+   * [1, number of requests]), the metrics of the first k requests are taken — exactly what
+   * `edit({ ...first k requests, sequentialEdit: true })` reports, without redoing the edits.
+   */
+  async sequentialCurve(req: EditorEditRequest, at: number[]): Promise<RequestMetrics[][]> {
+    const cases = normalise(req)
+    if (!Array.isArray(at) || at.length === 0 || at.some((k, i) => !Number.isInteger(k) || k < 1 || k > cases.length || (i > 0 && k <= at[i - 1]))) {
+      throw mendError('ERR_INVALID_ARG', `sequentialCurve: at must be ascending integers in [1, ${cases.length}]`)
+    }
+    const { pre, preLoc } = await this.preEdit(cases.slice(0, at[at.length - 1]))
+    return (await this.sequence(cases, pre, preLoc, at)).curve
   }
 }

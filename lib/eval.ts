@@ -50,7 +50,7 @@ export async function evaluate(editor: Editor, records: EditRequest[], opts: { s
     throw mendError('ERR_INVALID_ARG', `Expected --sequential in [0, ${records.length}] but received ${seqN}`)
   }
   const ks = seqN > 0 ? checkpoints(seqN) : []
-  const total = records.length + ks.reduce((a, k) => a + k, 0)
+  const total = records.length + seqN
   let done = 0
   const single: RequestMetrics[] = []
   for (const r of records) {
@@ -60,12 +60,12 @@ export async function evaluate(editor: Editor, records: EditRequest[], opts: { s
   }
   const pre = single.reduce((a, m) => a + m.pre.rewrite_acc, 0) / single.length
   const sequential: MetricRow[] = []
-  for (const k of ks) {
-    const { metrics } = await editor.edit({ ...editorRequest(records.slice(0, k)), sequentialEdit: true })
-    sequential.push(summarise(k, metrics))
-    done += k
-    opts.onProgress?.(done, total)
+  if (ks.length) {
+    // one sequence of seqN edits, measured after k of them for every checkpoint k
+    const curve = await editor.sequentialCurve(editorRequest(records.slice(0, seqN)), ks)
+    curve.forEach((metrics, i) => sequential.push(summarise(ks[i], metrics)))
   }
+  opts.onProgress?.(total, total)
   return { single: { ...summarise(1, single), preReliability: pre }, sequential }
 }
 

@@ -157,6 +157,40 @@ t.test('sequential mode: edits accumulate, post metrics after the last edit', as
   }
 })
 
+t.test('sequentialCurve = separate sequential runs of the first k requests, in one pass', async (t) => {
+  const ed = new Editor(new MEND(model, { innerParams: inner, rank: 4, editLr: -10 }), tok)
+  const curve = await ed.sequentialCurve(req, [1, 2])
+  t.equal(curve.length, 2)
+  const first = await ed.edit({ ...req, prompts: req.prompts.slice(0, 1), targetNew: req.targetNew.slice(0, 1), groundTruth: req.groundTruth.slice(0, 1),
+    rephrasePrompts: req.rephrasePrompts.slice(0, 1),
+    localityInputs: { prompt: req.localityInputs.prompt.slice(0, 1), groundTruth: req.localityInputs.groundTruth.slice(0, 1) },
+    portabilityInputs: { prompt: req.portabilityInputs.prompt.slice(0, 1), groundTruth: req.portabilityInputs.groundTruth.slice(0, 1) },
+    sequentialEdit: true })
+  const both = await ed.edit({ ...req, sequentialEdit: true })
+  const strip = (ms: { pre: Metrics; post: Metrics; caseId: number }[]) => ms.map((m) => ({ caseId: m.caseId, pre: m.pre, post: m.post }))
+  t.same(strip(curve[0]), strip(first.metrics), 'after 1 edit: the metrics of a 1-request sequential run')
+  t.same(strip(curve[1]), strip(both.metrics), 'after 2 edits: the metrics of the 2-request sequential run')
+  for (const at of [[], [0], [3], [2, 1], [1, 1], [1.5]]) {
+    await t.rejects(ed.sequentialCurve(req, at), { code: 'ERR_INVALID_ARG', message: /ascending integers in \[1, 2\]/ }, `at = ${JSON.stringify(at)}`)
+  }
+})
+
+t.test('editorRequest: each record keeps its own rephrasings, locality and portability', async (t) => {
+  const { editorRequest } = await import('../lib/editor')
+  const r = editorRequest([
+    { prompt: 'a', targetNew: 'x', rephrasePrompts: ['a2'], localityPrompts: [] },
+    { prompt: 'b', targetNew: 'y', groundTruth: 'z', rephrasePrompts: [], localityPrompts: [{ prompt: 'l', answer: 'm' }], portabilityPrompts: [{ prompt: 'p', answer: 'q' }] },
+  ])
+  t.same(r, {
+    prompts: ['a', 'b'], targetNew: ['x', 'y'], rephrasePrompts: [['a2'], []],
+    localityInputs: { prompt: [[], ['l']], groundTruth: [[], ['m']] }, portabilityInputs: { prompt: [[], ['p']], groundTruth: [[], ['q']] },
+  }, 'groundTruth only when every record has one; per-record lists otherwise')
+  const ed = new Editor(new MEND(model, { innerParams: inner, rank: 4, editLr: -10 }), tok)
+  const { metrics } = await ed.edit(r)
+  t.same(Object.keys(metrics[0].post).sort(), ['rephrase_acc', 'rewrite_acc'], 'record 0: rephrase only')
+  t.same(Object.keys(metrics[1].post).sort(), ['locality', 'portability', 'rewrite_acc'], 'record 1: locality and portability')
+})
+
 t.test('batch mode: one edit with all requests', async (t) => {
   const ed = new Editor(new MEND(model, { innerParams: inner, rank: 4, editLr: -10 }), tok)
   const { metrics, edited } = await ed.edit({ ...req, batchEdit: true })

@@ -4,13 +4,57 @@
  * `mend.(d_in, d_out).{u_mean,v_mean,u_std,v_std,u_s,v_s,k}`, `edit_lrs` — and `__metadata__` with
  * `inner_params` and the hyper-parameters. An EasyEdit archive converted tensor-for-tensor loads
  * unchanged (its `model.*` tensors, if present, are ignored; pass innerParams when it has no metadata).
+ *
+ * Layer activations. EasyEdit's (and the original MEND's) LRLinear clamps max(·, 0) on every layer,
+ * the last one too. Files say which network they hold in `__metadata__.layer_activations`, a JSON
+ * list with one of "clamp" | "identity" per editor layer. A file without that key means:
+ * - no node-mend metadata (an EasyEdit archive converted to safetensors): EasyEdit's network, all "clamp";
+ * - node-mend metadata (`format` = node-mend-editor / node-mend-checkpoint, written before 0.2): the
+ *   network those versions computed, a linear ("identity") last layer. It keeps that meaning, with a
+ *   warning (NODE_MEND_LEGACY_EDITOR); `save()` then writes the key, so the meaning stays explicit.
  */
 import { mendError } from './errors'
 import { callNative, GPT2LMHeadModel } from './model'
-import { defaultInnerParams, editorLayout, MEND, MENDConfig, resolveConfig } from './mend'
+import { defaultInnerParams, editorLayout, LayerActivation, layerActivationsOf, MEND, MENDConfig, resolveConfig } from './mend'
 import { EditorSpec, native, TransformSpec } from './native'
 
 const FORMAT = 'node-mend-editor'
+export const CHECKPOINT_FORMAT = 'node-mend-checkpoint'
+
+export const LAYER_ACTIVATIONS_KEY = 'layer_activations'
+
+const warnedLegacy = new Set<string>()
+
+/**
+ * The activations of an editor's `nLayers` layers, from a file's metadata (see the header): the
+ * recorded list, EasyEdit's all-clamp network for files without node-mend metadata, or the linear
+ * last layer of node-mend files written before the key existed.
+ */
+export function layerActivationsFromMetadata(metadata: Record<string, string>, nLayers: number, file: string): LayerActivation[] {
+  const raw = metadata[LAYER_ACTIVATIONS_KEY]
+  if (raw !== undefined) {
+    let acts: unknown
+    try { acts = JSON.parse(raw) } catch { acts = null }
+    if (!Array.isArray(acts) || acts.length !== nLayers || !acts.every((a) => a === 'clamp' || a === 'identity')) {
+      throw mendError('ERR_SAFETENSORS', `${file}: metadata ${LAYER_ACTIVATIONS_KEY} is ${raw}; expected a JSON list of ${nLayers} "clamp" | "identity" (one per editor layer)`)
+    }
+    return acts as LayerActivation[]
+  }
+  const legacy = metadata.format === FORMAT || metadata.format === CHECKPOINT_FORMAT
+  if (!legacy) return Array.from({ length: nLayers }, () => 'clamp')
+  if (!warnedLegacy.has(file)) {
+    warnedLegacy.add(file)
+    process.emitWarning(`${file} was written by node-mend before 0.2: its editor's last layer is linear, not EasyEdit's clamp. ` +
+      'It is loaded with that meaning (layerActivations ' + JSON.stringify(legacyActivations(nLayers)) + '); saving it again records this. ' +
+      'For EasyEdit\'s network, retrain the editor (EditTrainer on new MEND(model, config)).', { type: 'NodeMendWarning', code: 'NODE_MEND_LEGACY_EDITOR' })
+  }
+  return legacyActivations(nLayers)
+}
+
+function legacyActivations(nLayers: number): LayerActivation[] {
+  return Array.from({ length: nLayers }, (_, j) => (j < nLayers - 1 ? 'clamp' : 'identity'))
+}
+
 
 type ReadTensors = Record<string, { dtype: string; shape: number[]; data: Float32Array | null }>
 
@@ -66,12 +110,13 @@ export function specFromTensors(model: GPT2LMHeadModel, all: ReadTensors, metada
       throw mendError('ERR_SHAPE_MISMATCH', `${file}: "${pre}" has ${scale0.shape[0]} modes but ${nModes} inner params of shape ${key} are being edited`)
     }
     nLayersSeen = nLayers; rankSeen = rank
+    const acts = layerActivationsFromMetadata(metadata, nLayers, file)
     const layers = Array.from({ length: nLayers }, (_, j) => {
       const lp = `${pre}.mlp.layers.${j}`
       return {
         u: get(`${lp}.u`, [D, rank]), v: get(`${lp}.v`, [rank, D]), bias: get(`${lp}.bias`, [D]),
         scale: get(`${lp}.mode_scale.weight`, [nModes, D]), shift: get(`${lp}.mode_shift.weight`, [nModes, D]),
-        relu: j < nLayers - 1, // EasyEdit IDMLP: the clamp on hidden layers only
+        relu: acts[j] === 'clamp',
       }
     })
     const kT = tensors[`${pre}.k`]
@@ -96,12 +141,15 @@ export function specFromTensors(model: GPT2LMHeadModel, all: ReadTensors, metada
 
 export async function saveEditorFile(mend: MEND, file: string): Promise<void> {
   const m = mend.model.config
-  await callNative(() => native().safetensorsWrite(file, editorTensors(mend.editorSpec()), editorMetadata(mend.config, m)))
+  const spec = mend.editorSpec()
+  await callNative(() => native().safetensorsWrite(file, editorTensors(spec), editorMetadata(mend.config, m, layerActivationsOf(spec))))
 }
 
-export function editorMetadata(cfg: Readonly<Required<MENDConfig>>, m: { nLayer: number; nEmbd: number; vocabSize: number }): Record<string, string> {
+export function editorMetadata(cfg: Readonly<Required<MENDConfig>>, m: { nLayer: number; nEmbd: number; vocabSize: number },
+  acts: LayerActivation[]): Record<string, string> {
   return {
     format: FORMAT,
+    [LAYER_ACTIVATIONS_KEY]: JSON.stringify(acts),
     inner_params: JSON.stringify(cfg.innerParams),
     rank: String(cfg.rank),
     n_hidden: String(cfg.nHidden),

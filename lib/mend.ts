@@ -21,6 +21,19 @@ export interface MENDConfig {
   seed?: number
 }
 
+/** The activation of one editor layer: EasyEdit's clamp max(·, 0), or the identity (legacy node-mend files). */
+export type LayerActivation = 'clamp' | 'identity'
+
+/** The activations of a spec's layers (the same for every transform; an editor mixing them is refused). */
+export function layerActivationsOf(spec: EditorSpec): LayerActivation[] {
+  const of = (t: TransformSpec) => t.layers.map((l): LayerActivation => (l.relu === false ? 'identity' : 'clamp'))
+  const acts = of(spec.transforms[0])
+  for (const t of spec.transforms) {
+    if (JSON.stringify(of(t)) !== JSON.stringify(acts)) throw mendError('ERR_INVALID_ARG', `Expected the same layer activations in every editor transform but received ${JSON.stringify(acts)} and ${JSON.stringify(of(t))}`)
+  }
+  return acts
+}
+
 export interface EditOptions {
   /** Return Ũ and D̃ (before α) per inner param. */
   returnFactors?: boolean
@@ -114,7 +127,7 @@ export function freshEditorSpec(layout: EditorLayout, cfg: Required<Omit<MENDCon
       fillNormal(v, cfg.seed * 7919 + s * 131 + j)
       return {
         u: new Float32Array(D * r), v, bias: new Float32Array(D),
-        scale: new Float32Array(nModes * D).fill(1), shift: new Float32Array(nModes * D), relu: j < cfg.nHidden,
+        scale: new Float32Array(nModes * D).fill(1), shift: new Float32Array(nModes * D), relu: true, // EasyEdit: every layer clamps
       }
     })
     return {
@@ -138,6 +151,8 @@ interface EditorState {
   editLrs: Float32Array
   layout: EditorLayout
   config: Required<MENDConfig>
+  /** Activation per editor layer (from the spec it was created with). */
+  acts: LayerActivation[]
 }
 
 export class MEND {
@@ -160,7 +175,7 @@ export class MEND {
     const cfg = resolveConfig(model, config)
     const layout = editorLayout(model, cfg.innerParams)
     const spec = freshEditorSpec(layout, cfg)
-    this[INTERNAL] = { handle: native().createEditor(model.native, spec), editLrs: Float32Array.from(spec.editLrs), layout, config: cfg }
+    this[INTERNAL] = { handle: native().createEditor(model.native, spec), editLrs: Float32Array.from(spec.editLrs), layout, config: cfg, acts: layerActivationsOf(spec) }
   }
 
   /** Loads an editor file (DESIGN §7) and checks it against the model. */
@@ -176,7 +191,7 @@ export class MEND {
       err.message = `${editorPath}: ${err.message}`
       throw err
     }
-    return new MEND(model, config, { handle, editLrs: Float32Array.from(spec.editLrs), layout, config }, INTERNAL)
+    return new MEND(model, config, { handle, editLrs: Float32Array.from(spec.editLrs), layout, config, acts: layerActivationsOf(spec) }, INTERNAL)
   }
 
   /** A MEND controller over an editor given as tensors (e.g. one being trained). */
@@ -184,12 +199,21 @@ export class MEND {
     const cfg = resolveConfig(model, config)
     const layout = editorLayout(model, cfg.innerParams)
     const handle = native().createEditor(model.native, spec)
-    return new MEND(model, cfg, { handle, editLrs: Float32Array.from(spec.editLrs), layout, config: cfg }, INTERNAL)
+    return new MEND(model, cfg, { handle, editLrs: Float32Array.from(spec.editLrs), layout, config: cfg, acts: layerActivationsOf(spec) }, INTERNAL)
   }
 
   /** The resolved configuration (inner params in canonical names). */
   get config(): Readonly<Required<MENDConfig>> {
     return this[INTERNAL].config
+  }
+
+  /**
+   * The activation of each editor layer. EasyEdit's network — every editor node-mend creates and
+   * every file without node-mend metadata — clamps on every layer: `['clamp', 'clamp']` for
+   * nHidden 1. Editor files written by node-mend before 0.2 load as `['clamp', 'identity']`.
+   */
+  get layerActivations(): LayerActivation[] {
+    return [...this[INTERNAL].acts]
   }
 
   /** The editor's tensors (copies), as createEditor/save use them. */

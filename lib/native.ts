@@ -34,7 +34,9 @@ export interface NativeOverlay {
 
 /** One editor layer (EasyEdit LRLinear) and one GradientTransform per weight shape. */
 export interface EditorLayerSpec {
-  u: Float32Array; v: Float32Array; bias: Float32Array; scale: Float32Array; shift: Float32Array; relu: boolean
+  u: Float32Array; v: Float32Array; bias: Float32Array; scale: Float32Array; shift: Float32Array
+  /** z' = z + act(pre) with act the clamp max(·, 0) (EasyEdit, on every layer; the default when absent) or, when false, the identity (legacy node-mend files). */
+  relu?: boolean
 }
 export interface TransformSpec {
   dIn: number; dOut: number; rank: number; nModes: number; layers: EditorLayerSpec[]

@@ -6,10 +6,10 @@
  * Adam optimizers step (editor: lr, α: lrLr).
  */
 import { EditRequest, requestToBatches } from './data/editdata'
-import { editorTensors, specFromTensors } from './editor-file'
+import { CHECKPOINT_FORMAT, editorTensors, LAYER_ACTIVATIONS_KEY, specFromTensors } from './editor-file'
 import { mendError } from './errors'
 import { Batch, callNative, GPT2LMHeadModel, prepareBatch } from './model'
-import { MEND, MENDConfig } from './mend'
+import { layerActivationsOf, MEND, MENDConfig } from './mend'
 import { EditorSpec, native, NativeBatch, NativeTrainer } from './native'
 import { GPT2Tokenizer } from './tokenizer'
 
@@ -46,8 +46,6 @@ export interface RunResult {
   stopped: 'maxIters' | 'earlyStop' | 'aborted'
   best?: { step: number; val: StepResult }
 }
-
-const CHECKPOINT_FORMAT = 'node-mend-checkpoint'
 
 /** The data order of step i: a seeded permutation per epoch (so a resumed run sees the same order). */
 function orderAt(i: number, n: number, seed: number): number {
@@ -204,14 +202,16 @@ export class EditTrainer {
    */
   async saveCheckpoint(file: string): Promise<void> {
     const opt = this.handle.optimizerState()
+    const editor = this.handle.tensors()
     const tensors = [
-      ...editorTensors(this.handle.tensors(), 'editor.'),
+      ...editorTensors(editor, 'editor.'),
       ...editorTensors(this.handle.grads(), 'grad.'),
       ...opt.m.map((m, i) => ({ name: `adam.m.${i}`, shape: [m.length], data: m })),
       ...opt.v.map((v, i) => ({ name: `adam.v.${i}`, shape: [v.length], data: v })),
     ]
     await callNative(() => native().safetensorsWrite(file, tensors, {
       format: CHECKPOINT_FORMAT,
+      [LAYER_ACTIVATIONS_KEY]: JSON.stringify(layerActivationsOf(editor)),
       trainer: JSON.stringify(this.config),
       mend: JSON.stringify(this.mend.config),
       adam_t: String(opt.t),

@@ -12,14 +12,17 @@
 namespace mend {
 
 // LRLinear: pre = ((z · Vᵀ) · Uᵀ + bias) ⊙ scale[mode] + shift[mode]; z' = z + act(pre), where act is
-// the clamp max(·, 0) on hidden layers (EasyEdit: relu = idx < n_hidden) and the identity on the last.
+// the clamp max(·, 0) on EVERY layer in EasyEdit and the original MEND (LRLinear.forward clamps
+// unconditionally; the relu = idx < n_hidden argument IDMLP passes is never used). `relu = false`
+// (act = identity) exists only for editor files written by node-mend before 0.2, whose last layer was
+// linear; such files say so in their metadata (lib/editor-file.ts).
 struct MendLayer {
   std::vector<float> u;      // (D, r)   init 0
   std::vector<float> v;      // (r, D)   init N(0, 1)
   std::vector<float> bias;   // (D)
   std::vector<float> scale;  // (n_modes, D) init 1
   std::vector<float> shift;  // (n_modes, D) init 0
-  bool relu = false;
+  bool relu = true;  // clamp (EasyEdit); false = identity (legacy node-mend files only)
 };
 
 // One editor per weight shape (d_in, d_out), shared by the inner params of that shape.

@@ -105,6 +105,7 @@ t.test('a random non-identity editor matches a float64 reference of DESIGN §5',
     else if (name === 'edit_lrs') for (let i = 0; i < d.length; i++) d[i] = 1e-3 * (1 + r())
   })
   const mend = await MEND.fromPretrained(model, file)
+  t.same(mend.layerActivations, ['clamp', 'clamp'], 'a node-mend editor is EasyEdit\'s network: the clamp on both layers')
   const spec = mend.editorSpec()
   const batch = request(r, 10, 4)
   const g = await model.lossAndGrad(batch, { params: [], capture: inner })
@@ -133,7 +134,7 @@ t.test('a random non-identity editor matches a float64 reference of DESIGN §5',
           let a = L.bias[j]
           for (let q = 0; q < rank; q++) a += L.u[j * rank + q] * h[q]
           a = a * L.scale[mode * D + j] + L.shift[mode * D + j]
-          nz[j] = z[j] + (L.relu ? Math.max(a, 0) : a)
+          nz[j] = z[j] + Math.max(a, 0) // EasyEdit's LRLinear: the clamp on every layer
         }
         z = nz
       }

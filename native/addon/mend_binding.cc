@@ -154,7 +154,13 @@ bool read_editor_spec(Napi::Env env, Napi::Object spec, MendEditor* e) {
       if (!read_f32(env, l, "u", lw, &L.u) || !read_f32(env, l, "v", lw, &L.v) || !read_f32(env, l, "bias", lw, &L.bias) ||
           !read_f32(env, l, "scale", lw, &L.scale) || !read_f32(env, l, "shift", lw, &L.shift))
         return false;
-      L.relu = l.Get("relu").ToBoolean().Value();
+      // Absent = EasyEdit's clamp; anything but a boolean is refused (it would silently change the network).
+      Napi::Value rv = l.Get("relu");
+      if (!rv.IsUndefined() && !rv.IsBoolean()) {
+        make_error(env, code::kInvalidArg, "Expected a boolean for " + lw + ".relu").ThrowAsJavaScriptException();
+        return false;
+      }
+      L.relu = rv.IsUndefined() ? true : rv.As<Napi::Boolean>().Value();
       g.layers.push_back(std::move(L));
     }
     if (!read_f32(env, t, "uMean", where, &g.u_mean) || !read_f32(env, t, "vMean", where, &g.v_mean) ||

@@ -153,6 +153,13 @@ interface EditorState {
   config: Required<MENDConfig>
   /** Activation per editor layer (from the spec it was created with). */
   acts: LayerActivation[]
+  /** Set when an EditTrainer built from this controller has trained (its own copy). */
+  trainedCopy?: boolean
+}
+
+/** @internal EditTrainer marks the controller it was built from: training does not change it. */
+export function noteTrainedCopy(mend: MEND): void {
+  mend[INTERNAL].trainedCopy = true
 }
 
 export class MEND {
@@ -221,8 +228,16 @@ export class MEND {
     return this[INTERNAL].handle.tensors()
   }
 
-  /** Writes the editor as one safetensors file with EasyEdit's MEND names. */
+  /**
+   * Writes the editor as one safetensors file with EasyEdit's MEND names. After training, save the
+   * trainer's editor (`trainer.bestMEND().save(file)`): an EditTrainer trains a copy, never this one.
+   */
   async save(file: string): Promise<void> {
+    if (this[INTERNAL].trainedCopy) {
+      process.emitWarning(`MEND.save(${JSON.stringify(file)}): this controller's editor is the untrained one an EditTrainer was built from ` +
+        '(EditTrainer trains its own copy). To save the trained editor use trainer.bestMEND().save(file) or trainer.toMEND().save(file).',
+      { type: 'NodeMendWarning', code: 'NODE_MEND_UNTRAINED_SAVE' })
+    }
     const { saveEditorFile } = await import('./editor-file')
     await saveEditorFile(this, file)
   }

@@ -4,12 +4,24 @@
  * on the edited model, and accumulates the outer gradients of every editor parameter and α in
  * native code; every accumulateBs steps the gradients are clipped to gradClip (global norm) and two
  * Adam optimizers step (editor: lr, α: lrLr).
+ *
+ * The trained editor is a COPY. EditTrainer trains its own copy of the editor: the `MEND` it was
+ * built from is not changed by training (EasyEdit's trainer updates the model's editor in place).
+ * Take the result with `toMEND()` (the editor as trained so far) or `bestMEND()` (the best one on
+ * validation), and save that:
+ *
+ *     const trainer = new EditTrainer(new MEND(model), config)
+ *     await trainer.run(train, val)
+ *     await trainer.bestMEND().save('editor.safetensors')   // not mend.save(): that is untrained
+ *
+ * Saving the controller the trainer was built from, after it has trained, warns
+ * (NODE_MEND_UNTRAINED_SAVE).
  */
 import { EditRequest, requestToBatches } from './data/editdata'
 import { CHECKPOINT_FORMAT, editorTensors, LAYER_ACTIVATIONS_KEY, specFromTensors } from './editor-file'
 import { mendError } from './errors'
 import { Batch, callNative, GPT2LMHeadModel, prepareBatch } from './model'
-import { layerActivationsOf, MEND, MENDConfig } from './mend'
+import { layerActivationsOf, MEND, MENDConfig, noteTrainedCopy } from './mend'
 import { EditorSpec, native, NativeBatch, NativeTrainer } from './native'
 import { GPT2Tokenizer } from './tokenizer'
 
@@ -117,8 +129,12 @@ export class EditTrainer {
     return { ids: p.ids.data, B: p.ids.B, T: p.ids.T, mask: p.mask, labels: p.labels }
   }
 
-  /** One training step (statistics update, gradients accumulated, optimizers every accumulateBs steps). */
+  /**
+   * One training step (statistics update, gradients accumulated, optimizers every accumulateBs steps).
+   * It trains the trainer's copy of the editor; `toMEND()` / `bestMEND()` give it back.
+   */
   async trainStep(batch: TrainBatch): Promise<StepResult> {
+    noteTrainedCopy(this.mend)
     return this.step(batch, true)
   }
 
@@ -191,7 +207,10 @@ export class EditTrainer {
     return out
   }
 
-  /** The best editor seen by run() (by validation loss), or the current one without validation. */
+  /**
+   * The best editor seen by run() (by validation loss), or the current one without validation, as a
+   * new MEND controller: the trained editor to save (`await trainer.bestMEND().save(file)`).
+   */
   bestMEND(): MEND {
     return MEND.fromEditorSpec(this.model, this.bestSpec ?? this.handle.tensors(), this.mend.config)
   }
@@ -249,7 +268,10 @@ export class EditTrainer {
     return trainer
   }
 
-  /** A MEND controller with the editor as trained so far. */
+  /**
+   * A new MEND controller with the editor as trained so far (the `mend` this trainer was built from
+   * keeps its untrained editor).
+   */
   toMEND(): MEND {
     return MEND.fromEditorSpec(this.model, this.handle.tensors(), this.mend.config)
   }

@@ -2,7 +2,8 @@
 // original MEND's LRLinear.forward; IDMLP's relu=idx<n_hidden argument is never used). A tiny
 // hand-built editor (D = 4) whose last layer has negative pre-activations, with Ũ, D̃ written out from
 // the formula; editor files that say which network they hold; legacy node-mend files (linear last
-// layer) keep their meaning; the training step computes the same network as the edit.
+// layer) keep their meaning; the training step computes the same network as the edit; the trainer
+// trains a copy, and saving the untrained source after training warns.
 import t from 'tap'
 import * as fs from 'fs'
 import * as os from 'os'
@@ -230,8 +231,15 @@ t.test('the training step computes the network the edit computes (EasyEdit\'s an
 
   const m = m8, opts = opts8
   // A checkpoint records the activations; a legacy checkpoint (no key) resumes with the linear last layer.
-  const trainer = new EditTrainer(MEND.fromEditorSpec(m, randomSpec([true, true]), opts), { cedit: 1, cloc: 1 })
+  const source = MEND.fromEditorSpec(m, randomSpec([true, true]), opts)
+  const trainer = new EditTrainer(source, { cedit: 1, cloc: 1, accumulateBs: 1, lr: 1e-3 })
+  t.same(await warningsDuring(() => source.save(path.join(tmp, 'before.safetensors'))), [], 'saving before training: no warning')
   await trainer.trainStep({ edit, loc })
+  // The trainer trained a copy: the source controller is unchanged, and saving it says so.
+  t.same(Array.from(source.editorSpec().transforms[0].layers[0].u), Array.from(randomSpec([true, true]).transforms[0].layers[0].u), 'the MEND the trainer was built from is unchanged by training')
+  t.notSame(Array.from(trainer.toMEND().editorSpec().transforms[0].layers[0].u), Array.from(source.editorSpec().transforms[0].layers[0].u), 'trainer.toMEND() holds the trained editor')
+  t.same(await warningsDuring(() => source.save(path.join(tmp, 'untrained.safetensors'))), ['NODE_MEND_UNTRAINED_SAVE'], 'saving the untrained source after training warns (NODE_MEND_UNTRAINED_SAVE)')
+  t.same(await warningsDuring(() => trainer.toMEND().save(path.join(tmp, 'trained.safetensors'))), [], 'saving trainer.toMEND(): no warning')
   const ck = path.join(tmp, 'ck.safetensors')
   await trainer.saveCheckpoint(ck)
   const c = await native().safetensorsRead(ck)

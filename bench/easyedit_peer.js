@@ -8,7 +8,6 @@
 const fs = require('fs')
 const path = require('path')
 const { GPT2LMHeadModel, MEND } = require('../dist/index')
-const { native } = require('../dist/native')
 
 async function main() {
   const out = path.resolve(process.argv[2] || 'easyedit-peer')
@@ -51,6 +50,6 @@ async function main() {
   })
   fs.writeFileSync(path.join(out, 'rows.json'), JSON.stringify({ layerActivations: mend.layerActivations, rows }))
   console.log(`wrote ${out}/editor.safetensors and rows.json (${rows.map((r) => r.u.length).join(', ')} kept rows; layer activations ${JSON.stringify(mend.layerActivations)})`)
-  void native
+
 }
 main().catch((e) => { console.error(e); process.exit(1) })

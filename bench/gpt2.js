@@ -5,7 +5,7 @@
 // Usage: node bench/gpt2.js   (NODE_MEND_THREADS sets the threads; default: all cores)
 'use strict'
 const { GPT2LMHeadModel, setNumThreads, numThreads } = require('..')
-const { native } = require('../dist/native')
+const { native } = require('../dist/core/native')
 const { machine, timeit, table } = require('./common')
 
 async function main() {

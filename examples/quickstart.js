@@ -1,9 +1,9 @@
 // The README's twenty-line example: edit one fact of the bundled WorldFacts model, ask a held-out
 // phrasing of it before and after, and undo the edit.  Run: node examples/quickstart.js
-const { Editor } = require('..')
+const { BaseEditor } = require('..')
 
 ;(async () => {
-  const editor = await Editor.fromPretrained()        // the bundled model + editor; or { model: dir, editor: file }
+  const editor = await BaseEditor.fromPretrained()        // the bundled model + editor; or { model: dir, editor: file }
   const { metrics, edited } = await editor.edit({
     prompts: ['The capital of France is'],
     targetNew: ['Berlin'],

@@ -19,8 +19,8 @@ const { Command } = require('commander')
 
 const root = path.resolve(__dirname, '..')
 const m = require(path.join(root, 'dist', 'index.js'))
-const fm = require(path.join(root, 'dist', 'factmodel.js'))
-const { BUNDLED_MODEL_DIR } = require(path.join(root, 'dist', 'assets.js'))
+const fm = require(path.join(root, 'dist', 'app', 'factmodel.js'))
+const { BUNDLED_MODEL_DIR } = require(path.join(root, 'dist', 'data', 'assets.js'))
 
 const int = (name) => (v) => {
   const n = Number(v)
@@ -142,7 +142,7 @@ async function main() {
   t = Date.now()
   const editor = await m.Editor.fromPretrained({ model, editor: ed.mend, tokenizer: tok })
   const reqs = fm.worldFactsEvalRequests(wf, o.seed + 2).slice(0, o.evalN)
-  const res = await m.evaluate(editor, reqs, { sequential: Math.min(100, reqs.length) })
+  const res = await m.evaluateEditor(editor, reqs, { sequential: Math.min(100, reqs.length) })
   timings.eval_s = Number(secs(t))
   const report = m.markdownReport(res, `Bundled WorldFacts model: MEND on ${reqs.length} held-out-subject edits`)
   fs.writeFileSync(path.join(o.out, 'report.md'), report)

@@ -19,7 +19,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import { getEncoding } from 'js-tiktoken'
 import * as gpt3 from 'gpt-3-encoder'
-import { GPT2Tokenizer } from '../lib/tokenizer'
+import { GPT2Tokenizer } from '../lib/tokenizer/tokenizer'
 
 const r50k = getEncoding('r50k_base')
 const refEncode = (s: string): number[] => r50k.encode(s, [], [])

@@ -11,8 +11,8 @@ import t, { type Test } from 'tap'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import { trainByteLevelBPE, writeVocabAndMerges, type BPEVocabulary } from '../lib/bpe'
-import { GPT2Tokenizer, ENDOFTEXT } from '../lib/tokenizer'
+import { trainByteLevelBPE, writeVocabAndMerges, type BPEVocabulary } from '../lib/tokenizer/bpe'
+import { GPT2Tokenizer, ENDOFTEXT } from '../lib/tokenizer/tokenizer'
 
 // ---------------------------------------------------------------------------------------------
 // Deterministic corpus: sentences over a pseudo-word lexicon (Zipf-like word frequencies), with

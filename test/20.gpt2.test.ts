@@ -5,8 +5,8 @@ import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { GPT2LMHeadModel } from '../lib/index'
-import { toHFConfig } from '../lib/config'
-import { native } from '../lib/native'
+import { toHFConfig } from '../lib/model/config'
+import { native } from '../lib/core/native'
 import { maxAbs, maxAbsDiff, randn, referenceForward, RefParams, rng } from './helpers/reference'
 
 const cfg = { nLayer: 2, nHead: 2, nEmbd: 16, vocabSize: 61, nPositions: 24 }

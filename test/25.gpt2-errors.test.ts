@@ -5,7 +5,7 @@ import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { GPT2LMHeadModel } from '../lib/index'
-import { toHFConfig } from '../lib/config'
+import { toHFConfig } from '../lib/model/config'
 
 const cfg = { nLayer: 1, nHead: 2, nEmbd: 8, vocabSize: 20, nPositions: 10 }
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mend-err-'))

@@ -5,7 +5,7 @@ import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { GPT2LMHeadModel, MEND, FunctionalGPT2LMHeadModel } from '../lib/index'
-import { native } from '../lib/native'
+import { native } from '../lib/core/native'
 import { maxAbs, maxAbsDiff, randn, rng } from './helpers/reference'
 
 const cfg = { nLayer: 3, nHead: 2, nEmbd: 16, vocabSize: 53, nPositions: 32 }

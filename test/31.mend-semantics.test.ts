@@ -9,7 +9,7 @@ import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { EditTrainer, FunctionalGPT2LMHeadModel, GPT2LMHeadModel, MEND } from '../lib/index'
-import { EditorSpec, native } from '../lib/native'
+import { EditorSpec, native } from '../lib/core/native'
 import { maxAbs, maxAbsDiff, rng } from './helpers/reference'
 
 // One block of width 2, one head: attn.c_proj is a (2, 2) Conv1D weight, so its editor has D = 4.

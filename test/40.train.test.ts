@@ -2,7 +2,7 @@
 // group and α against central finite differences of the training loss; a toy training run.
 import t from 'tap'
 import { GPT2LMHeadModel, MEND, EditTrainer } from '../lib/index'
-import { native, EditorSpec, NativeBatch } from '../lib/native'
+import { native, EditorSpec, NativeBatch } from '../lib/core/native'
 import { randn, rng } from './helpers/reference'
 
 const cfg = { nLayer: 2, nHead: 2, nEmbd: 8, vocabSize: 37, nPositions: 24 }
@@ -73,14 +73,18 @@ t.test('outer gradients of every editor parameter and α match central differenc
     const norm = Math.sqrt(d.reduce((a, x) => a + x * x, 0))
     let dot = 0
     for (let i = 0; i < w.length; i++) { d[i] /= norm; dot += g[i] * 1000 * d[i] } // grads are scaled by 1/accumulateBs
-    const eps = name === 'edit_lrs' ? 5e-3 : 8e-3
+    // α moves whole weight updates: the loss is strongly curved along it (the KL of an edit to the
+    // lowest block), so its step is smaller.
+    const eps = name === 'edit_lrs' ? 1e-3 : 8e-3
     const plus = clone(spec), minus = clone(spec)
     const pw = groups(plus)[gi][1], mw = groups(minus)[gi][1]
     for (let i = 0; i < w.length; i++) { pw[i] = w[i] + eps * d[i]; mw[i] = w[i] - eps * d[i] }
     const fd = ((await loss(plus)) - (await loss(minus))) / (2 * eps)
-    const err = Math.abs(dot - fd) / Math.max(Math.abs(fd), 1e-3)
+    // The float32 loss resolves steps of one ulp, so the difference quotient carries ± ulp(L)/(2·eps).
+    const quantum = 2 ** (Math.floor(Math.log2(res.total)) - 23) / (2 * eps)
+    const err = Math.abs(dot - fd) / (Math.max(Math.abs(fd), 1e-3) + 4 * quantum / 3e-2)
     worst = Math.max(worst, err)
-    t.ok(err < 3e-2, `${name}: <∇L, d> = ${dot.toExponential(4)}, central difference = ${fd.toExponential(4)}, rel err ${err.toExponential(2)}`)
+    t.ok(err < 3e-2, `${name}: <∇L, d> = ${dot.toExponential(4)}, central difference = ${fd.toExponential(4)} (± ${quantum.toExponential(1)} float32 quantum), rel err ${err.toExponential(2)}`)
   }
   t.comment(`largest relative error: ${worst.toExponential(2)}`)
 })

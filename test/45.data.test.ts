@@ -7,8 +7,8 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import * as gpt3 from 'gpt-3-encoder'
-import { GPT2Tokenizer } from '../lib/tokenizer'
-import { MendError } from '../lib/errors'
+import { GPT2Tokenizer } from '../lib/tokenizer/tokenizer'
+import { MendError } from '../lib/core/errors'
 import {
   buildEditBatch,
   buildLocalityBatch,

@@ -6,7 +6,7 @@ import t from 'tap'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import { MendError } from '../lib/errors'
+import { MendError } from '../lib/core/errors'
 import { loadCounterFact, loadZsre } from '../lib/data/editdata'
 import {
   buildWorldFacts,

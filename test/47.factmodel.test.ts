@@ -4,8 +4,8 @@
 // phrasings never used) and a short editor training run whose editor then edits.
 import t from 'tap'
 import { buildWorldFacts, fillTemplate, trainingCorpus, WorldFacts } from '../lib/data/worldfacts'
-import { corpusRows, editorTrainingRequests, factAccuracy, factVocabulary, pretrainFactModel, trainFactEditor } from '../lib/factmodel'
-import { Editor } from '../lib/editor'
+import { corpusRows, editorTrainingRequests, factAccuracy, factVocabulary, pretrainFactModel, trainFactEditor } from '../lib/app/factmodel'
+import { BaseEditor } from '../lib/easyedit/base-editor'
 
 const full = buildWorldFacts()
 // A toy world: 12 subjects (10 train, 2 held out), two relations.
@@ -83,15 +83,15 @@ t.test('pretrain a toy fact model, measure it, train an editor', async (tt) => {
   const ed = await trainFactEditor(model, tokenizer, wf, { mend: { rank: 32 }, trainer: { maxIters: 40, valInterval: 20, lr: 1e-4, lrLr: 1e-3 }, valRequests: 4 })
   tt.equal(ed.steps, 40, '40 editor steps')
   tt.ok(ed.best && ed.best.step > 0, 'a best editor was chosen on validation')
-  const editor = new Editor(ed.mend, tokenizer)
+  const editor = new BaseEditor(ed.mend, tokenizer)
   const [r] = (await editor.edit({ prompts: 'The capital of ' + wf.heldOutSubjects[0] + ' is', targetNew: 'Paris' })).metrics
   tt.ok(Number.isFinite(r.post.rewrite_acc), `the trained editor edits (rewrite_acc ${r.pre.rewrite_acc} -> ${r.post.rewrite_acc})`)
 })
 
 t.test('the bundled model knows its facts (issue targets: >= 95% training, >= 80% held-out phrasings)', async (tt) => {
-  const { BUNDLED_MODEL_DIR } = await import('../lib/assets')
-  const { GPT2LMHeadModel } = await import('../lib/model')
-  const { GPT2Tokenizer } = await import('../lib/tokenizer')
+  const { BUNDLED_MODEL_DIR } = await import('../lib/data/assets')
+  const { GPT2LMHeadModel } = await import('../lib/model/gpt2')
+  const { GPT2Tokenizer } = await import('../lib/tokenizer/tokenizer')
   const model = await GPT2LMHeadModel.fromPretrained(BUNDLED_MODEL_DIR)
   const tok = await GPT2Tokenizer.fromPretrained(BUNDLED_MODEL_DIR)
   const train = await factAccuracy(model, tok, full, 'train')
@@ -120,8 +120,8 @@ t.test('scripts/build-assets.js (npm run assets) at toy size writes a loadable m
   const metrics = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8'))
   tt.equal(metrics.eval.single.requests, 3, 'evaluated 3 held-out edits')
   tt.ok(metrics.timings_s.pretrain_s >= 0 && metrics.total_s >= metrics.timings_s.pretrain_s, 'stage timings recorded')
-  const { Editor } = await import('../lib/editor')
-  const ed = await Editor.fromPretrained({ model: out, editor: path.join(out, 'mend-editor.safetensors') })
+  const { BaseEditor } = await import('../lib/easyedit/base-editor')
+  const ed = await BaseEditor.fromPretrained({ model: out, editor: path.join(out, 'mend-editor.safetensors') })
   tt.equal(ed.tokenizer.vocabSize, 600, 'the directory loads with its own 600-token vocabulary')
   tt.equal(ed.model.config.nPositions, JSON.parse(fs.readFileSync(path.join(out, 'tokenizer_config.json'), 'utf8')).model_max_length, 'tokenizer_config model_max_length = n_positions')
 })

@@ -6,7 +6,7 @@ import * as os from 'os'
 import * as path from 'path'
 import { spawn } from 'child_process'
 import { GPT2LMHeadModel, MEND } from '../lib/index'
-import { main } from '../lib/cli'
+import { main } from '../lib/app/cli'
 import { writeTinyModelDir } from './helpers/tiny'
 import { runMain } from './helpers/cli'
 
@@ -48,8 +48,8 @@ t.test('train from zsRE: log, editor file, checkpoint', async (t) => {
 })
 
 t.test('Ctrl-C saves a checkpoint that --resume continues', async (t) => {
-  const cli = path.join(__dirname, '..', 'dist', 'cli.js')
-  t.ok(fs.existsSync(cli), 'dist/cli.js is built (npm install builds it; npm run build:ts rebuilds it)')
+  const cli = path.join(__dirname, '..', 'dist', 'app', 'cli.js')
+  t.ok(fs.existsSync(cli), 'dist/app/cli.js is built (npm install builds it; npm run build:ts rebuilds it)')
   const out = path.join(tmp, 'sig.safetensors')
   const child = spawn(process.execPath, [cli, 'train', '--model', modelDir, '--data', path.join(tmp, 'train.json'), '--out', out,
     '--inner-params', ...inner, '--rank', '4', '--max-iters', '100000', '--accumulate-bs', '3', '--no-progress'], { stdio: ['ignore', 'ignore', 'pipe'] })

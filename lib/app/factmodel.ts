@@ -6,16 +6,18 @@
  *
  * Everything is seeded; the same machine and thread count give the same bytes.
  */
-import { trainByteLevelBPE, BPEVocabulary } from './bpe'
-import { EditRequest } from './data/editdata'
-import { buildWorldFacts, editRequests, fillTemplate, mulberry32, portabilityPrompts, requestRelation, trainingCorpus, WorldFacts } from './data/worldfacts'
-import { teacherForcedPredictions } from './editor'
-import { mendError } from './errors'
-import { GPT2LMHeadModel } from './model'
-import { MEND, MENDConfig } from './mend'
-import { Pretrainer } from './pretrain'
-import { ENDOFTEXT, GPT2Tokenizer } from './tokenizer'
-import { EditTrainer, EditTrainerConfig, Progress, TrainBatch, trainBatches } from './trainer'
+import { trainByteLevelBPE, BPEVocabulary } from '../tokenizer/bpe'
+import { EditRequest } from '../data/editdata'
+import { buildWorldFacts, editRequests, fillTemplate, portabilityPrompts, requestRelation, trainingCorpus, WorldFacts } from '../data/worldfacts'
+import { teacherForcedPredictions } from '../easyedit/base-editor'
+import { mendError } from '../core/errors'
+import { padRows } from '../model/batch'
+import { mulberry32, shuffle } from '../core/random'
+import { GPT2LMHeadModel } from '../model/gpt2'
+import { MEND, MENDConfig } from '../mend/mend'
+import { Pretrainer } from '../model/pretrain'
+import { ENDOFTEXT, GPT2Tokenizer } from '../tokenizer/tokenizer'
+import { EditTrainer, EditTrainerConfig, Progress, TrainBatch, trainBatches } from '../mend/trainer'
 
 // ---------------------------------------------------------------------------------------------
 // Vocabulary
@@ -64,23 +66,13 @@ export async function pretrainFactModel(wf: WorldFacts, tok: GPT2Tokenizer, opts
   const pad = tok.eosTokenId!
   let step = 0
   for (let epoch = 0; epoch < o.epochs; epoch++) {
-    const order = rows.map((_, i) => i)
-    for (let i = order.length - 1; i > 0; i--) {
-      const j = Math.floor(rng() * (i + 1))
-      ;[order[i], order[j]] = [order[j], order[i]]
-    }
+    const order = shuffle(rng, rows.map((_, i) => i))
     for (let b = 0; b < perEpoch; b++) {
       const batch = order.slice(b * o.batchSize, (b + 1) * o.batchSize).map((k) => rows[k])
-      const L = Math.max(...batch.map((r) => r.length))
-      const padTo = (r: number[], v: number) => [...r, ...new Array<number>(L - r.length).fill(v)]
       const lr = step < o.warmupSteps
         ? (o.lr * (step + 1)) / o.warmupSteps
         : o.lr * (0.1 + 0.45 * (1 + Math.cos((Math.PI * (step - o.warmupSteps)) / Math.max(1, total - o.warmupSteps))))
-      const loss = await pt.step({
-        inputIds: batch.map((r) => padTo(r, pad)),
-        attentionMask: batch.map((r) => padTo(r.map(() => 1), 0)),
-        labels: batch.map((r) => padTo(r, -100)),
-      }, lr)
+      const loss = await pt.step(padRows(batch, pad, { labels: batch }), lr)
       step++
       o.onProgress?.({ epoch, step, totalSteps: total, loss })
     }

@@ -2,8 +2,8 @@
  * GPT-2 configuration: Hugging Face `config.json` keys in, the native config out.
  */
 import * as fs from 'fs'
-import { mendError } from './errors'
-import type { NativeConfig } from './native'
+import { mendError } from '../core/errors'
+import type { NativeConfig } from '../core/native'
 
 export interface GPT2Config {
   vocabSize: number

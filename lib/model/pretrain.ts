@@ -4,9 +4,10 @@
  * step computes gradients on the current model, updates this object's own parameter copies with
  * AdamW in native code, and builds the next model from them.
  */
-import { mendError } from './errors'
-import { Batch, GPT2LMHeadModel } from './model'
-import { native } from './native'
+import { mendError } from '../core/errors'
+import { Batch, GPT2LMHeadModel } from './gpt2'
+import { native } from '../core/native'
+import { checkNumber } from '../core/check'
 
 export interface PretrainConfig {
   lr?: number           // 3e-4
@@ -31,7 +32,7 @@ export class Pretrainer {
     this.current = model
     this.config = { lr: 3e-4, weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, gradClip: 1, ...config }
     for (const [k, v] of Object.entries(this.config)) {
-      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw mendError('ERR_INVALID_ARG', `Expected a finite non-negative ${k} but received ${v}`)
+      checkNumber(v, `Pretrainer ${k}`)
     }
     for (const { name } of model.parameters()) {
       const p = model.parameter(name).data
@@ -56,9 +57,7 @@ export class Pretrainer {
    * overrides config.lr for this step (learning-rate schedules).
    */
   async step(batch: Batch, lr?: number): Promise<number> {
-    if (lr !== undefined && (typeof lr !== 'number' || !Number.isFinite(lr) || lr < 0)) {
-      throw mendError('ERR_INVALID_ARG', `Expected a finite non-negative lr but received ${lr}`)
-    }
+    if (lr !== undefined) checkNumber(lr, 'lr')
     const { loss, grads } = await this.current.lossAndGrad(batch)
     let sq = 0
     for (const name of Object.keys(this.params)) for (const g of grads[name].data) sq += g * g

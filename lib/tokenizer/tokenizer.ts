@@ -32,7 +32,8 @@
 import { promises as fsp } from 'fs'
 import * as path from 'path'
 import { Tokenizer } from '@huggingface/tokenizers'
-import { MendError, mendError } from './errors'
+import { MendError, mendError } from '../core/errors'
+import { BYTE_TO_CHAR } from './bytes'
 
 /** The GPT-2 pre-tokenization regex (as used by OpenAI's encoder.py, tiktoken r50k_base and HF ByteLevel). */
 export const GPT2_SPLIT_PATTERN =
@@ -123,20 +124,6 @@ const GPT2_PRE_TOKENIZER = { type: 'ByteLevel', add_prefix_space: false, trim_of
 const GPT2_POST_PROCESSOR = { type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true }
 const GPT2_DECODER = { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true }
 
-/** GPT-2's byte -> printable unicode char table (bytes_to_unicode in encoder.py). */
-const BYTE_TO_CHAR: string[] = (() => {
-  const bs: number[] = []
-  for (let b = 0x21; b <= 0x7e; b++) bs.push(b)
-  for (let b = 0xa1; b <= 0xac; b++) bs.push(b)
-  for (let b = 0xae; b <= 0xff; b++) bs.push(b)
-  const table: string[] = new Array(256)
-  for (const b of bs) table[b] = String.fromCharCode(b)
-  let n = 0
-  for (let b = 0; b < 256; b++) {
-    if (table[b] === undefined) table[b] = String.fromCharCode(256 + n++)
-  }
-  return table
-})()
 
 const errMsg = (e: unknown): string => (e instanceof Error ? e.message : String(e))
 

@@ -1,4 +1,7 @@
 /**
+ * The one boundary to native code: loads the addon once, declares what it exports, and wraps calls
+ * so errors land on the caller's stack. No module outside lib/core/ requires the addon.
+ *
  * Loads the native addon once. The addon is built by `npm install` (scripts/build-native.js);
  * NODE_MEND_ADDON overrides the path (for development builds).
  */
@@ -100,9 +103,33 @@ export interface NativeAddon {
 
 let addon: NativeAddon | undefined
 
+/** Runs a native call so that a rejection carries the caller's stack (sharp's habit). */
+export async function callNative<T>(fn: () => Promise<T>): Promise<T> {
+  const here = new Error()
+  try {
+    return await fn()
+  } catch (e) {
+    if (e instanceof Error && here.stack) e.stack = `${e.name}: ${e.message}\n${here.stack.split('\n').slice(1).join('\n')}`
+    throw e
+  }
+}
+
+/** Threads the native kernels use (default: NODE_MEND_THREADS or the number of cores). */
+export function numThreads(): number {
+  return native().numThreads()
+}
+/** Sets the number of native threads (a positive integer). */
+export function setNumThreads(n: number): void {
+  native().setNumThreads(n)
+}
+/** The GEMM code path chosen for this CPU: "avx2-fma" or "portable". */
+export function gemmBackend(): string {
+  return native().gemmBackend()
+}
+
 export function native(): NativeAddon {
   if (addon) return addon
-  const file = process.env.NODE_MEND_ADDON || path.join(__dirname, '..', 'build', 'Release', 'node_mend.node')
+  const file = process.env.NODE_MEND_ADDON || path.join(__dirname, '..', '..', 'build', 'Release', 'node_mend.node')
   try {
     addon = require(file) as NativeAddon
   } catch (e) {

@@ -1,20 +1,21 @@
 /**
  * `node-mend demo`: a few MEND edits of held-out WorldFacts facts, end to end. For each edit it
  * shows the request, the greedy completions before and after the edit of the edit prompt, of a
- * held-out phrasing and of an unrelated prompt, EasyEdit's metrics (Editor.edit), the edit time,
+ * held-out phrasing and of an unrelated prompt, EasyEdit's metrics (BaseEditor.edit), the edit time,
  * and the edit undone (`FunctionalGPT2LMHeadModel.without`), checked to give back exactly the
  * pre-edit completions. Uses the bundled model and editor unless others are given.
  *
  * Cost per edit: three batched greedy generations (before, after, undone; 3 prompts each) plus
- * Editor.edit (one edit and four teacher-forced forwards).
+ * BaseEditor.edit (one edit and four teacher-forced forwards).
  */
-import { buildWorldFacts, editRequests, portabilityPrompts } from './data/worldfacts'
-import { EditRequest } from './data/editdata'
-import { Editor, editorRequest, greedyCompletions, Metrics, RequestMetrics } from './editor'
-import { mendError } from './errors'
-import { FunctionalGPT2LMHeadModel } from './functional'
-import { GPT2Inference } from './model'
-import { native } from './native'
+import { buildWorldFacts, editRequests, portabilityPrompts } from '../data/worldfacts'
+import { EditRequest } from '../data/editdata'
+import { BaseEditor, editorRequest, greedyCompletions, Metrics, RequestMetrics } from '../easyedit/base-editor'
+import { mendError } from '../core/errors'
+import { FunctionalGPT2LMHeadModel } from '../model/functional'
+import { GPT2Inference } from '../model/gpt2'
+import { setNumThreads } from '../core/native'
+import { checkInt, invalidArg } from '../core/check'
 
 export interface DemoOptions {
   /** Hugging Face GPT-2 directory; default the bundled WorldFacts model. */
@@ -48,7 +49,7 @@ export interface DemoEdit {
   request: EditRequest
   rows: DemoRow[]
   metrics: RequestMetrics
-  /** Milliseconds of the edit (Editor.edit's `time`). */
+  /** Milliseconds of the edit (BaseEditor.edit's `time`). */
   editMs: number
   /** The edit prompt's completion after the edit was removed (equals rows[0].before). */
   undone: string
@@ -60,10 +61,6 @@ export interface DemoResult {
   totalMs: number
 }
 
-function checkInt(v: unknown, name: string, min: number): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw mendError('ERR_INVALID_ARG', `demo: ${name} must be an integer >= ${min} but is ${String(v)}`)
-  return v
-}
 
 const ANSI = { bold: [1, 22], dim: [2, 22], green: [32, 39], red: [31, 39], cyan: [36, 39] } as const
 type Style = keyof typeof ANSI
@@ -81,18 +78,18 @@ function metricsLine(pre: Metrics, post: Metrics): string {
 
 /** Runs the demo, writing human-readable lines through `write`; returns what it showed. */
 export async function runDemo(opts: DemoOptions = {}, write: (s: string) => void = (s) => { process.stdout.write(s) }): Promise<DemoResult> {
-  if (!opts || typeof opts !== 'object') throw mendError('ERR_INVALID_ARG', 'runDemo: expected an options object')
+  if (!opts || typeof opts !== 'object') throw invalidArg('an options object', 'runDemo', opts)
   const t0 = Date.now()
   const n = checkInt(opts.n ?? 3, 'n', 1)
   const seed = checkInt(opts.seed ?? 0, 'seed', 0)
   const wfSeed = checkInt(opts.worldFactsSeed ?? 0, 'worldFactsSeed', 0)
   const maxNewTokens = checkInt(opts.maxNewTokens ?? 6, 'maxNewTokens', 1)
-  if (opts.threads !== undefined) native().setNumThreads(checkInt(opts.threads, 'threads', 1))
+  if (opts.threads !== undefined) setNumThreads(checkInt(opts.threads, 'threads', 1))
   const log = opts.log ?? ((s: string) => { process.stderr.write(s) })
   const paint = (s: string, st: Style): string => (opts.color ? `\x1b[${ANSI[st][0]}m${s}\x1b[${ANSI[st][1]}m` : s)
 
   log(`node-mend demo: loading ${opts.model ?? 'the bundled model'} and ${opts.editor ?? 'the bundled editor'}…\n`)
-  const editor = await Editor.fromPretrained({ model: opts.model, editor: opts.editor })
+  const editor = await BaseEditor.fromPretrained({ model: opts.model, editor: opts.editor })
   const tok = editor.tokenizer
   const wf = buildWorldFacts({ seed: wfSeed })
   const requests = editRequests(wf, { subjects: 'heldOut', n, seed })

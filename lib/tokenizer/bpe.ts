@@ -47,8 +47,10 @@
  */
 import * as fs from 'fs'
 import * as path from 'path'
-import { mendError } from './errors'
+import { mendError } from '../core/errors'
 import { ENDOFTEXT, GPT2_SPLIT_PATTERN } from './tokenizer'
+import { BYTE_TO_CHAR } from './bytes'
+import { invalidArg } from '../core/check'
 
 export interface BPETrainOptions {
   /**
@@ -79,17 +81,6 @@ const PAIR_BASE = 2 ** 26
 /** Largest supported vocabSize (ids must fit in a pair key half). */
 const MAX_VOCAB_SIZE = PAIR_BASE
 
-/**
- * GPT-2's byte -> printable unicode char table (bytes_to_unicode in
- * encoder.py). Same table as in tokenizer.ts (kept private there).
- */
-const BYTE_TO_CHAR: string[] = (() => {
-  const table: string[] = new Array(256)
-  const printable = (b: number) => (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff)
-  let n = 0
-  for (let b = 0; b < 256; b++) table[b] = String.fromCharCode(printable(b) ? b : 256 + n++)
-  return table
-})()
 
 /** The 256 byte symbols in id order (code-point order = GPT-2's encoder.json order). */
 const ALPHABET: string[] = [...BYTE_TO_CHAR].sort((a, b) => a.charCodeAt(0) - b.charCodeAt(0))
@@ -101,13 +92,6 @@ const BYTE_TO_ID: Int32Array = (() => {
   return ids
 })()
 
-function describe(v: unknown): string {
-  if (Array.isArray(v)) return 'an array'
-  if (v === null) return 'null'
-  if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)}`
-  if (typeof v === 'number') return String(v)
-  return `a value of type ${typeof v}`
-}
 
 interface ResolvedTrainOptions {
   vocabSize: number
@@ -119,27 +103,27 @@ interface ResolvedTrainOptions {
 function validate(texts: unknown, opts: unknown): ResolvedTrainOptions {
   const where = 'trainByteLevelBPE'
   if (!Array.isArray(texts)) {
-    throw mendError('ERR_INVALID_ARG', `${where}: texts must be an array of strings, got ${describe(texts)}`)
+    throw invalidArg(`an array of strings`, `${where} texts`, texts)
   }
   for (let i = 0; i < texts.length; i++) {
     if (typeof texts[i] !== 'string') {
-      throw mendError('ERR_INVALID_ARG', `${where}: texts[${i}] must be a string, got ${describe(texts[i])}`)
+      throw invalidArg(`a string`, `${where} texts[${i}]`, texts[i])
     }
   }
   if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) {
-    throw mendError('ERR_INVALID_ARG', `${where}: options must be an object with a vocabSize, got ${describe(opts)}`)
+    throw invalidArg(`an object with a vocabSize`, `${where} options`, opts)
   }
   const o = opts as Record<string, unknown>
 
   let specialTokens: string[] = [ENDOFTEXT]
   if (o.specialTokens !== undefined) {
     if (!Array.isArray(o.specialTokens)) {
-      throw mendError('ERR_INVALID_ARG', `${where}: specialTokens must be an array of strings, got ${describe(o.specialTokens)}`)
+      throw invalidArg(`an array of strings`, `${where} specialTokens`, o.specialTokens)
     }
     specialTokens = []
     for (const [i, s] of (o.specialTokens as unknown[]).entries()) {
       if (typeof s !== 'string' || s === '') {
-        throw mendError('ERR_INVALID_ARG', `${where}: specialTokens[${i}] must be a non-empty string, got ${describe(s)}`)
+        throw invalidArg(`a non-empty string`, `${where} specialTokens[${i}]`, s)
       }
       if (specialTokens.includes(s)) {
         throw mendError('ERR_INVALID_ARG', `${where}: special token ${JSON.stringify(s)} is listed twice`)
@@ -151,16 +135,14 @@ function validate(texts: unknown, opts: unknown): ResolvedTrainOptions {
   const minVocab = 256 + specialTokens.length
   const vs = o.vocabSize
   if (typeof vs !== 'number' || !Number.isInteger(vs) || vs < minVocab || vs > MAX_VOCAB_SIZE) {
-    throw mendError('ERR_INVALID_ARG',
-      `${where}: vocabSize must be an integer from ${minVocab} (256 byte symbols + ${specialTokens.length} special token(s)) ` +
-      `to ${MAX_VOCAB_SIZE}, got ${describe(vs)}`)
+    throw invalidArg(`an integer from ${minVocab} (256 byte symbols + ${specialTokens.length} special token(s)) to ${MAX_VOCAB_SIZE}`, `${where} vocabSize`, vs)
   }
 
   let minFrequency = 2
   if (o.minFrequency !== undefined) {
     const mf = o.minFrequency
     if (typeof mf !== 'number' || !Number.isSafeInteger(mf) || mf < 1) {
-      throw mendError('ERR_INVALID_ARG', `${where}: minFrequency must be a positive integer, got ${describe(mf)}`)
+      throw invalidArg(`a positive integer`, `${where} minFrequency`, mf)
     }
     minFrequency = mf
   }
@@ -381,27 +363,27 @@ export function trainByteLevelBPE(texts: string[], opts: BPETrainOptions): BPEVo
 export function writeVocabAndMerges(dir: string, v: BPEVocabulary): void {
   const where = 'writeVocabAndMerges'
   if (typeof dir !== 'string' || dir === '') {
-    throw mendError('ERR_INVALID_ARG', `${where}: dir must be a non-empty string, got ${describe(dir)}`)
+    throw invalidArg(`a non-empty string`, `${where} dir`, dir)
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-    throw mendError('ERR_INVALID_ARG', `${where}: expected a { vocab, merges } object, got ${describe(v)}`)
+    throw invalidArg('a { vocab, merges } object', where, v)
   }
   const { vocab, merges } = v
   if (typeof vocab !== 'object' || vocab === null || Array.isArray(vocab)) {
-    throw mendError('ERR_INVALID_ARG', `${where}: vocab must be an object mapping tokens to ids, got ${describe(vocab)}`)
+    throw invalidArg(`an object mapping tokens to ids`, `${where} vocab`, vocab)
   }
   const entries = Object.entries(vocab)
   for (const [tok, id] of entries) {
     if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
-      throw mendError('ERR_INVALID_ARG', `${where}: vocab entry ${JSON.stringify(tok)} has invalid id ${describe(id)}`)
+      throw invalidArg('a non-negative integer id', `${where} vocab entry ${JSON.stringify(tok)}`, id)
     }
   }
   if (!Array.isArray(merges)) {
-    throw mendError('ERR_INVALID_ARG', `${where}: merges must be an array of "a b" strings, got ${describe(merges)}`)
+    throw invalidArg(`an array of "a b" strings`, `${where} merges`, merges)
   }
   for (const [i, m] of (merges as unknown[]).entries()) {
     if (typeof m !== 'string' || /[\r\n]/.test(m) || m.split(' ').length !== 2) {
-      throw mendError('ERR_INVALID_ARG', `${where}: merges[${i}] must be an "a b" string, got ${describe(m)}`)
+      throw invalidArg(`an "a b" string`, `${where} merges[${i}]`, m)
     }
   }
 

@@ -2,37 +2,17 @@
  * MEND controller (EasyEdit's MEND for GPT-2): holds an editor — one GradientTransform per inner
  * weight shape — and edits a model into a FunctionalGPT2LMHeadModel. DESIGN §5.
  */
-import { mendError } from './errors'
-import { FunctionalGPT2LMHeadModel, EditRecord } from './functional'
-import { Batch, callNative, GPT2LMHeadModel, prepareBatch, ForwardOptions, ForwardOutput } from './model'
-import { EditorSpec, native, NativeEditor, TransformSpec } from './native'
-import { Tensor } from './tensor'
+import { mendError } from '../core/errors'
+import { FunctionalGPT2LMHeadModel, EditRecord } from '../model/functional'
+import { Batch, prepareBatch } from '../model/batch'
+import { GPT2LMHeadModel, ForwardOptions, ForwardOutput } from '../model/gpt2'
+import { callNative, EditorSpec, native, NativeEditor } from '../core/native'
+import { Tensor } from '../core/tensor'
+import { loadEditorFile, saveEditorFile } from './editor-file'
+import { EditorLayout, editorLayout, freshEditorSpec, LayerActivation, layerActivationsOf, MENDConfig, resolveConfig } from './network'
 
-export interface MENDConfig {
-  /** Conv1D weights to edit; default `mlp.c_proj` and `mlp.c_fc` of the last three blocks. */
-  innerParams?: string[]
-  /** Rank of the editor's low-rank layers (capped at d_in + d_out). Default 1920. */
-  rank?: number
-  /** Hidden layers of the editor MLP. Default 1. */
-  nHidden?: number
-  /** Initial α (edit_lrs). Default 1e-4. */
-  editLr?: number
-  /** Seed of the V initialisation (standard normal). Default 0. */
-  seed?: number
-}
-
-/** The activation of one editor layer: EasyEdit's clamp max(·, 0), or the identity (legacy node-mend files). */
-export type LayerActivation = 'clamp' | 'identity'
-
-/** The activations of a spec's layers (the same for every transform; an editor mixing them is refused). */
-export function layerActivationsOf(spec: EditorSpec): LayerActivation[] {
-  const of = (t: TransformSpec) => t.layers.map((l): LayerActivation => (l.relu === false ? 'identity' : 'clamp'))
-  const acts = of(spec.transforms[0])
-  for (const t of spec.transforms) {
-    if (JSON.stringify(of(t)) !== JSON.stringify(acts)) throw mendError('ERR_INVALID_ARG', `Expected the same layer activations in every editor transform but received ${JSON.stringify(acts)} and ${JSON.stringify(of(t))}`)
-  }
-  return acts
-}
+export type { MENDConfig, LayerActivation } from './network'
+export { defaultInnerParams, shapeKey } from './network'
 
 export interface EditOptions {
   /** Return Ũ and D̃ (before α) per inner param. */
@@ -51,96 +31,6 @@ export interface EditInfo {
   /** Milliseconds: pre-edit pass, editor, overlay, and the whole call. */
   timings: { preMs: number; editorMs: number; overlayMs: number; totalMs: number }
   factors?: Record<string, { u: Tensor; d: Tensor }>
-}
-
-export function defaultInnerParams(nLayer: number): string[] {
-  const out: string[] = []
-  for (let l = Math.max(0, nLayer - 3); l < nLayer; l++) {
-    out.push(`transformer.h.${l}.mlp.c_proj.weight`, `transformer.h.${l}.mlp.c_fc.weight`)
-  }
-  return out
-}
-
-/** The shape key EasyEdit uses for GPT-2 editors: the Conv1D weight's (d_in, d_out). */
-export function shapeKey(shape: number[]): string {
-  return `(${shape[0]}, ${shape[1]})`
-}
-
-interface EditorLayout {
-  inner: string[]            // canonical names
-  index: number[]            // parameter indices
-  shapes: number[][]         // per inner param
-  keys: string[]             // distinct shape keys, in first-seen order
-  transformOf: number[]
-  modeOf: number[]
-  nModes: number[]           // per transform
-}
-
-/** Resolves inner params against the model: names, shapes, shared transforms and modes. */
-export function editorLayout(model: GPT2LMHeadModel, innerParams: string[]): EditorLayout {
-  if (!Array.isArray(innerParams) || innerParams.length === 0) throw mendError('ERR_INVALID_ARG', 'Expected a non-empty list of innerParams')
-  const params = model.parameters()
-  const byName = new Map(params.map((p, i) => [p.name, i]))
-  const layout: EditorLayout = { inner: [], index: [], shapes: [], keys: [], transformOf: [], modeOf: [], nModes: [] }
-  for (const n of innerParams) {
-    const c = typeof n === 'string' && !n.startsWith('transformer.') ? `transformer.${n}` : n
-    const i = byName.get(c)
-    if (i === undefined) throw mendError('ERR_INVALID_ARG', `innerParams: unknown parameter "${n}"`)
-    if (!/\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$/.test(c)) throw mendError('ERR_INVALID_ARG', `innerParams: "${n}" is not a Conv1D weight`)
-    if (layout.inner.includes(c)) throw mendError('ERR_INVALID_ARG', `innerParams: "${n}" is listed twice`)
-    const shape = params[i].shape
-    const key = shapeKey(shape)
-    let s = layout.keys.indexOf(key)
-    if (s < 0) { s = layout.keys.length; layout.keys.push(key); layout.nModes.push(0) }
-    layout.inner.push(c); layout.index.push(i); layout.shapes.push(shape)
-    layout.transformOf.push(s)
-    layout.modeOf.push(layout.nModes[s]++)
-  }
-  return layout
-}
-
-/** Deterministic standard normals (mulberry32 + Box–Muller) for the V initialisation. */
-function fillNormal(out: Float32Array, seed: number): void {
-  let s = seed >>> 0
-  const uniform = () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = s
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296
-  }
-  for (let i = 0; i < out.length; i += 2) {
-    const r = Math.sqrt(-2 * Math.log(uniform())), th = 2 * Math.PI * uniform()
-    out[i] = r * Math.cos(th)
-    if (i + 1 < out.length) out[i + 1] = r * Math.sin(th)
-  }
-}
-
-/** A fresh editor: the identity (U = 0), V ~ N(0, 1), statistics μ = 0 and σ = 1. */
-export function freshEditorSpec(layout: EditorLayout, cfg: Required<Omit<MENDConfig, 'innerParams'>>): EditorSpec {
-  const transforms: TransformSpec[] = layout.keys.map((_, s) => {
-    const shape = layout.shapes[layout.transformOf.indexOf(s)]
-    const [dIn, dOut] = shape
-    const D = dIn + dOut, r = Math.min(cfg.rank, D), nModes = layout.nModes[s]
-    const layers = Array.from({ length: cfg.nHidden + 1 }, (_, j) => {
-      const v = new Float32Array(r * D)
-      fillNormal(v, cfg.seed * 7919 + s * 131 + j)
-      return {
-        u: new Float32Array(D * r), v, bias: new Float32Array(D),
-        scale: new Float32Array(nModes * D).fill(1), shift: new Float32Array(nModes * D), relu: true, // EasyEdit: every layer clamps
-      }
-    })
-    return {
-      dIn, dOut, rank: r, nModes, layers,
-      uMean: new Float32Array(dIn), vMean: new Float32Array(dOut),
-      uStd: new Float32Array(dIn).fill(1), vStd: new Float32Array(dOut).fill(1),
-      uS: new Float32Array(dIn), vS: new Float32Array(dOut), k: 0,
-    }
-  })
-  return {
-    inner: layout.index, transformOf: layout.transformOf, modeOf: layout.modeOf,
-    editLrs: new Float32Array(layout.inner.length).fill(cfg.editLr), transforms,
-  }
 }
 
 const INTERNAL = Symbol('node-mend internal')
@@ -187,7 +77,6 @@ export class MEND {
 
   /** Loads an editor file (DESIGN §7) and checks it against the model. */
   static async fromPretrained(model: GPT2LMHeadModel, editorPath: string, opts: { innerParams?: string[] } = {}): Promise<MEND> {
-    const { loadEditorFile } = await import('./editor-file')
     const { spec, config } = await loadEditorFile(model, editorPath, opts.innerParams)
     const layout = editorLayout(model, config.innerParams)
     let handle: NativeEditor
@@ -238,8 +127,7 @@ export class MEND {
         '(EditTrainer trains its own copy). To save the trained editor use trainer.bestMEND().save(file) or trainer.toMEND().save(file).',
       { type: 'NodeMendWarning', code: 'NODE_MEND_UNTRAINED_SAVE' })
     }
-    const { saveEditorFile } = await import('./editor-file')
-    await saveEditorFile(this, file)
+    await saveEditorFile(file, this.editorSpec(), this.config, this.baseModel.config)
   }
 
   /** Delegates to `.model.forward`. */
@@ -284,20 +172,4 @@ export class MEND {
     info.timings.totalMs = Number(process.hrtime.bigint() - t0) / 1e6
     return { edited, info }
   }
-}
-
-export function resolveConfig(model: GPT2LMHeadModel, config: MENDConfig): Required<MENDConfig> {
-  if (!config || typeof config !== 'object') throw mendError('ERR_INVALID_ARG', 'Expected a MEND config object')
-  const c: Required<MENDConfig> = {
-    innerParams: config.innerParams ?? defaultInnerParams(model.config.nLayer),
-    rank: config.rank ?? 1920,
-    nHidden: config.nHidden ?? 1,
-    editLr: config.editLr ?? 1e-4,
-    seed: config.seed ?? 0,
-  }
-  if (!Number.isInteger(c.rank) || c.rank < 1) throw mendError('ERR_INVALID_ARG', `Expected a positive integer rank but received ${c.rank}`)
-  if (!Number.isInteger(c.nHidden) || c.nHidden < 0) throw mendError('ERR_INVALID_ARG', `Expected a non-negative integer nHidden but received ${c.nHidden}`)
-  if (!Number.isFinite(c.editLr)) throw mendError('ERR_INVALID_ARG', `Expected a finite editLr but received ${c.editLr}`)
-  c.innerParams = c.innerParams.map((n) => (n.startsWith('transformer.') ? n : `transformer.${n}`))
-  return c
 }

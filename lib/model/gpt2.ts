@@ -5,17 +5,14 @@
 import * as fs from 'fs'
 import * as path from 'path'
 import { GPT2Config, readHFConfig, toHFConfig, toNativeConfig, validateConfig } from './config'
-import { mendError } from './errors'
-import { native, NativeModel, NativeOverlay } from './native'
-import { IdBatch, IdsInput, sameShape, Tensor, toIdBatch } from './tensor'
+import { mendError } from '../core/errors'
+import { callNative, native, NativeModel, NativeOverlay } from '../core/native'
+import { Batch, prepareBatch } from './batch'
+import { canonicalParamName, isConv1DWeight } from './names'
 
-export interface Batch {
-  inputIds: IdsInput
-  /** 1 for real tokens, 0 for padding (left or right). */
-  attentionMask?: IdsInput
-  /** Hugging Face semantics: logits[:, t] predicts labels[:, t+1]; -100 is ignored. */
-  labels?: IdsInput
-}
+export type { Batch } from './batch'
+import { IdBatch, IdsInput, sameShape, Tensor, toIdBatch } from '../core/tensor'
+import { checkInt, checkNumber, invalidArg } from '../core/check'
 
 export interface ForwardOptions {
   /** Return only the logits of the last position of each row: shape [B, V]. */
@@ -65,61 +62,6 @@ export interface ParamInfo {
   shape: number[]
 }
 
-/** Runs a native call so that a rejection carries the caller's stack (sharp's habit). */
-export async function callNative<T>(fn: () => Promise<T>): Promise<T> {
-  const here = new Error()
-  try {
-    return await fn()
-  } catch (e) {
-    if (e instanceof Error && here.stack) e.stack = `${e.name}: ${e.message}\n${here.stack.split('\n').slice(1).join('\n')}`
-    throw e
-  }
-}
-
-export interface PreparedBatch {
-  ids: IdBatch
-  mask: Int32Array | null
-  labels: Int32Array | null
-}
-
-/** Validates a batch in JavaScript (types, shapes, 0/1 mask, label values) before native code sees it. */
-export function prepareBatch(batch: Batch, vocabSize: number, needLabels: boolean): PreparedBatch {
-  if (!batch || typeof batch !== 'object') throw mendError('ERR_INVALID_ARG', 'Expected a batch object { inputIds, attentionMask?, labels? }')
-  const ids = toIdBatch(batch.inputIds, 'inputIds')
-  for (let i = 0; i < ids.data.length; i++) {
-    if (ids.data[i] >= vocabSize) {
-      throw mendError('ERR_TOKEN_OUT_OF_RANGE', `inputIds[${Math.floor(i / ids.T)}][${i % ids.T}] = ${ids.data[i]} is outside [0, ${vocabSize})`)
-    }
-  }
-  let mask: Int32Array | null = null
-  if (batch.attentionMask !== undefined && batch.attentionMask !== null) {
-    const m = toIdBatch(batch.attentionMask, 'attentionMask')
-    sameShape(ids, m, 'attentionMask')
-    for (let i = 0; i < m.data.length; i++) {
-      if (m.data[i] !== 0 && m.data[i] !== 1) throw mendError('ERR_INVALID_ARG', `attentionMask must hold only 0 and 1, found ${m.data[i]}`)
-    }
-    mask = m.data
-  }
-  let labels: Int32Array | null = null
-  if (batch.labels !== undefined && batch.labels !== null) {
-    const l = toIdBatch(batch.labels, 'labels', { allowNegative: true })
-    sameShape(ids, l, 'labels')
-    let targets = 0
-    for (let i = 0; i < l.data.length; i++) {
-      const v = l.data[i]
-      if (v !== -100 && (v < 0 || v >= vocabSize)) {
-        throw mendError('ERR_TOKEN_OUT_OF_RANGE', `labels[${Math.floor(i / l.T)}][${i % l.T}] = ${v} is neither -100 nor a token id`)
-      }
-      if (v !== -100 && i % l.T !== 0) targets++
-    }
-    if (targets === 0) throw mendError('ERR_NO_TARGET_TOKENS', 'labels have no target token (every label after the first position is -100)')
-    labels = l.data
-  } else if (needLabels) {
-    throw mendError('ERR_INVALID_ARG', 'Expected labels in the batch')
-  }
-  return { ids, mask, labels }
-}
-
 /**
  * The inference API shared by GPT2LMHeadModel and FunctionalGPT2LMHeadModel: forward, lossAndGrad
  * and generate on the native base weights plus, for an edited model, its overlay.
@@ -159,7 +101,7 @@ export abstract class GPT2Inference {
     const params = opts.params === undefined ? null : opts.params.map((n) => canonicalName(n, shapes, 'params'))
     const capture = (opts.capture ?? []).map((n) => {
       const c = canonicalName(n, shapes, 'capture')
-      if (!CONV1D.test(c)) throw mendError('ERR_INVALID_ARG', `capture: "${n}" is not a Conv1D weight`)
+      if (!isConv1DWeight(c)) throw mendError('ERR_INVALID_ARG', `capture: "${n}" is not a Conv1D weight`)
       return c
     })
     const ov = this.overlayHandle
@@ -182,13 +124,11 @@ export abstract class GPT2Inference {
   async generate(inputIds: IdsInput, opts: GenerateOptions = {}): Promise<number[][]> {
     const b = prepareBatch({ inputIds, attentionMask: opts.attentionMask }, this.config.vocabSize, false)
     const maxNew = opts.maxNewTokens ?? 20
-    if (!Number.isInteger(maxNew) || maxNew < 0) throw mendError('ERR_INVALID_ARG', `Expected a non-negative integer for maxNewTokens but received ${maxNew}`)
+    checkInt(maxNew, 'maxNewTokens')
     const temperature = opts.temperature ?? 0
-    if (typeof temperature !== 'number' || !(temperature >= 0) || !Number.isFinite(temperature)) {
-      throw mendError('ERR_INVALID_ARG', `Expected a finite temperature >= 0 but received ${temperature}`)
-    }
+    checkNumber(temperature, 'temperature')
     const topK = opts.topK ?? 0
-    if (!Number.isInteger(topK) || topK < 0) throw mendError('ERR_INVALID_ARG', `Expected a non-negative integer for topK but received ${topK}`)
+    checkInt(topK, 'topK')
     const eos = opts.eosTokenId ?? -1
     if (!Number.isInteger(eos) || eos < -1 || eos >= this.config.vocabSize) {
       throw mendError('ERR_TOKEN_OUT_OF_RANGE', `eosTokenId ${eos} is outside [0, ${this.config.vocabSize})`)
@@ -205,12 +145,10 @@ export abstract class GPT2Inference {
   }
 }
 
-const CONV1D = /\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$/
-
 /** Either name style (and the tied lm_head) to the canonical `transformer.…` name. */
 export function canonicalName(n: string, shapes: Map<string, number[]>, what: string): string {
-  if (typeof n !== 'string') throw mendError('ERR_INVALID_ARG', `Expected parameter names (strings) in ${what}`)
-  const c = n === 'lm_head.weight' ? 'transformer.wte.weight' : n.startsWith('transformer.') ? n : `transformer.${n}`
+  if (typeof n !== 'string') throw invalidArg('a parameter name (string)', what, n)
+  const c = canonicalParamName(n)
   if (!shapes.has(c)) throw mendError('ERR_INVALID_ARG', `${what}: unknown parameter "${n}"`)
   return c
 }
@@ -231,7 +169,7 @@ export class GPT2LMHeadModel extends GPT2Inference {
 
   /** Loads a Hugging Face GPT-2 directory (config.json + model.safetensors). */
   static async fromPretrained(dir: string): Promise<GPT2LMHeadModel> {
-    if (typeof dir !== 'string') throw mendError('ERR_INVALID_ARG', `Expected a directory path but received ${typeof dir}`)
+    if (typeof dir !== 'string') throw invalidArg('a directory path', 'GPT2LMHeadModel.fromPretrained', dir)
     const { config, raw } = readHFConfig(path.join(dir, 'config.json'))
     const weights = path.join(dir, 'model.safetensors')
     if (!fs.existsSync(weights)) {
@@ -245,7 +183,7 @@ export class GPT2LMHeadModel extends GPT2Inference {
   /** A model with Hugging Face's initialisation, deterministic for a seed (tests, benchmarks). */
   static async random(config: GPT2Config, seed = 0): Promise<GPT2LMHeadModel> {
     validateConfig(config)
-    if (!Number.isInteger(seed) || seed < 0) throw mendError('ERR_INVALID_ARG', `Expected a non-negative integer seed but received ${seed}`)
+    checkInt(seed, 'seed')
     const handle = await callNative(() => native().randomModel(toNativeConfig(config), seed))
     return new GPT2LMHeadModel(handle, { ...config })
   }
@@ -264,7 +202,8 @@ export class GPT2LMHeadModel extends GPT2Inference {
 
   /** A copy of one parameter's values. */
   parameter(name: string): Tensor {
-    const info = this.parameters().find((p) => p.name === name || p.name === `transformer.${name}` || (name === 'lm_head.weight' && p.name === 'transformer.wte.weight'))
+    const c = typeof name === 'string' ? canonicalParamName(name) : ''
+    const info = this.parameters().find((p) => p.name === c)
     if (!info) throw mendError('ERR_INVALID_ARG', `unknown parameter "${name}"`)
     return { shape: info.shape, data: this.native.param(info.name) }
   }

@@ -17,13 +17,17 @@
  * Saving the controller the trainer was built from, after it has trained, warns
  * (NODE_MEND_UNTRAINED_SAVE).
  */
-import { EditRequest, requestToBatches } from './data/editdata'
+import { EditRequest, requestToBatches } from '../data/editdata'
 import { CHECKPOINT_FORMAT, editorTensors, LAYER_ACTIVATIONS_KEY, specFromTensors } from './editor-file'
-import { mendError } from './errors'
-import { Batch, callNative, GPT2LMHeadModel, prepareBatch } from './model'
-import { layerActivationsOf, MEND, MENDConfig, noteTrainedCopy } from './mend'
-import { EditorSpec, native, NativeBatch, NativeTrainer } from './native'
-import { GPT2Tokenizer } from './tokenizer'
+import { mendError } from '../core/errors'
+import { mulberry32, shuffle } from '../core/random'
+import { Batch, prepareBatch } from '../model/batch'
+import { GPT2LMHeadModel } from '../model/gpt2'
+import { MEND, noteTrainedCopy } from './mend'
+import { layerActivationsOf, MENDConfig } from './network'
+import { callNative, EditorSpec, native, NativeBatch, NativeTrainer } from '../core/native'
+import { GPT2Tokenizer } from '../tokenizer/tokenizer'
+import { checkInt, checkNumber } from '../core/check'
 
 export interface EditTrainerConfig {
   lr?: number            // 1e-6
@@ -62,10 +66,7 @@ export interface RunResult {
 /** The data order of step i: a seeded permutation per epoch (so a resumed run sees the same order). */
 function orderAt(i: number, n: number, seed: number): number {
   const epoch = Math.floor(i / n)
-  let s = (seed * 1000003 + epoch * 7919 + 1) >>> 0
-  const next = () => { s = (s + 0x6d2b79f5) >>> 0; let t = s; t = Math.imul(t ^ (t >>> 15), t | 1); t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 4294967296 }
-  const perm = Array.from({ length: n }, (_, k) => k)
-  for (let k = n - 1; k > 0; k--) { const j = Math.floor(next() * (k + 1)); [perm[k], perm[j]] = [perm[j], perm[k]] }
+  const perm = shuffle(mulberry32(seed * 1000003 + epoch * 7919 + 1), Array.from({ length: n }, (_, k) => k))
   return perm[i % n]
 }
 
@@ -117,9 +118,9 @@ export class EditTrainer {
       earlyStopPatience: config.earlyStopPatience ?? 20000, seed: config.seed ?? 0,
     }
     for (const [k, v] of Object.entries(c)) {
-      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw mendError('ERR_INVALID_ARG', `Expected a finite non-negative ${k} but received ${v}`)
+      checkNumber(v, `EditTrainer ${k}`)
     }
-    if (!Number.isInteger(c.accumulateBs) || c.accumulateBs < 1) throw mendError('ERR_INVALID_ARG', `Expected a positive integer accumulateBs but received ${c.accumulateBs}`)
+    checkInt(c.accumulateBs, 'EditTrainer accumulateBs', 1)
     this.config = c
     this.handle = native().createTrainer(this.model.native, mend.editorSpec(), c)
   }

@@ -1,5 +1,5 @@
 /**
- * Editor: EasyEdit's `BaseEditor.edit` for MEND. Takes text requests (prompt -> targetNew, with
+ * BaseEditor: EasyEdit's `BaseEditor.edit` for MEND. Takes text requests (prompt -> targetNew, with
  * optional rephrase, locality and portability inputs), edits the model with a MEND controller and
  * reports EasyEdit's metrics before and after each edit:
  *
@@ -18,12 +18,14 @@
  */
 import * as fs from 'fs'
 import * as path from 'path'
-import { BUNDLED_EDITOR_FILE, BUNDLED_MODEL_DIR } from './assets'
-import { buildEditBatch, EditRequest, LocalityPrompt } from './data/editdata'
-import { mendError } from './errors'
-import { MEND } from './mend'
-import { GPT2Inference, GPT2LMHeadModel, ForwardOutput, Batch } from './model'
-import { GPT2Tokenizer } from './tokenizer'
+import { BUNDLED_EDITOR_FILE, BUNDLED_MODEL_DIR } from '../data/assets'
+import { buildEditBatch, EditRequest, LocalityPrompt } from '../data/editdata'
+import { mendError } from '../core/errors'
+import { padRows } from '../model/batch'
+import { MEND } from '../mend/mend'
+import { GPT2Inference, GPT2LMHeadModel, ForwardOutput, Batch } from '../model/gpt2'
+import { GPT2Tokenizer } from '../tokenizer/tokenizer'
+import { invalidArg } from '../core/check'
 
 /** Per-request prompts with their answers: one entry per request, each a string or several. */
 export interface PromptAnswerInputs {
@@ -31,7 +33,7 @@ export interface PromptAnswerInputs {
   groundTruth: string | (string | string[])[]
 }
 
-export interface EditorEditRequest {
+export interface BaseEditorRequest {
   prompts: string | string[]
   targetNew: string | string[]
   groundTruth?: string | string[]
@@ -62,7 +64,7 @@ export interface RequestMetrics {
   time: number
 }
 
-export interface EditorOptions {
+export interface BaseEditorOptions {
   /** A Hugging Face model directory or a loaded model; default the bundled WorldFacts model. */
   model?: string | GPT2LMHeadModel
   /** An editor file or a MEND controller (over `model`); default the bundled editor, only when
@@ -111,12 +113,7 @@ export async function teacherForcedPredictions(model: ForwardModel, tok: GPT2Tok
  */
 export async function greedyCompletions(model: GPT2Inference, tok: GPT2Tokenizer, prompts: string[], maxNewTokens: number,
   opts: { skipSpecialTokens?: boolean } = {}): Promise<{ ids: number[][]; text: string[] }> {
-  const enc = prompts.map((p) => tok.encode(p))
-  const T = Math.max(...enc.map((e) => e.length))
-  const pad = tok.padTokenId ?? 0
-  // left padding, so every row continues from its last real token
-  const inputIds = enc.map((e) => [...new Array<number>(T - e.length).fill(pad), ...e])
-  const attentionMask = enc.map((e) => [...new Array<number>(T - e.length).fill(0), ...e.map(() => 1)])
+  const { inputIds, attentionMask } = padRows(prompts.map((p) => tok.encode(p)), tok.padTokenId ?? 0, { side: 'left' })
   const ids = await model.generate(inputIds, { maxNewTokens, eosTokenId: tok.eosTokenId, attentionMask })
   return { ids, text: ids.map((x) => tok.decode(x, { skipSpecialTokens: opts.skipSpecialTokens ?? false })) }
 }
@@ -145,21 +142,21 @@ const rewrite = (c: Case): RequestMetrics['requestedRewrite'] =>
   ({ prompt: c.prompt, targetNew: c.targetNew, ...(c.groundTruth !== undefined ? { groundTruth: c.groundTruth } : {}) })
 
 function checkString(v: unknown, name: string): string {
-  if (typeof v !== 'string' || v.trim() === '') throw mendError('ERR_INVALID_ARG', `${name} must be a non-empty string`)
+  if (typeof v !== 'string' || v.trim() === '') throw invalidArg('a non-empty string', name, v)
   return v
 }
 
 /** string | string[] -> string[] (a bare string is one request). */
 function list(v: unknown, name: string): string[] {
   const xs = typeof v === 'string' ? [v] : v
-  if (!Array.isArray(xs)) throw mendError('ERR_INVALID_ARG', `${name} must be a string or an array of strings`)
+  if (!Array.isArray(xs)) throw invalidArg('a string or an array of strings', name, v)
   return xs.map((x, i) => checkString(x, `${name}[${i}]`))
 }
 
 /** Per-request groups: string (one request) or an array with one string or string[] per request. */
 function groups(v: unknown, n: number, name: string, allowEmpty = false): string[][] {
   const xs = typeof v === 'string' ? [v] : v
-  if (!Array.isArray(xs)) throw mendError('ERR_INVALID_ARG', `${name} must be a string or an array with one entry per request`)
+  if (!Array.isArray(xs)) throw invalidArg('a string or an array with one entry per request', name, v)
   if (xs.length !== n) throw mendError('ERR_INVALID_ARG', `${name} has ${xs.length} entries but there are ${n} prompts`)
   return xs.map((x, i) => {
     if (Array.isArray(x)) {
@@ -173,7 +170,7 @@ function groups(v: unknown, n: number, name: string, allowEmpty = false): string
 /** Prompt/answer pairs per request; an empty array means none for that request. */
 function pairs(v: PromptAnswerInputs | undefined, n: number, name: string): { prompt: string; answer: string }[][] {
   if (v === undefined) return Array.from({ length: n }, () => [])
-  if (!v || typeof v !== 'object') throw mendError('ERR_INVALID_ARG', `${name} must be { prompt, groundTruth }`)
+  if (!v || typeof v !== 'object') throw invalidArg('{ prompt, groundTruth }', name, v)
   const p = groups(v.prompt, n, `${name}.prompt`, true)
   const a = groups(v.groundTruth, n, `${name}.groundTruth`, true)
   return p.map((ps, i) => {
@@ -182,8 +179,8 @@ function pairs(v: PromptAnswerInputs | undefined, n: number, name: string): { pr
   })
 }
 
-function normalise(req: EditorEditRequest): Case[] {
-  if (!req || typeof req !== 'object') throw mendError('ERR_INVALID_ARG', 'Expected an edit request { prompts, targetNew, ... }')
+function normalise(req: BaseEditorRequest): Case[] {
+  if (!req || typeof req !== 'object') throw invalidArg('an edit request { prompts, targetNew, ... }', 'edit', req)
   const prompts = list(req.prompts, 'prompts')
   const targets = list(req.targetNew, 'targetNew')
   if (prompts.length === 0) throw mendError('ERR_INVALID_ARG', 'prompts is empty')
@@ -205,12 +202,12 @@ function normalise(req: EditorEditRequest): Case[] {
 }
 
 /**
- * The Editor request for data-set records (zsRE/CounterFact loaders, WorldFacts): one entry per
+ * The BaseEditor request for data-set records (zsRE/CounterFact loaders, WorldFacts): one entry per
  * record, each with its own rephrasings, locality and portability prompts (an empty list where a
  * record has none, so every record's metrics depend on that record alone).
  */
-export function editorRequest(rs: EditRequest[]): EditorEditRequest {
-  const req: EditorEditRequest = { prompts: rs.map((r) => r.prompt), targetNew: rs.map((r) => r.targetNew) }
+export function editorRequest(rs: EditRequest[]): BaseEditorRequest {
+  const req: BaseEditorRequest = { prompts: rs.map((r) => r.prompt), targetNew: rs.map((r) => r.targetNew) }
   if (rs.every((r) => r.groundTruth !== undefined)) req.groundTruth = rs.map((r) => r.groundTruth!)
   if (rs.some((r) => r.rephrasePrompts.length > 0)) req.rephrasePrompts = rs.map((r) => r.rephrasePrompts)
   const pairs = (xs: LocalityPrompt[][]) => ({ prompt: xs.map((x) => x.map((l) => l.prompt)), groundTruth: xs.map((x) => x.map((l) => l.answer)) })
@@ -236,7 +233,7 @@ function requireBundled(file: string, what: string): void {
 }
 
 /** Fills in the bundled model and editor where `opts` omits them (null counts as omitted). */
-function resolveBundled(opts: EditorOptions): EditorOptions {
+function resolveBundled(opts: BaseEditorOptions): BaseEditorOptions {
   let model = opts.model ?? undefined
   let editor = opts.editor ?? undefined
   if (model === undefined) {
@@ -246,7 +243,7 @@ function resolveBundled(opts: EditorOptions): EditorOptions {
   if (editor === undefined) {
     if (typeof model !== 'string' && !(model instanceof GPT2LMHeadModel)) return { ...opts, model } // reported below
     if (typeof model !== 'string' || !isBundledDir(model)) {
-      throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: editor is missing (an editor file or a MEND); ' +
+      throw mendError('ERR_INVALID_ARG', 'BaseEditor.fromPretrained: editor is missing (an editor file or a MEND); ' +
         'the bundled editor is the default only for the bundled model, so pass the editor trained for this model')
     }
     requireBundled(BUNDLED_EDITOR_FILE, 'editor')
@@ -255,15 +252,15 @@ function resolveBundled(opts: EditorOptions): EditorOptions {
   return { ...opts, model, editor }
 }
 
-export class Editor {
+export class BaseEditor {
   readonly model: GPT2LMHeadModel
   readonly tokenizer: GPT2Tokenizer
   /** The controller every edit starts from. */
   readonly mend: MEND
 
   constructor(mend: MEND, tokenizer: GPT2Tokenizer) {
-    if (!(mend instanceof MEND)) throw mendError('ERR_INVALID_ARG', 'Editor: expected a MEND controller')
-    if (!(tokenizer instanceof GPT2Tokenizer)) throw mendError('ERR_INVALID_ARG', 'Editor: expected a GPT2Tokenizer')
+    if (!(mend instanceof MEND)) throw invalidArg('a MEND controller', 'new BaseEditor(mend)', mend)
+    if (!(tokenizer instanceof GPT2Tokenizer)) throw invalidArg('a GPT2Tokenizer', 'new BaseEditor(mend, tokenizer)', tokenizer)
     this.mend = mend
     this.model = mend.baseModel
     this.tokenizer = tokenizer
@@ -275,26 +272,26 @@ export class Editor {
    * editor when the model is the bundled one (omitted or its directory), else ERR_INVALID_ARG.
    * Missing bundled files are ERR_IO (build them with `npm run assets`).
    */
-  static async fromPretrained(opts: EditorOptions = {}): Promise<Editor> {
-    if (!opts || typeof opts !== 'object') throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: expected { model?, editor?, tokenizer? }')
+  static async fromPretrained(opts: BaseEditorOptions = {}): Promise<BaseEditor> {
+    if (!opts || typeof opts !== 'object') throw invalidArg('{ model?, editor?, tokenizer? }', 'BaseEditor.fromPretrained', opts)
     opts = resolveBundled(opts)
     let model: GPT2LMHeadModel
     if (typeof opts.model === 'string') model = await GPT2LMHeadModel.fromPretrained(opts.model)
     else if (opts.model instanceof GPT2LMHeadModel) model = opts.model
-    else throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: model must be a directory path or a GPT2LMHeadModel')
+    else throw invalidArg('a directory path or a GPT2LMHeadModel', 'BaseEditor.fromPretrained model', opts.model)
     let mend: MEND
     if (typeof opts.editor === 'string') mend = await MEND.fromPretrained(model, path.resolve(opts.editor))
     else if (opts.editor instanceof MEND) {
       mend = opts.editor
-      if (mend.baseModel !== model) throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: the MEND editor was built for another model than opts.model')
-    } else throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: editor must be a file path or a MEND')
+      if (mend.baseModel !== model) throw mendError('ERR_INVALID_ARG', 'BaseEditor.fromPretrained: the MEND editor was built for another model than opts.model')
+    } else throw invalidArg('an editor file path or a MEND', 'BaseEditor.fromPretrained editor', opts.editor)
     let tok: GPT2Tokenizer
     const t = opts.tokenizer ?? (typeof opts.model === 'string' ? opts.model : undefined)
-    if (t === undefined) throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: tokenizer is missing (required when model is not a directory)')
+    if (t === undefined) throw mendError('ERR_INVALID_ARG', 'BaseEditor.fromPretrained: tokenizer is missing (required when model is not a directory)')
     if (typeof t === 'string') tok = await GPT2Tokenizer.fromPretrained(t)
     else if (t instanceof GPT2Tokenizer) tok = t
-    else throw mendError('ERR_INVALID_ARG', 'Editor.fromPretrained: tokenizer must be a directory path or a GPT2Tokenizer')
-    return new Editor(mend, tok)
+    else throw invalidArg('a directory path or a GPT2Tokenizer', 'BaseEditor.fromPretrained tokenizer', t)
+    return new BaseEditor(mend, tok)
   }
 
   /** Teacher-forced token accuracy of each (prompt, target) pair on `model`. */
@@ -372,7 +369,7 @@ export class Editor {
   }
 
   /** EasyEdit's BaseEditor.edit: edits and returns per-request metrics and the last controller. */
-  async edit(req: EditorEditRequest): Promise<{ metrics: RequestMetrics[]; edited: MEND }> {
+  async edit(req: BaseEditorRequest): Promise<{ metrics: RequestMetrics[]; edited: MEND }> {
     const cases = normalise(req)
     const { pre, preLoc } = await this.preEdit(cases)
     if (req.sequentialEdit) {
@@ -405,7 +402,7 @@ export class Editor {
    * [1, number of requests]), the metrics of the first k requests are taken — exactly what
    * `edit({ ...first k requests, sequentialEdit: true })` reports, without redoing the edits.
    */
-  async sequentialCurve(req: EditorEditRequest, at: number[]): Promise<RequestMetrics[][]> {
+  async sequentialCurve(req: BaseEditorRequest, at: number[]): Promise<RequestMetrics[][]> {
     const cases = normalise(req)
     if (!Array.isArray(at) || at.length === 0 || at.some((k, i) => !Number.isInteger(k) || k < 1 || k > cases.length || (i > 0 && k <= at[i - 1]))) {
       throw mendError('ERR_INVALID_ARG', `sequentialCurve: at must be ascending integers in [1, ${cases.length}]`)
@@ -414,3 +411,12 @@ export class Editor {
     return (await this.sequence(cases, pre, preLoc, at)).curve
   }
 }
+
+/** @deprecated Renamed `BaseEditor` (EasyEdit's name for its front end); this alias goes in the next release. */
+export const Editor = BaseEditor
+/** @deprecated Renamed `BaseEditor`. */
+export type Editor = BaseEditor
+/** @deprecated Renamed `BaseEditorRequest`. */
+export type EditorEditRequest = BaseEditorRequest
+/** @deprecated Renamed `BaseEditorOptions`. */
+export type EditorOptions = BaseEditorOptions

@@ -2,6 +2,7 @@
  * Tensors crossing the JavaScript boundary and the one place where user inputs (nested arrays or
  * typed arrays with a shape) become validated (B, T) int32 batches.
  */
+import { describe } from './check'
 import { mendError } from './errors'
 
 /** A float32 tensor: `data` is a view of native memory where it came from native code. */
@@ -22,12 +23,6 @@ export interface IdBatch {
   T: number
 }
 
-function describe(v: unknown): string {
-  if (v === null) return 'null'
-  if (Array.isArray(v)) return `an array of length ${v.length}`
-  if (ArrayBuffer.isView(v)) return (v as object).constructor.name
-  return typeof v
-}
 
 /** Validates and converts `input` (argument `name`) into a (B, T) int32 batch. */
 export function toIdBatch(input: unknown, name: string, opts: { allowNegative?: boolean } = {}): IdBatch {

@@ -13,10 +13,10 @@
  *   network those versions computed, a linear ("identity") last layer. It keeps that meaning, with a
  *   warning (NODE_MEND_LEGACY_EDITOR); `save()` then writes the key, so the meaning stays explicit.
  */
-import { mendError } from './errors'
-import { callNative, GPT2LMHeadModel } from './model'
-import { defaultInnerParams, editorLayout, LayerActivation, layerActivationsOf, MEND, MENDConfig, resolveConfig } from './mend'
-import { EditorSpec, native, TransformSpec } from './native'
+import { mendError } from '../core/errors'
+import { GPT2LMHeadModel } from '../model/gpt2'
+import { defaultInnerParams, editorLayout, LayerActivation, layerActivationsOf, MENDConfig, resolveConfig } from './network'
+import { callNative, EditorSpec, native, TransformSpec } from '../core/native'
 
 const FORMAT = 'node-mend-editor'
 export const CHECKPOINT_FORMAT = 'node-mend-checkpoint'
@@ -139,10 +139,10 @@ export function specFromTensors(model: GPT2LMHeadModel, all: ReadTensors, metada
   return { spec, config }
 }
 
-export async function saveEditorFile(mend: MEND, file: string): Promise<void> {
-  const m = mend.model.config
-  const spec = mend.editorSpec()
-  await callNative(() => native().safetensorsWrite(file, editorTensors(spec), editorMetadata(mend.config, m, layerActivationsOf(spec))))
+/** Writes an editor spec as one editor file (EasyEdit's names, node-mend's metadata). */
+export async function saveEditorFile(file: string, spec: EditorSpec, cfg: Readonly<Required<MENDConfig>>,
+  m: { nLayer: number; nEmbd: number; vocabSize: number }): Promise<void> {
+  await callNative(() => native().safetensorsWrite(file, editorTensors(spec), editorMetadata(cfg, m, layerActivationsOf(spec))))
 }
 
 export function editorMetadata(cfg: Readonly<Required<MENDConfig>>, m: { nLayer: number; nEmbd: number; vocabSize: number },

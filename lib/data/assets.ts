@@ -4,8 +4,8 @@
 import * as fs from 'fs'
 import * as path from 'path'
 
-/** Repository root (dist/ and lib/ both sit one level below it). */
-const ROOT = path.resolve(__dirname, '..')
+/** Repository root (dist/data/ and lib/data/ both sit two levels below it). */
+const ROOT = path.resolve(__dirname, '..', '..')
 
 /** Hugging Face directory of the bundled fact model (config.json, model.safetensors, vocab.json, merges.txt). */
 export const BUNDLED_MODEL_DIR = path.join(ROOT, 'assets', 'worldfacts-gpt2')

@@ -5,10 +5,11 @@
  */
 import * as fs from 'fs'
 import * as path from 'path'
-import { mendError } from './errors'
-import { callNative, GPT2Inference, GPT2LMHeadModel } from './model'
-import { native, NativeOverlay } from './native'
-import { Tensor } from './tensor'
+import { mendError } from '../core/errors'
+import { GPT2Inference, GPT2LMHeadModel } from './gpt2'
+import { callNative, native, NativeOverlay } from '../core/native'
+import { Tensor } from '../core/tensor'
+import { describe } from '../core/check'
 
 /** One edit in the log: per inner param, Ũ [N, d_in] and D̃ [N, d_out] (before α) and α. */
 export interface EditRecord {
@@ -65,7 +66,7 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
   /** The model with edit `editIndex` removed (the others replayed on the base). */
   async without(editIndex: number): Promise<FunctionalGPT2LMHeadModel> {
     if (!Number.isInteger(editIndex) || editIndex < 0 || editIndex >= this.edits.length) {
-      throw mendError('ERR_INVALID_ARG', `Expected an edit index in [0, ${this.edits.length}) but received ${editIndex}`)
+      throw mendError('ERR_INVALID_ARG', `Expected an edit index in [0, ${this.edits.length}) for without() but received ${describe(editIndex)}`)
     }
     return FunctionalGPT2LMHeadModel.fromEdits(this.base, this.edits.filter((_, i) => i !== editIndex))
   }
@@ -73,7 +74,7 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
   /** The model with only the first n edits. */
   async upTo(n: number): Promise<FunctionalGPT2LMHeadModel> {
     if (!Number.isInteger(n) || n < 0 || n > this.edits.length) {
-      throw mendError('ERR_INVALID_ARG', `Expected a count in [0, ${this.edits.length}] but received ${n}`)
+      throw mendError('ERR_INVALID_ARG', `Expected a count in [0, ${this.edits.length}] for upTo() but received ${describe(n)}`)
     }
     return FunctionalGPT2LMHeadModel.fromEdits(this.base, this.edits.slice(0, n))
   }

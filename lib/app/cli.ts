@@ -9,14 +9,14 @@
 import * as fs from 'fs'
 import { Command, InvalidArgumentError } from 'commander'
 import { SingleBar } from 'cli-progress'
-import { EditRequest, loadCounterFact, loadZsre } from './data/editdata'
-import { GPT2Inference, GPT2LMHeadModel } from './model'
-import { MEND } from './mend'
-import { native } from './native'
-import { GPT2Tokenizer } from './tokenizer'
-import { EditTrainer, Progress, TrainBatch, trainBatches } from './trainer'
-import { Editor, greedyCompletions } from './editor'
-import { evaluate, markdownReport, svgPlot } from './eval'
+import { EditRequest, loadCounterFact, loadZsre } from '../data/editdata'
+import { GPT2Inference, GPT2LMHeadModel } from '../model/gpt2'
+import { MEND } from '../mend/mend'
+import { setNumThreads } from '../core/native'
+import { GPT2Tokenizer } from '../tokenizer/tokenizer'
+import { EditTrainer, Progress, TrainBatch, trainBatches } from '../mend/trainer'
+import { BaseEditor, greedyCompletions } from '../easyedit/base-editor'
+import { evaluateEditor, markdownReport, svgPlot } from '../easyedit/eval'
 import { runDemo } from './demo'
 import { worldFactsEvalRequests } from './factmodel'
 import * as path from 'path'
@@ -48,7 +48,7 @@ function toTrainBatches(tok: GPT2Tokenizer, records: EditRequest[], file: string
 }
 
 async function train(opts: Record<string, any>): Promise<void> {
-  if (opts.threads) native().setNumThreads(opts.threads)
+  if (opts.threads) setNumThreads(opts.threads)
   const t0 = Date.now()
   const model = await GPT2LMHeadModel.fromPretrained(opts.model)
   const tok = await GPT2Tokenizer.fromPretrained(opts.model)
@@ -124,8 +124,8 @@ async function train(opts: Record<string, any>): Promise<void> {
 
 // node-mend edit: one edit, with the greedy completions before and after and EasyEdit's metrics.
 async function edit(opts: Record<string, any>): Promise<void> {
-  if (opts.threads) native().setNumThreads(opts.threads)
-  const editor = await Editor.fromPretrained({ model: opts.model, editor: opts.editor })
+  if (opts.threads) setNumThreads(opts.threads)
+  const editor = await BaseEditor.fromPretrained({ model: opts.model, editor: opts.editor })
   const prompts: string[] = [opts.prompt, ...(opts.rephrase ?? []), ...(opts.unrelated ?? [])]
   const complete = async (m: GPT2Inference) => (await greedyCompletions(m, editor.tokenizer, prompts, opts.maxNewTokens)).text
   const before = await complete(editor.model)
@@ -145,8 +145,8 @@ async function edit(opts: Record<string, any>): Promise<void> {
 
 // node-mend eval: metrics of an editor on a data set; writes results.json, report.md and plot.svg.
 async function evalCmd(opts: Record<string, any>): Promise<void> {
-  if (opts.threads) native().setNumThreads(opts.threads)
-  const editor = await Editor.fromPretrained({ model: opts.model, editor: opts.editor })
+  if (opts.threads) setNumThreads(opts.threads)
+  const editor = await BaseEditor.fromPretrained({ model: opts.model, editor: opts.editor })
   let all: EditRequest[]
   if (opts.data === undefined) {
     all = worldFactsEvalRequests()
@@ -160,7 +160,7 @@ async function evalCmd(opts: Record<string, any>): Promise<void> {
     ? new SingleBar({ format: 'eval |{bar}| {value}/{total} edits | ETA {eta_formatted}', stream: process.stderr, hideCursor: true })
     : null
   let started = false
-  const res = await evaluate(editor, records, {
+  const res = await evaluateEditor(editor, records, {
     sequential: opts.sequential,
     onProgress: (done, total) => {
       if (bar) { if (!started) { bar.start(total, 0); started = true } bar.update(done) }

@@ -1,0 +1,129 @@
+/**
+ * The MEND editor network as data (DESIGN §5): the resolved configuration, the layout of inner
+ * params over shared GradientTransforms and modes, a fresh (identity) editor spec, and the layer
+ * activations. No controller state here; the controller (mend.ts) and the file format
+ * (editor-file.ts) both build on it.
+ */
+import { fillNormal } from '../core/random'
+import { mendError } from '../core/errors'
+import { EditorSpec, TransformSpec } from '../core/native'
+import { GPT2LMHeadModel } from '../model/gpt2'
+import { canonicalParamName, isConv1DWeight } from '../model/names'
+import { checkInt, checkNumber, invalidArg } from '../core/check'
+
+export interface MENDConfig {
+  /** Conv1D weights to edit; default `mlp.c_proj` and `mlp.c_fc` of the last three blocks. */
+  innerParams?: string[]
+  /** Rank of the editor's low-rank layers (capped at d_in + d_out). Default 1920. */
+  rank?: number
+  /** Hidden layers of the editor MLP. Default 1. */
+  nHidden?: number
+  /** Initial α (edit_lrs). Default 1e-4. */
+  editLr?: number
+  /** Seed of the V initialisation (standard normal). Default 0. */
+  seed?: number
+}
+
+/** The activation of one editor layer: EasyEdit's clamp max(·, 0), or the identity (legacy node-mend files). */
+export type LayerActivation = 'clamp' | 'identity'
+
+/** The activations of a spec's layers (the same for every transform; an editor mixing them is refused). */
+export function layerActivationsOf(spec: EditorSpec): LayerActivation[] {
+  const of = (t: TransformSpec) => t.layers.map((l): LayerActivation => (l.relu === false ? 'identity' : 'clamp'))
+  const acts = of(spec.transforms[0])
+  for (const t of spec.transforms) {
+    if (JSON.stringify(of(t)) !== JSON.stringify(acts)) throw mendError('ERR_INVALID_ARG', `Expected the same layer activations in every editor transform but received ${JSON.stringify(acts)} and ${JSON.stringify(of(t))}`)
+  }
+  return acts
+}
+
+export function defaultInnerParams(nLayer: number): string[] {
+  const out: string[] = []
+  for (let l = Math.max(0, nLayer - 3); l < nLayer; l++) {
+    out.push(`transformer.h.${l}.mlp.c_proj.weight`, `transformer.h.${l}.mlp.c_fc.weight`)
+  }
+  return out
+}
+
+/** The shape key EasyEdit uses for GPT-2 editors: the Conv1D weight's (d_in, d_out). */
+export function shapeKey(shape: number[]): string {
+  return `(${shape[0]}, ${shape[1]})`
+}
+
+export interface EditorLayout {
+  inner: string[]            // canonical names
+  index: number[]            // parameter indices
+  shapes: number[][]         // per inner param
+  keys: string[]             // distinct shape keys, in first-seen order
+  transformOf: number[]
+  modeOf: number[]
+  nModes: number[]           // per transform
+}
+
+/** Resolves inner params against the model: names, shapes, shared transforms and modes. */
+export function editorLayout(model: GPT2LMHeadModel, innerParams: string[]): EditorLayout {
+  if (!Array.isArray(innerParams) || innerParams.length === 0) throw mendError('ERR_INVALID_ARG', 'Expected a non-empty list of innerParams')
+  const params = model.parameters()
+  const byName = new Map(params.map((p, i) => [p.name, i]))
+  const layout: EditorLayout = { inner: [], index: [], shapes: [], keys: [], transformOf: [], modeOf: [], nModes: [] }
+  for (const n of innerParams) {
+    const c = typeof n === 'string' ? canonicalParamName(n) : n
+    const i = byName.get(c)
+    if (i === undefined) throw mendError('ERR_INVALID_ARG', `innerParams: unknown parameter "${n}"`)
+    if (!isConv1DWeight(c)) throw mendError('ERR_INVALID_ARG', `innerParams: "${n}" is not a Conv1D weight`)
+    if (layout.inner.includes(c)) throw mendError('ERR_INVALID_ARG', `innerParams: "${n}" is listed twice`)
+    const shape = params[i].shape
+    const key = shapeKey(shape)
+    let s = layout.keys.indexOf(key)
+    if (s < 0) { s = layout.keys.length; layout.keys.push(key); layout.nModes.push(0) }
+    layout.inner.push(c); layout.index.push(i); layout.shapes.push(shape)
+    layout.transformOf.push(s)
+    layout.modeOf.push(layout.nModes[s]++)
+  }
+  return layout
+}
+
+/** A fresh editor: the identity (U = 0), V ~ N(0, 1), statistics μ = 0 and σ = 1. */
+export function freshEditorSpec(layout: EditorLayout, cfg: Required<Omit<MENDConfig, 'innerParams'>>): EditorSpec {
+  const transforms: TransformSpec[] = layout.keys.map((_, s) => {
+    const shape = layout.shapes[layout.transformOf.indexOf(s)]
+    const [dIn, dOut] = shape
+    const D = dIn + dOut, r = Math.min(cfg.rank, D), nModes = layout.nModes[s]
+    const layers = Array.from({ length: cfg.nHidden + 1 }, (_, j) => {
+      const v = new Float32Array(r * D)
+      fillNormal(v, cfg.seed * 7919 + s * 131 + j)
+      return {
+        u: new Float32Array(D * r), v, bias: new Float32Array(D),
+        scale: new Float32Array(nModes * D).fill(1), shift: new Float32Array(nModes * D), relu: true, // EasyEdit: every layer clamps
+      }
+    })
+    return {
+      dIn, dOut, rank: r, nModes, layers,
+      uMean: new Float32Array(dIn), vMean: new Float32Array(dOut),
+      uStd: new Float32Array(dIn).fill(1), vStd: new Float32Array(dOut).fill(1),
+      uS: new Float32Array(dIn), vS: new Float32Array(dOut), k: 0,
+    }
+  })
+  return {
+    inner: layout.index, transformOf: layout.transformOf, modeOf: layout.modeOf,
+    editLrs: new Float32Array(layout.inner.length).fill(cfg.editLr), transforms,
+  }
+}
+
+export function resolveConfig(model: GPT2LMHeadModel, config: MENDConfig): Required<MENDConfig> {
+  if (!config || typeof config !== 'object') throw invalidArg('a MEND config object', 'config', config)
+  const c: Required<MENDConfig> = {
+    innerParams: config.innerParams ?? defaultInnerParams(model.config.nLayer),
+    rank: config.rank ?? 1920,
+    nHidden: config.nHidden ?? 1,
+    editLr: config.editLr ?? 1e-4,
+    seed: config.seed ?? 0,
+  }
+  checkInt(c.rank, 'rank', 1)
+  checkInt(c.nHidden, 'nHidden')
+  checkNumber(c.editLr, 'editLr', { allowNegative: true })
+  checkInt(c.seed, 'seed')
+  if (!Array.isArray(c.innerParams) || !c.innerParams.every((n) => typeof n === 'string')) throw invalidArg('a list of parameter names', 'innerParams', c.innerParams)
+  c.innerParams = c.innerParams.map(canonicalParamName)
+  return c
+}

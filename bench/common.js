@@ -1,7 +1,21 @@
-// Shared helpers for the benchmark scripts: timing with medians, the machine line, table printing.
+// Shared helpers for the benchmark scripts: timing with medians, the machine line, table printing,
+// the testing addon (kernel-level functions and the read-bandwidth probe).
 'use strict'
 const fs = require('fs')
 const os = require('os')
+const path = require('path')
+
+/** build/Release/node_mend_testing.node (built by `npm install` unless NODE_MEND_TESTING=0). */
+function testingAddon() {
+  const file = process.env.NODE_MEND_TESTING_ADDON
+    ? path.resolve(process.env.NODE_MEND_TESTING_ADDON)
+    : path.join(__dirname, '..', 'build', 'Release', 'node_mend_testing.node')
+  try {
+    return require(file)
+  } catch (e) {
+    throw new Error(`the testing addon ${file} does not load (${e.message}); build it with npm run build:native`)
+  }
+}
 
 function machine() {
   let cpu = os.cpus()[0]?.model || 'unknown CPU'
@@ -51,4 +65,4 @@ function table(headers, rows) {
   for (const r of rows) console.log(line(r))
 }
 
-module.exports = { machine, median, timeit, timePaired, table }
+module.exports = { machine, median, timeit, timePaired, table, testingAddon }

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // bench/gemm.js — builds and runs the GEMM correctness check and benchmark (npm run bench:gemm).
-// Compiles bench/gemm_check.cc and bench/gemm_bench.cc with native/kernels/cpu/gemm.cc and
-// native/threadpool.cc (g++ -O3, gemm.cc with the project's flags: no -march) into bench/out/,
+// Compiles bench/gemm_check.cc (with native/testing/gemm_check.cc) and bench/gemm_bench.cc with
+// native/kernels/cpu/gemm.cc and native/core/threadpool.cc (g++ -O3, gemm.cc with the project's
+// flags: no -march) into bench/out/,
 // runs the check first (about a second) and prints timings only if it passes. When OpenBLAS's
 // cblas.h is found the benchmark also times cblas_sgemm (comparison only; never a library dependency).
 // Threads: NODE_MEND_THREADS (default 2). Exit code: non-zero if a build or the check fails.
@@ -35,12 +36,12 @@ function hasOpenBLAS() {
   return true
 }
 
-const common = ['-O3', '-std=c++17', '-pthread', 'native/kernels/cpu/gemm.cc', 'native/threadpool.cc']
+const common = ['-O3', '-std=c++17', '-pthread', '-Inative', 'native/kernels/cpu/gemm.cc', 'native/core/threadpool.cc']
 const check = path.join(out, 'gemm_check')
 const bench = path.join(out, 'gemm_bench')
 
 console.log(`gemm bench: compiling (${cxx} -O3) into ${path.relative(root, out)}/`)
-if (run(cxx, ['bench/gemm_check.cc', ...common, '-o', check]) !== 0) process.exit(1)
+if (run(cxx, ['bench/gemm_check.cc', 'native/testing/gemm_check.cc', ...common, '-o', check]) !== 0) process.exit(1)
 const blas = hasOpenBLAS()
 const benchArgs = ['bench/gemm_bench.cc', ...common, '-o', bench]
 if (blas) benchArgs.push('-DHAVE_OPENBLAS', '-lopenblas')

@@ -1,6 +1,6 @@
 // gemm_bench.cc — times mend::gemm (native/kernels/cpu/gemm.cc) on the GPT-2 shapes, and OpenBLAS
 // cblas_sgemm on the same shapes with the same thread count when built with -DHAVE_OPENBLAS.
-// Build: g++ -O3 -std=c++17 bench/gemm_bench.cc native/kernels/cpu/gemm.cc native/threadpool.cc -pthread
+// Build: g++ -O3 -std=c++17 bench/gemm_bench.cc native/kernels/cpu/gemm.cc native/core/threadpool.cc -pthread
 //        [-DHAVE_OPENBLAS -lopenblas]
 // Run:   gemm_bench [threads]   (default NODE_MEND_THREADS, else 2)
 // Each shape is timed for about 0.4 s per library (at least 5 runs) and the median is reported.
@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "../native/kernels/kernels.h"
-#include "../native/threadpool.h"
+#include "../native/core/threadpool.h"
 
 #ifdef HAVE_OPENBLAS
 #include <cblas.h>

@@ -5,23 +5,23 @@
 // Usage: node bench/gpt2.js   (NODE_MEND_THREADS sets the threads; default: all cores)
 'use strict'
 const { GPT2LMHeadModel, setNumThreads, numThreads } = require('..')
-const { native } = require('../dist/core/native')
-const { machine, timeit, table } = require('./common')
+const { machine, timeit, table, testingAddon } = require('./common')
 
 async function main() {
   if (process.env.NODE_MEND_THREADS) setNumThreads(Number(process.env.NODE_MEND_THREADS))
-  const addon = native()
+  const testing = testingAddon()
   console.log(`# node-mend GPT-2 benchmark — ${machine()}`)
-  console.log(`# threads ${numThreads()}, gemm backend ${addon.gemmBackend()}\n`)
+  console.log(`# threads ${numThreads()}, gemm backend ${testing.gemmBackend()}\n`)
 
-  // References measured now: GEMM rate on 1024³ and memory read bandwidth.
+  // References measured now: GEMM rate on 1024³ and memory read bandwidth (the testing addon's
+  // kernels: the same code, its thread pool sized by NODE_MEND_THREADS too).
   const n = 1024
   const A = new Float32Array(n * n).map(() => Math.random() - 0.5)
   const B = new Float32Array(n * n).map(() => Math.random() - 0.5)
   const C = new Float32Array(n * n)
-  const gemmMs = await timeit(() => addon.testing.gemm(false, false, n, n, n, 1, A, n, B, n, 0, C, n), { reps: 9 })
+  const gemmMs = await timeit(() => testing.gemm(false, false, n, n, n, 1, A, n, B, n, 0, C, n), { reps: 9 })
   const gemmRate = (2 * n ** 3) / (gemmMs / 1e3) // FLOP/s
-  const bw = addon.benchReadBandwidth(1024, 7) * 1e9 // B/s
+  const bw = testing.benchReadBandwidth(1024, 7) * 1e9 // B/s
   console.log(`reference: GEMM 1024³ ${gemmMs.toFixed(2)} ms = ${(gemmRate / 1e9).toFixed(1)} GFLOP/s; read bandwidth ${(bw / 1e9).toFixed(1)} GB/s\n`)
 
   const cfg = { nLayer: 12, nHead: 12, nEmbd: 768, vocabSize: 50257, nPositions: 1024 }

@@ -1,14 +1,19 @@
 #!/usr/bin/env node
-// Builds the native addon with cmake-js (run by `npm install`). Checks the toolchain first so a
-// missing tool is named instead of failing deep inside CMake, and fails the install (non-zero exit)
-// rather than leaving a package without its addon.
+// Builds the native addons with cmake-js (run by `npm install`): the product addon node_mend.node
+// and, unless NODE_MEND_TESTING=0, the testing addon node_mend_testing.node that `npm test` and the
+// benchmarks use. Checks the toolchain first so a missing tool is named instead of failing deep
+// inside CMake, and fails the install (non-zero exit) rather than leaving a package without its
+// addon; each built addon must load.
 'use strict'
 const { spawnSync } = require('child_process')
 const fs = require('fs')
 const path = require('path')
 
 const root = path.resolve(__dirname, '..')
-const out = path.join(root, 'build', 'Release', 'node_mend.node')
+const release = path.join(root, 'build', 'Release')
+const out = path.join(release, 'node_mend.node')
+const testing = !['0', 'off', 'false', 'no'].includes(String(process.env.NODE_MEND_TESTING ?? '1').toLowerCase())
+const targets = [out, ...(testing ? [path.join(release, 'node_mend_testing.node')] : [])]
 
 function has(cmd, args) {
   const r = spawnSync(cmd, args, { stdio: 'ignore' })
@@ -17,7 +22,7 @@ function has(cmd, args) {
 
 function fail(msg) {
   console.error(`\nnode-mend: ${msg}\n`)
-  try { fs.rmSync(out, { force: true }) } catch {}
+  for (const f of targets) try { fs.rmSync(f, { force: true }) } catch {}
   process.exit(1)
 }
 
@@ -31,19 +36,21 @@ if (!has('make', ['--version']) && !has('ninja', ['--version'])) missing.push('m
 if (missing.length) fail(`cannot build the native addon; missing:\n  - ${missing.join('\n  - ')}`)
 
 const cmakeJs = require.resolve('cmake-js/bin/cmake-js')
-const args = [cmakeJs, 'compile', '--directory', root, '--log-level', 'warn']
+const args = [cmakeJs, 'compile', '--directory', root, '--log-level', 'warn', `--CDNODE_MEND_TESTING=${testing ? 'ON' : 'OFF'}`]
 if (process.env.NODE_MEND_DEBUG) args.push('--debug')
 const jobs = process.env.CMAKE_BUILD_PARALLEL_LEVEL || String(require('os').availableParallelism?.() || 2)
 const t0 = Date.now()
-console.log(`node-mend: building the native addon (cmake-js, ${jobs} jobs)…`)
+console.log(`node-mend: building the native addon${testing ? 's (product + testing)' : ''} (cmake-js, ${jobs} jobs)…`)
 const r = spawnSync(process.execPath, args, {
   cwd: root, stdio: 'inherit', env: { ...process.env, CMAKE_BUILD_PARALLEL_LEVEL: jobs },
 })
 if (r.status !== 0) fail('the native build failed (see the compiler output above).')
-if (!fs.existsSync(out)) fail(`the build finished but ${path.relative(root, out)} is missing.`)
-try {
-  require(out)
-} catch (e) {
-  fail(`the built addon does not load: ${e.message}`)
+for (const f of targets) {
+  if (!fs.existsSync(f)) fail(`the build finished but ${path.relative(root, f)} is missing.`)
+  try {
+    require(f)
+  } catch (e) {
+    fail(`the built addon ${path.relative(root, f)} does not load: ${e.message}`)
+  }
 }
-console.log(`node-mend: native addon built in ${((Date.now() - t0) / 1000).toFixed(1)} s`)
+console.log(`node-mend: ${targets.map((f) => path.basename(f)).join(' and ')} built in ${((Date.now() - t0) / 1000).toFixed(1)} s`)

@@ -1,15 +1,10 @@
 // 12.kernels — every CPU kernel against a plain float64 JavaScript reference (forward) and against
-// directional finite differences of that reference (backward), through the addon's `testing` object.
-// Each check names the tensor and prints its largest difference. NODE_MEND_ADDON overrides the
-// addon path (for a scratch build).
+// directional finite differences of that reference (backward), through the testing addon
+// (test/helpers/testing-addon.ts). Each check names the tensor and prints its largest difference.
 import t, { type Test } from 'tap'
-import path from 'node:path'
+import { testingAddon } from './helpers/testing-addon'
 
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const native = require(process.env.NODE_MEND_ADDON
-  ? path.resolve(process.env.NODE_MEND_ADDON)
-  : path.join(__dirname, '../build/Release/node_mend.node'))
-const K = native.testing
+const K = testingAddon()
 
 type Vec = ArrayLike<number>
 

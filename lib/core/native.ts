@@ -94,11 +94,8 @@ export interface NativeAddon {
   buildOverlay(model: NativeModel, edits: { param: number; a: Float32Array; b: Float32Array }[][]): Promise<NativeOverlay>
   materialize(model: NativeModel, overlay: NativeOverlay | null): Promise<NativeModel>
   createTrainer(model: NativeModel, spec: EditorSpec, opts: { lr: number; lrLr: number; cedit: number; cloc: number; gradClip: number; accumulateBs: number }): NativeTrainer
-  benchReadBandwidth(megabytes: number, repeats: number): number
   adamwUpdate(param: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, lr: number, beta1: number,
               beta2: number, eps: number, weightDecay: number, t: number): void
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  testing: any
 }
 
 let addon: NativeAddon | undefined

@@ -1,4 +1,4 @@
-// bindings.h — each binding file registers its functions on the module's exports.
+// bindings.h — each binding file of the product addon registers its functions on the exports.
 #pragma once
 #include <napi.h>
 
@@ -8,6 +8,6 @@ void init_model(Napi::Env env, Napi::Object exports);         // model_binding.c
 void init_safetensors(Napi::Env env, Napi::Object exports);   // safetensors_binding.cc
 void init_mend(Napi::Env env, Napi::Object exports);          // mend_binding.cc: editor, overlay, edit
 void init_train(Napi::Env env, Napi::Object exports);         // train_binding.cc: editor training
-void init_testing(Napi::Env env, Napi::Object exports);       // testing_binding.cc: kernels, for tests
+void init_optimizer(Napi::Env env, Napi::Object exports);     // optimizer_binding.cc: optimizerStep, adamwUpdate
 }  // namespace addon
 }  // namespace mend

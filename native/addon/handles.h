@@ -1,21 +1,17 @@
-// handles.h — the native object handles shared between binding files (model, overlay, editor) and
-// the per-environment data holding their constructors.
+// handles.h — the native object handles shared between binding files (model, overlay, editor); their
+// constructors live in the per-environment AddonData (util.h).
 #pragma once
 #include <napi.h>
 
 #include <memory>
 
-#include "gpt2.h"
-#include "mend.h"
-#include "overlay.h"
+#include "addon/util.h"
+#include "mend/editor.h"
+#include "model/gpt2.h"
+#include "model/overlay.h"
 
 namespace mend {
 namespace addon {
-
-struct AddonData {
-  Napi::FunctionReference model_ctor, overlay_ctor, editor_ctor, trainer_ctor;
-};
-inline AddonData* addon_data(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
 
 // Each returns null (and throws a coded JavaScript error) when v is not a live handle of that kind.
 std::shared_ptr<GPT2Model> unwrap_model(Napi::Env env, Napi::Value v, const char* what);

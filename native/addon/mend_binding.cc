@@ -3,11 +3,14 @@
 // and merging it into a plain model (materialize). Tensors are copied in on the main thread.
 #include <napi.h>
 
+#include <cstring>
+
+#include "addon/batch.h"
 #include "addon/bindings.h"
 #include "addon/handles.h"
 #include "addon/util.h"
-#include "mend.h"
-#include "overlay.h"
+#include "mend/edit.h"
+#include "model/overlay.h"
 
 namespace mend {
 namespace addon {
@@ -53,11 +56,7 @@ class OverlayHandle : public Napi::ObjectWrap<OverlayHandle> {
 
 // The editor's tensors as createEditor takes them (copies).
 Napi::Object editor_to_js(Napi::Env env, const MendEditor& e) {
-  auto f32 = [&](const std::vector<float>& v) {
-    Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
-    if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * sizeof(float));
-    return a;
-  };
+  auto f32 = [&](const std::vector<float>& v) { return copy_to_f32(env, v); };
   auto ints = [&](const std::vector<int>& v) {
     Napi::Array a = Napi::Array::New(env, v.size());
     for (size_t i = 0; i < v.size(); i++) a.Set((uint32_t)i, v[i]);
@@ -183,8 +182,7 @@ Napi::Value CreateEditor(const Napi::CallbackInfo& info) {
   Napi::Object spec = info[1].As<Napi::Object>();
   auto e = std::make_shared<MendEditor>();
   if (!read_editor_spec(env, spec, e.get())) return env.Undefined();
-  Status st = check_editor(*model, *e);
-  if (!st.ok()) { make_error(env, st).ThrowAsJavaScriptException(); return env.Undefined(); }
+  MEND_THROW_IF_ERROR(env, check_editor(*model, *e));
   Napi::Object o = addon_data(env)->editor_ctor.New({});
   EditorHandle::Unwrap(o)->editor = e;
   return o;
@@ -201,28 +199,11 @@ std::shared_ptr<const MendEditor> unwrap_editor(Napi::Env env, Napi::Value v) {
 // mendEdit(model, overlay|null, editor, ids, B, T, mask|null, labels) → Promise<result>
 Napi::Value MendEdit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto model = unwrap_model(env, info[0], "mendEdit");
-  if (!model) return env.Undefined();
-  bool ok = true;
-  auto prev = unwrap_overlay(env, info[1], &ok);
-  if (!ok) return env.Undefined();
-  auto editor = unwrap_editor(env, info[2]);
-  if (!editor) return env.Undefined();
-  MEND_CHECK_ARG(env, is_i32(info[3]) && info[4].IsNumber() && info[5].IsNumber() && is_i32(info[7]),
-                 "Expected (ids: Int32Array, B, T, mask, labels: Int32Array) for mendEdit");
-  struct W : PromiseWorker {
+  struct B : Baton {
     std::shared_ptr<GPT2Model> m; std::shared_ptr<const Overlay> prev, next; std::shared_ptr<const MendEditor> e;
-    std::vector<int32_t> ids, mask, labels; int B = 0, T = 0; Edit edit; EditInfo ei;
-    using PromiseWorker::PromiseWorker;
-    Status run() override {
-      const size_t n = (size_t)B * T;
-      if (ids.size() != n || labels.size() != n || (!mask.empty() && mask.size() != n))
-        return Status::Error(code::kInvalidArg, "inputIds, attentionMask and labels must all hold B*T values");
-      Batch b;
-      b.ids = ids.data(); b.mask = mask.empty() ? nullptr : mask.data(); b.labels = labels.data(); b.B = B; b.T = T;
-      return mend_edit(*m, prev, *e, b, &next, &edit, &ei);
-    }
-    Napi::Value result(Napi::Env env) override {
+    OwnedBatch b; Edit edit; EditInfo ei;
+    Status run() { return mend_edit(*m, prev, *e, b.view(), &next, &edit, &ei); }
+    Napi::Value result(Napi::Env env) {
       Napi::Object o = Napi::Object::New(env);
       o.Set("loss", ei.loss);
       Napi::Array kept = Napi::Array::New(env, ei.kept.size()), cos = Napi::Array::New(env, ei.cos.size());
@@ -240,17 +221,16 @@ Napi::Value MendEdit(const Napi::CallbackInfo& info) {
       o.Set("overlay", wrap_overlay(env, next));
       return o;
     }
-  };
-  auto* w = new W(env);
-  w->m = model; w->prev = prev; w->e = editor;
-  w->ids = copy_i32(info[3]);
-  w->B = info[4].As<Napi::Number>().Int32Value();
-  w->T = info[5].As<Napi::Number>().Int32Value();
-  if (is_i32(info[6])) w->mask = copy_i32(info[6]);
-  w->labels = copy_i32(info[7]);
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  } w;
+  w.m = unwrap_model(env, info[0], "mendEdit");
+  if (!w.m) return env.Undefined();
+  bool ok = true;
+  w.prev = unwrap_overlay(env, info[1], &ok);
+  if (!ok) return env.Undefined();
+  w.e = unwrap_editor(env, info[2]);
+  if (!w.e) return env.Undefined();
+  if (!read_batch(env, info[3], info[4], info[5], info[6], info[7], "mendEdit", true, &w.b)) return env.Undefined();
+  return queue_async(env, std::move(w));
 }
 
 // buildOverlay(model, edits: Array<Array<{param: number, a: Float32Array, b: Float32Array}>>) → Promise<NativeOverlay>
@@ -279,21 +259,17 @@ Napi::Value BuildOverlay(const Napi::CallbackInfo& info) {
       all[i].push_back(std::move(f));
     }
   }
-  struct W : PromiseWorker {
+  struct B : Baton {
     std::shared_ptr<GPT2Model> m; std::vector<Edit> edits; std::shared_ptr<const Overlay> out;
-    using PromiseWorker::PromiseWorker;
-    Status run() override {
+    Status run() {
       std::vector<const Edit*> ptrs;
       for (const Edit& e : edits) ptrs.push_back(&e);
       return Overlay::build(*m, ptrs, &out);
     }
-    Napi::Value result(Napi::Env env) override { return wrap_overlay(env, out); }
-  };
-  auto* w = new W(env);
-  w->m = model; w->edits = std::move(all);
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+    Napi::Value result(Napi::Env env) { return wrap_overlay(env, out); }
+  } w;
+  w.m = model; w.edits = std::move(all);
+  return queue_async(env, std::move(w));
 }
 
 // materialize(model, overlay) → Promise<NativeGPT2> with merged weights (base storage shared otherwise).
@@ -304,21 +280,17 @@ Napi::Value Materialize(const Napi::CallbackInfo& info) {
   bool ok = true;
   auto ov = unwrap_overlay(env, info[1], &ok);
   if (!ok) return env.Undefined();
-  struct W : PromiseWorker {
+  struct B : Baton {
     std::shared_ptr<GPT2Model> m, out; std::shared_ptr<const Overlay> ov;
-    using PromiseWorker::PromiseWorker;
-    Status run() override {
+    Status run() {
       std::map<int, std::vector<float>> merged;
       if (ov) merged = ov->merged_weights(*m);
       return m->with_replaced(std::move(merged), &out);
     }
-    Napi::Value result(Napi::Env env) override { return wrap_model(env, out); }
-  };
-  auto* w = new W(env);
-  w->m = model; w->ov = ov;
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+    Napi::Value result(Napi::Env env) { return wrap_model(env, out); }
+  } w;
+  w.m = model; w.ov = ov;
+  return queue_async(env, std::move(w));
 }
 
 }  // namespace

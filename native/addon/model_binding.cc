@@ -1,15 +1,19 @@
-// model_binding.cc — the GPT-2 model handle for JavaScript: load/random construction and the
-// Promise-returning forward, lossAndGrad, generate and save. Argument types are checked here (the
+// model_binding.cc — the GPT-2 model handle for JavaScript: load/random/create construction and
+// the Promise-returning forward, lossAndGrad, generate and save. Argument types are checked here (the
 // TypeScript layer validates shapes first); the work runs on a worker thread against a
 // shared_ptr, so dispose() while a call is in flight is safe.
 #include <napi.h>
 
+#include <algorithm>
+#include <cstring>
+#include <map>
 #include <memory>
 
+#include "addon/batch.h"
 #include "addon/bindings.h"
 #include "addon/handles.h"
 #include "addon/util.h"
-#include "gpt2.h"
+#include "model/gpt2.h"
 
 namespace mend {
 namespace addon {
@@ -36,43 +40,9 @@ Status read_config(const Napi::Object& o, GPT2Config* cfg) {
   return cfg->validate();
 }
 
-// A batch copied out of JavaScript memory so the worker never touches it.
-struct OwnedBatch {
-  std::vector<int32_t> ids, mask, labels;
-  int B = 0, T = 0;
-  Batch view() const {
-    Batch b;
-    b.ids = ids.data();
-    b.mask = mask.empty() ? nullptr : mask.data();
-    b.labels = labels.empty() ? nullptr : labels.data();
-    b.B = B;
-    b.T = T;
-    return b;
-  }
-};
-
-// args: ids Int32Array, B, T, mask Int32Array|null, labels Int32Array|null
-bool read_batch(const Napi::CallbackInfo& info, size_t at, OwnedBatch* out) {
-  Napi::Env env = info.Env();
-  auto fail = [&](const std::string& m) { make_error(env, code::kInvalidArg, m).ThrowAsJavaScriptException(); return false; };
-  if (!is_i32(info[at])) return fail("Expected an Int32Array for inputIds");
-  if (!info[at + 1].IsNumber() || !info[at + 2].IsNumber()) return fail("Expected numbers for the batch shape");
-  out->B = info[at + 1].As<Napi::Number>().Int32Value();
-  out->T = info[at + 2].As<Napi::Number>().Int32Value();
-  size_t n = (size_t)out->B * out->T;
-  if (out->B < 1 || out->T < 1) return fail("inputIds must have at least one row and one column");
-  out->ids = copy_i32(info[at]);
-  if (out->ids.size() != n) return fail("inputIds has " + std::to_string(out->ids.size()) + " elements, expected B*T = " + std::to_string(n));
-  for (int k = 0; k < 2; k++) {
-    Napi::Value v = info[at + 3 + k];
-    if (v.IsNull() || v.IsUndefined()) continue;
-    const char* what = k == 0 ? "attentionMask" : "labels";
-    if (!is_i32(v)) return fail(std::string("Expected an Int32Array or null for ") + what);
-    auto& dst = k == 0 ? out->mask : out->labels;
-    dst = copy_i32(v);
-    if (dst.size() != n) return fail(std::string(what) + " has " + std::to_string(dst.size()) + " elements, expected " + std::to_string(n));
-  }
-  return true;
+// args at..at+4: ids Int32Array, B, T, mask Int32Array|null, labels Int32Array|null
+bool read_batch_args(const Napi::CallbackInfo& info, size_t at, OwnedBatch* out) {
+  return read_batch(info.Env(), info[at], info[at + 1], info[at + 2], info[at + 3], info[at + 4], "", false, out);
 }
 
 bool read_names(Napi::Env env, const Napi::Value& v, const GPT2Model& m, const char* what, std::vector<int>* out) {
@@ -131,6 +101,16 @@ class Model : public Napi::ObjectWrap<Model> {
     return false;
   }
 
+  // Queues a call on this model (and the overlay argument: null = the base model) with baton w.
+  template <class B>
+  Napi::Value queue_call(Napi::Env env, const Napi::Value& overlay, B&& w) {
+    bool ok = true;
+    w.ov = unwrap_overlay(env, overlay, &ok);
+    if (!ok) return env.Undefined();
+    w.m = model_;
+    return queue_async(env, std::move(w));
+  }
+
   Napi::Value ParamInfo(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!alive(env)) return env.Undefined();
@@ -172,58 +152,33 @@ class Model : public Napi::ObjectWrap<Model> {
     return info.Env().Undefined();
   }
 
-  // forward(ids, B, T, mask, labels, lastOnly)
+  // forward(ids, B, T, mask, labels, lastOnly, overlay)
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!alive(env)) return env.Undefined();
-    OwnedBatch batch;
-    if (!read_batch(info, 0, &batch)) return env.Undefined();
-    ForwardOptions opt;
-    opt.last_only = info[5].ToBoolean().Value();
-    bool ok = true;
-    auto ov = unwrap_overlay(env, info[6], &ok);
-    if (!ok) return env.Undefined();
-    struct W : PromiseWorker {
+    struct B : Baton {
       std::shared_ptr<GPT2Model> m; std::shared_ptr<const Overlay> ov; OwnedBatch b; ForwardOptions opt; ForwardResult r;
-      using PromiseWorker::PromiseWorker;
-      Status run() override { return m->forward(b.view(), opt, ov.get(), &r); }
-      Napi::Value result(Napi::Env env) override {
+      Status run() { return m->forward(b.view(), opt, ov.get(), &r); }
+      Napi::Value result(Napi::Env env) {
         Napi::Object o = Napi::Object::New(env);
         o.Set("logits", vector_to_f32(env, std::move(r.logits)));
         if (r.has_loss) { o.Set("loss", r.loss); o.Set("nTargets", r.n_targets); }
         return o;
       }
-    };
-    auto* w = new W(env);
-    w->m = model_; w->ov = ov; w->b = std::move(batch); w->opt = opt;
-    Napi::Promise p = w->promise();
-    w->Queue();
-    return p;
+    } w;
+    if (!read_batch_args(info, 0, &w.b)) return env.Undefined();
+    w.opt.last_only = info[5].ToBoolean().Value();
+    return queue_call(env, info[6], std::move(w));
   }
 
-  // lossAndGrad(ids, B, T, mask, labels, params: string[] | null, capture: string[], wantLogits)
+  // lossAndGrad(ids, B, T, mask, labels, params: string[] | null, capture: string[], wantLogits, overlay)
   Napi::Value LossAndGrad(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!alive(env)) return env.Undefined();
-    OwnedBatch batch;
-    if (!read_batch(info, 0, &batch)) return env.Undefined();
-    GradOptions opt;
-    if (info[5].IsNull() || info[5].IsUndefined()) {
-      for (int i = 0; i < (int)model_->params().size(); i++) opt.params.push_back(i);
-    } else if (!read_names(env, info[5], *model_, "params", &opt.params)) {
-      return env.Undefined();
-    }
-    if (!(info[6].IsNull() || info[6].IsUndefined()) && !read_names(env, info[6], *model_, "capture", &opt.capture))
-      return env.Undefined();
-    opt.want_logits = info[7].ToBoolean().Value();
-    bool ok = true;
-    auto ov = unwrap_overlay(env, info[8], &ok);
-    if (!ok) return env.Undefined();
-    struct W : PromiseWorker {
+    struct B : Baton {
       std::shared_ptr<GPT2Model> m; std::shared_ptr<const Overlay> ov; OwnedBatch b; GradOptions opt; GradResult r;
-      using PromiseWorker::PromiseWorker;
-      Status run() override { return m->loss_and_grad(b.view(), opt, ov.get(), &r); }
-      Napi::Value result(Napi::Env env) override {
+      Status run() { return m->loss_and_grad(b.view(), opt, ov.get(), &r); }
+      Napi::Value result(Napi::Env env) {
         Napi::Object o = Napi::Object::New(env);
         o.Set("loss", r.loss);
         o.Set("nTargets", r.n_targets);
@@ -241,56 +196,42 @@ class Model : public Napi::ObjectWrap<Model> {
         if (!r.logits.empty()) o.Set("logits", vector_to_f32(env, std::move(r.logits)));
         return o;
       }
-    };
-    auto* w = new W(env);
-    w->m = model_; w->ov = ov; w->b = std::move(batch); w->opt = std::move(opt);
-    Napi::Promise p = w->promise();
-    w->Queue();
-    return p;
+    } w;
+    if (!read_batch_args(info, 0, &w.b)) return env.Undefined();
+    if (is_nullish(info[5])) {
+      for (int i = 0; i < (int)model_->params().size(); i++) w.opt.params.push_back(i);
+    } else if (!read_names(env, info[5], *model_, "params", &w.opt.params)) {
+      return env.Undefined();
+    }
+    if (!is_nullish(info[6]) && !read_names(env, info[6], *model_, "capture", &w.opt.capture)) return env.Undefined();
+    w.opt.want_logits = info[7].ToBoolean().Value();
+    return queue_call(env, info[8], std::move(w));
   }
 
-  // generate(ids, B, T, mask, maxNewTokens, temperature, topK, eosTokenId, seed, useCache)
+  // generate(ids, B, T, mask, maxNewTokens, temperature, topK, eosTokenId, seed, useCache, overlay)
   Napi::Value Generate(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!alive(env)) return env.Undefined();
-    OwnedBatch batch;
-    if (!is_i32(info[0])) MEND_THROW(env, code::kInvalidArg, "Expected an Int32Array for inputIds");
-    batch.B = info[1].As<Napi::Number>().Int32Value();
-    batch.T = info[2].As<Napi::Number>().Int32Value();
-    MEND_CHECK_ARG(env, batch.B >= 1 && batch.T >= 1, "inputIds must have at least one row and one column");
-    batch.ids = copy_i32(info[0]);
-    MEND_CHECK_ARG(env, batch.ids.size() == (size_t)batch.B * batch.T, "inputIds length does not match B*T");
-    if (is_i32(info[3])) {
-      batch.mask = copy_i32(info[3]);
-      MEND_CHECK_ARG(env, batch.mask.size() == batch.ids.size(), "attentionMask length does not match inputIds");
-    }
-    GenerateOptions opt;
-    for (int k = 4; k <= 8; k++) MEND_CHECK_ARG(env, info[k].IsNumber(), "Expected numbers for the generate options");
-    opt.max_new_tokens = info[4].As<Napi::Number>().Int32Value();
-    opt.temperature = info[5].As<Napi::Number>().FloatValue();
-    opt.top_k = info[6].As<Napi::Number>().Int32Value();
-    opt.eos_token_id = info[7].As<Napi::Number>().Int32Value();
-    opt.seed = (uint64_t)info[8].As<Napi::Number>().Int64Value();
-    opt.use_cache = info[9].ToBoolean().Value();
-    bool ok = true;
-    auto ov = unwrap_overlay(env, info[10], &ok);
-    if (!ok) return env.Undefined();
-    struct W : PromiseWorker {
-      std::shared_ptr<GPT2Model> m; std::shared_ptr<const Overlay> ov; OwnedBatch b; GenerateOptions opt; std::vector<int32_t> out; int n = 0;
-      using PromiseWorker::PromiseWorker;
-      Status run() override { return m->generate(b.view(), opt, ov.get(), &out, &n); }
-      Napi::Value result(Napi::Env env) override {
+    struct B : Baton {
+      std::shared_ptr<GPT2Model> m; std::shared_ptr<const Overlay> ov; OwnedBatch b; GenerateOptions opt;
+      std::vector<int32_t> out; int n = 0;
+      Status run() { return m->generate(b.view(), opt, ov.get(), &out, &n); }
+      Napi::Value result(Napi::Env env) {
         Napi::Object o = Napi::Object::New(env);
         o.Set("tokens", vector_to_i32(env, out));
         o.Set("n", n);
         return o;
       }
-    };
-    auto* w = new W(env);
-    w->m = model_; w->ov = ov; w->b = std::move(batch); w->opt = opt;
-    Napi::Promise p = w->promise();
-    w->Queue();
-    return p;
+    } w;
+    if (!read_batch(env, info[0], info[1], info[2], info[3], env.Undefined(), "", false, &w.b)) return env.Undefined();
+    for (int k = 4; k <= 8; k++) MEND_CHECK_ARG(env, info[k].IsNumber(), "Expected numbers for the generate options");
+    w.opt.max_new_tokens = info[4].As<Napi::Number>().Int32Value();
+    w.opt.temperature = info[5].As<Napi::Number>().FloatValue();
+    w.opt.top_k = info[6].As<Napi::Number>().Int32Value();
+    w.opt.eos_token_id = info[7].As<Napi::Number>().Int32Value();
+    w.opt.seed = (uint64_t)info[8].As<Napi::Number>().Int64Value();
+    w.opt.use_cache = info[9].ToBoolean().Value();
+    return queue_call(env, info[10], std::move(w));
   }
 
   // save(path, metadata: Record<string,string>)
@@ -298,30 +239,25 @@ class Model : public Napi::ObjectWrap<Model> {
     Napi::Env env = info.Env();
     if (!alive(env)) return env.Undefined();
     MEND_CHECK_ARG(env, info[0].IsString(), "Expected a path string for save");
-    std::map<std::string, std::string> meta;
-    if (info[1].IsObject()) {
-      Napi::Object o = info[1].As<Napi::Object>();
-      Napi::Array keys = o.GetPropertyNames();
-      for (uint32_t i = 0; i < keys.Length(); i++) {
-        std::string k = keys.Get(i).ToString().Utf8Value();
-        meta[k] = o.Get(k).ToString().Utf8Value();
-      }
-    }
-    struct W : PromiseWorker {
+    struct B : Baton {
       std::shared_ptr<GPT2Model> m; std::string path; std::map<std::string, std::string> meta;
-      using PromiseWorker::PromiseWorker;
-      Status run() override { return m->save(path, meta); }
-      Napi::Value result(Napi::Env env) override { return env.Undefined(); }
-    };
-    auto* w = new W(env);
-    w->m = model_; w->path = info[0].As<Napi::String>().Utf8Value(); w->meta = std::move(meta);
-    Napi::Promise p = w->promise();
-    w->Queue();
-    return p;
+      Status run() { return m->save(path, meta); }
+      Napi::Value result(Napi::Env env) { return env.Undefined(); }
+    } w;
+    w.m = model_;
+    w.path = info[0].As<Napi::String>().Utf8Value();
+    if (info[1].IsObject()) w.meta = read_string_map(info[1].As<Napi::Object>());
+    return queue_async(env, std::move(w));
   }
 
   std::shared_ptr<GPT2Model> model_;
   int64_t reported_ = 0;
+};
+
+// A model made on a worker thread, wrapped on the main thread.
+struct NewModel : Baton {
+  std::shared_ptr<GPT2Model> m;
+  Napi::Value result(Napi::Env env) { return Model::Wrap(env, m); }
 };
 
 // loadModel(path, config) → Promise<NativeGPT2>
@@ -329,20 +265,13 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   MEND_CHECK_ARG(env, info[0].IsString(), "Expected a path string for loadModel");
   MEND_CHECK_ARG(env, info[1].IsObject(), "Expected a config object for loadModel");
-  GPT2Config cfg;
-  Status s = read_config(info[1].As<Napi::Object>(), &cfg);
-  if (!s.ok()) { make_error(env, s).ThrowAsJavaScriptException(); return env.Undefined(); }
-  struct W : PromiseWorker {
-    std::string path; GPT2Config cfg; std::shared_ptr<GPT2Model> m;
-    using PromiseWorker::PromiseWorker;
-    Status run() override { return GPT2Model::load(path, cfg, &m); }
-    Napi::Value result(Napi::Env env) override { return Model::Wrap(env, m); }
-  };
-  auto* w = new W(env);
-  w->path = info[0].As<Napi::String>().Utf8Value(); w->cfg = cfg;
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  struct B : NewModel {
+    std::string path; GPT2Config cfg;
+    Status run() { return GPT2Model::load(path, cfg, &m); }
+  } w;
+  MEND_THROW_IF_ERROR(env, read_config(info[1].As<Napi::Object>(), &w.cfg));
+  w.path = info[0].As<Napi::String>().Utf8Value();
+  return queue_async(env, std::move(w));
 }
 
 // randomModel(config, seed) → Promise<NativeGPT2>
@@ -350,48 +279,32 @@ Napi::Value RandomModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   MEND_CHECK_ARG(env, info[0].IsObject(), "Expected a config object for randomModel");
   MEND_CHECK_ARG(env, info[1].IsNumber(), "Expected a numeric seed for randomModel");
-  GPT2Config cfg;
-  Status s = read_config(info[0].As<Napi::Object>(), &cfg);
-  if (!s.ok()) { make_error(env, s).ThrowAsJavaScriptException(); return env.Undefined(); }
-  struct W : PromiseWorker {
-    GPT2Config cfg; uint64_t seed; std::shared_ptr<GPT2Model> m;
-    using PromiseWorker::PromiseWorker;
-    Status run() override { return GPT2Model::random(cfg, seed, &m); }
-    Napi::Value result(Napi::Env env) override { return Model::Wrap(env, m); }
-  };
-  auto* w = new W(env);
-  w->cfg = cfg; w->seed = (uint64_t)info[1].As<Napi::Number>().Int64Value();
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  struct B : NewModel {
+    GPT2Config cfg; uint64_t seed = 0;
+    Status run() { return GPT2Model::random(cfg, seed, &m); }
+  } w;
+  MEND_THROW_IF_ERROR(env, read_config(info[0].As<Napi::Object>(), &w.cfg));
+  w.seed = (uint64_t)info[1].As<Napi::Number>().Int64Value();
+  return queue_async(env, std::move(w));
 }
 
 // createModel(config, tensors: Record<string, Float32Array>) → Promise<NativeGPT2> (the data are copied)
 Napi::Value CreateModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   MEND_CHECK_ARG(env, info[0].IsObject() && info[1].IsObject(), "Expected (config, tensors) for createModel");
-  GPT2Config cfg;
-  Status s = read_config(info[0].As<Napi::Object>(), &cfg);
-  if (!s.ok()) { make_error(env, s).ThrowAsJavaScriptException(); return env.Undefined(); }
-  std::map<std::string, std::vector<float>> tensors;
+  struct B : NewModel {
+    GPT2Config cfg; std::map<std::string, std::vector<float>> tensors;
+    Status run() { return GPT2Model::from_tensors(cfg, std::move(tensors), &m); }
+  } w;
+  MEND_THROW_IF_ERROR(env, read_config(info[0].As<Napi::Object>(), &w.cfg));
   Napi::Object o = info[1].As<Napi::Object>();
   Napi::Array keys = o.GetPropertyNames();
   for (uint32_t i = 0; i < keys.Length(); i++) {
     std::string k = keys.Get(i).ToString().Utf8Value();
     MEND_CHECK_ARG(env, is_f32(o.Get(k)), "Expected a Float32Array for tensor \"" + k + "\"");
-    tensors[k] = copy_f32(o.Get(k));
+    w.tensors[k] = copy_f32(o.Get(k));
   }
-  struct W : PromiseWorker {
-    GPT2Config cfg; std::map<std::string, std::vector<float>> tensors; std::shared_ptr<GPT2Model> m;
-    using PromiseWorker::PromiseWorker;
-    Status run() override { return GPT2Model::from_tensors(cfg, std::move(tensors), &m); }
-    Napi::Value result(Napi::Env env) override { return Model::Wrap(env, m); }
-  };
-  auto* w = new W(env);
-  w->cfg = cfg; w->tensors = std::move(tensors);
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  return queue_async(env, std::move(w));
 }
 
 }  // namespace

@@ -15,7 +15,7 @@
 
 #include "addon/bindings.h"
 #include "addon/util.h"
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 namespace mend {
 namespace addon {
@@ -28,11 +28,7 @@ void define(Napi::Object obj, const std::string& key, Napi::Value value) {
   obj.DefineProperty(Napi::PropertyDescriptor::Value(Napi::String::New(obj.Env(), key), value, napi_default_jsproperty));
 }
 
-class ReadWorker : public PromiseWorker {
- public:
-  ReadWorker(Napi::Env env, std::string path) : PromiseWorker(env), path_(std::move(path)) {}
-
- protected:
+struct ReadBaton : Baton {
   struct Entry {
     const SafeTensor* tensor;
     bool has_data = false;
@@ -40,7 +36,11 @@ class ReadWorker : public PromiseWorker {
     std::vector<float> owned;
   };
 
-  Status run() override {
+  std::string path_;
+  FileRef file_;
+  std::vector<Entry> entries_;
+
+  Status run() {
     std::unique_ptr<SafetensorsFile> f;
     MEND_RETURN_IF_ERROR(SafetensorsFile::open(path_, &f));
     file_ = FileRef(std::move(f));
@@ -61,7 +61,7 @@ class ReadWorker : public PromiseWorker {
     return Status::OK();
   }
 
-  Napi::Value result(Napi::Env env) override {
+  Napi::Value result(Napi::Env env) {
     Napi::Object metadata = Napi::Object::New(env);
     for (auto& kv : file_->metadata()) define(metadata, kv.first, Napi::String::New(env, kv.second));
     Napi::Object tensors = Napi::Object::New(env);
@@ -94,36 +94,25 @@ class ReadWorker : public PromiseWorker {
     entries_.clear();
     return out;
   }
-
- private:
-  std::string path_;
-  FileRef file_;
-  std::vector<Entry> entries_;
 };
 
-class WriteWorker : public PromiseWorker {
- public:
+struct WriteBaton : Baton {
   struct Tensor {
     std::string name;
     std::vector<int64_t> shape;
     std::vector<float> data;
   };
-  WriteWorker(Napi::Env env, std::string path, std::vector<Tensor> tensors, std::map<std::string, std::string> metadata)
-      : PromiseWorker(env), path_(std::move(path)), tensors_(std::move(tensors)), metadata_(std::move(metadata)) {}
+  std::string path_;
+  std::vector<Tensor> tensors_;
+  std::map<std::string, std::string> metadata_;
 
- protected:
-  Status run() override {
+  Status run() {
     std::vector<TensorToWrite> list;
     list.reserve(tensors_.size());
     for (auto& t : tensors_) list.push_back({t.name, t.shape, t.data.data()});
     return safetensors_write(path_, list, metadata_);
   }
-  Napi::Value result(Napi::Env env) override { return env.Undefined(); }
-
- private:
-  std::string path_;
-  std::vector<Tensor> tensors_;
-  std::map<std::string, std::string> metadata_;
+  Napi::Value result(Napi::Env env) { return env.Undefined(); }
 };
 
 Napi::Value SafetensorsRead(const Napi::CallbackInfo& info) {
@@ -131,10 +120,9 @@ Napi::Value SafetensorsRead(const Napi::CallbackInfo& info) {
   MEND_CHECK_ARG(env, info.Length() >= 1 && info[0].IsString(), "Expected a string for path");
   std::string path = info[0].As<Napi::String>().Utf8Value();
   MEND_CHECK_ARG(env, !path.empty(), "Expected a non-empty string for path");
-  auto* w = new ReadWorker(env, std::move(path));
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  ReadBaton w;
+  w.path_ = std::move(path);
+  return queue_async(env, std::move(w));
 }
 
 Napi::Value SafetensorsWrite(const Napi::CallbackInfo& info) {
@@ -145,7 +133,7 @@ Napi::Value SafetensorsWrite(const Napi::CallbackInfo& info) {
   MEND_CHECK_ARG(env, info[1].IsArray(), "Expected an array of {name, shape, data} for tensors");
 
   Napi::Array arr = info[1].As<Napi::Array>();
-  std::vector<WriteWorker::Tensor> tensors;
+  std::vector<WriteBaton::Tensor> tensors;
   std::set<std::string> names;
   for (uint32_t i = 0; i < arr.Length(); ++i) {
     const std::string where = "tensors[" + std::to_string(i) + "]";
@@ -154,7 +142,7 @@ Napi::Value SafetensorsWrite(const Napi::CallbackInfo& info) {
     Napi::Object o = item.As<Napi::Object>();
     Napi::Value name = o.Get("name");
     MEND_CHECK_ARG(env, name.IsString(), "Expected a string for " + where + ".name");
-    WriteWorker::Tensor t;
+    WriteBaton::Tensor t;
     t.name = name.As<Napi::String>().Utf8Value();
     MEND_CHECK_ARG(env, !t.name.empty(), "Expected a non-empty string for " + where + ".name");
     MEND_CHECK_ARG(env, t.name != "__metadata__", "Expected a name other than \"__metadata__\" for " + where + ".name");
@@ -195,10 +183,11 @@ Napi::Value SafetensorsWrite(const Napi::CallbackInfo& info) {
     }
   }
 
-  auto* w = new WriteWorker(env, std::move(path), std::move(tensors), std::move(metadata));
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  WriteBaton w;
+  w.path_ = std::move(path);
+  w.tensors_ = std::move(tensors);
+  w.metadata_ = std::move(metadata);
+  return queue_async(env, std::move(w));
 }
 
 }  // namespace

@@ -4,11 +4,14 @@
 // contiguous float32 unless a stride is given. A null gradient pointer means "not wanted".
 // Every function is multi-threaded internally through threadpool.h and is safe to call from
 // several threads at once (no global mutable state besides the pool).
+// Every numeric op of the GPT-2 model is here; the model (model/gpt2.cc) only composes them.
 // The CUDA twin of each function lives in kernels/cuda/<op>.cu with the same signature.
 #pragma once
 #include <cstdint>
 
 namespace mend {
+
+struct Rng;  // kernels/rng.h
 
 // ---- gemm.cc -------------------------------------------------------------------------------
 // C(M,N) = alpha * op(A)(M,K) · op(B)(K,N) + beta * C, row-major.
@@ -23,6 +26,9 @@ const char* gemm_backend();
 bool gemm_force_portable(bool on);
 
 // ---- encoder.cc (token + position embedding) -----------------------------------------------
+// pos (B,T) = max(0, cumsum(mask != 0) - 1) per row (HF generate's position ids: left padding does
+// not shift the real tokens), t without a mask; n_real (B) = real tokens per row (may be null)
+void encoder_positions(int32_t* pos, int32_t* n_real, const int32_t* mask, int B, int T);
 // out (B,T,C) = wte[ids[b,t]] + wpe[p(b,t)], p(b,t) = pos[b*T+t] when pos (B,T) is given, else pos0 + t
 void encoder_forward(float* out, const int32_t* ids, const int32_t* pos, const float* wte, const float* wpe,
                      int B, int T, int C, int pos0);
@@ -37,6 +43,26 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
 // dinp (N,C) +=, dweight (C) +=, dbias (C) += ; dinp/dweight/dbias may each be null
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                         const float* weight, const float* mean, const float* rstd, int N, int C);
+
+// ---- linear.cc (Conv1D layers, the tied LM head, the overlay's low-rank part) ----------------
+// out (M,OC) = inp (M,C) · weight (C,OC) + bias (OC); bias may be null. (GPT-2 Conv1D: weight (in, out))
+void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int M, int C, int OC);
+// dinp (M,C) = dout · weightᵀ, dweight (C,OC) += inpᵀ · dout, dbias (OC) += Σ rows of dout; each may be null
+void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                     const float* weight, int M, int C, int OC);
+// logits (M,V) = inp (M,C) · wteᵀ, wte (V,C)
+void lm_head_forward(float* logits, const float* inp, const float* wte, int M, int C, int V);
+// dinp (M,C) = dlogits (M,V) · wte, dwte (V,C) += dlogitsᵀ · inp; dwte may be null
+void lm_head_backward(float* dinp, float* dwte, const float* dlogits, const float* inp, const float* wte, int M,
+                      int C, int V);
+// out (M,OC) += (inp (M,C) · aᵀ) · b with a (R,C), b (R,OC): the low-rank part of an edited weight
+void lowrank_forward(float* out, const float* inp, const float* a, const float* b, int M, int C, int OC, int R);
+// dinp (M,C) += (dout (M,OC) · bᵀ) · a
+void lowrank_backward(float* dinp, const float* dout, const float* a, const float* b, int M, int C, int OC, int R);
+
+// ---- residual.cc ----------------------------------------------------------------------------
+// out (N) = inp1 (N) + inp2 (N); out may alias either input (backward: the identity, see residual.cc)
+void residual_forward(float* out, const float* inp1, const float* inp2, int64_t N);
 
 // ---- gelu.cc (tanh approximation, HF "gelu_new") ---------------------------------------------
 // out (N) = gelu(inp); out may alias inp
@@ -74,6 +100,20 @@ int crossentropy_forward(float* losses, const float* logits, const int32_t* targ
 // dlogits may alias logits (in place).
 void crossentropy_backward(float* dlogits, const float* logits, const int32_t* targets, float scale,
                            int N, int V);
+
+// ---- kl.cc (MEND locality loss: KL(softmax(target) ‖ softmax(logits)), masked row mean) --------
+// lse (N,2) = log-normalisers of logits and target (for backward); *loss = mean over rows with
+// mask != 0 (all rows without a mask; NaN when none). Returns that count. logits, target (N,V).
+int kl_forward(float* loss, double* lse, const float* logits, const float* target, const int32_t* mask, int N, int V);
+// dlogits (N,V) = (softmax(logits) - softmax(target)) / count, 0 on masked rows; may alias logits
+void kl_backward(float* dlogits, const float* logits, const float* target, const double* lse, const int32_t* mask,
+                 int count, int N, int V);
+
+// ---- sampling.cc (next token; not differentiable) --------------------------------------------
+// out (B) = per row with done[r] == 0 (done may be null), in row order: argmax (first maximum) when
+// temperature <= 0, else a draw from softmax(logits/temperature) over the top_k largest (<= 0: all).
+void sample_forward(int32_t* out, const float* logits, const uint8_t* done, int B, int V, float temperature,
+                    int top_k, Rng* rng);
 
 // ---- adam.cc --------------------------------------------------------------------------------
 // One Adam/AdamW step on n parameters (t = step number, starting at 1; bias-corrected).

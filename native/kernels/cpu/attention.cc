@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
-#include "threadpool.h"
+#include "core/threadpool.h"
 
 namespace mend {
 namespace {

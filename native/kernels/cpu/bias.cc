@@ -4,7 +4,7 @@
 #include <cstdint>
 
 #include "kernels/kernels.h"
-#include "threadpool.h"
+#include "core/threadpool.h"
 
 namespace mend {
 

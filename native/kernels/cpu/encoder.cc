@@ -1,13 +1,27 @@
-// encoder.cc — GPT-2 input embedding: token embedding (wte) plus position embedding (wpe).
-// encoder_forward:  out (B,T,C) =
-// encoder_backward: dwte (V,C) +=, dwpe (maxT,C) +=
+// encoder.cc — GPT-2 input embedding: token embedding (wte) plus position embedding (wpe), and the
+// position ids themselves.
+// encoder_positions: pos (B,T) =, n_real (B) =
+// encoder_forward:   out (B,T,C) =
+// encoder_backward:  dwte (V,C) +=, dwpe (maxT,C) +=
 // Ids and positions are trusted here (the callers validate them against V and n_positions).
 #include <cstdint>
 
 #include "kernels/kernels.h"
-#include "threadpool.h"
+#include "core/threadpool.h"
 
 namespace mend {
+
+void encoder_positions(int32_t* pos, int32_t* n_real, const int32_t* mask, int B, int T) {
+  // pos (B,T), n_real (B) or null, mask (B,T) or null
+  for (int b = 0; b < B; b++) {
+    int c = 0;
+    for (int t = 0; t < T; t++) {
+      c += (mask ? mask[b * T + t] : 1) != 0;
+      pos[(size_t)b * T + t] = c > 1 ? c - 1 : 0;
+    }
+    if (n_real) n_real[b] = c;
+  }
+}
 
 void encoder_forward(float* out, const int32_t* ids, const int32_t* pos, const float* wte, const float* wpe,
                      int B, int T, int C, int pos0) {

@@ -7,7 +7,7 @@
 
 #include "kernels/kernels.h"
 #include "kernels/cpu/vec_math.h"
-#include "threadpool.h"
+#include "core/threadpool.h"
 
 namespace mend {
 namespace {

@@ -36,7 +36,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "../../threadpool.h"
+#include "../../core/threadpool.h"
 #include "../kernels.h"
 
 #if defined(__x86_64__)

@@ -8,7 +8,7 @@
 #include <cstdint>
 
 #include "kernels/kernels.h"
-#include "threadpool.h"
+#include "core/threadpool.h"
 
 namespace mend {
 namespace {

@@ -9,7 +9,7 @@
 #include <memory>
 #include <vector>
 
-#include "gpt2.h"
+#include "model/gpt2.h"
 
 namespace mend {
 

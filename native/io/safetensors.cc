@@ -1,7 +1,7 @@
 // safetensors.cc — the safetensors reader (mmap + a strict, fully validated header) and writer.
 // The header comes from an untrusted file: nothing in it is used before it has been checked, and
 // every failure is a Status naming the file (and the tensor) rather than a crash.
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 #include <algorithm>
 #include <cerrno>

@@ -1,5 +1,5 @@
-// testing_binding.cc — `exports.testing`: every CPU kernel as a synchronous function over typed
-// arrays, for test/12.kernels. Outputs are written into the arrays passed in. Sizes and strides are
+// kernels_binding.cc — the testing addon's kernel functions: every CPU kernel as a synchronous
+// function over typed arrays, for test/12.kernels. Outputs are written into the arrays passed in. Sizes and strides are
 // checked against the array lengths (ERR_INVALID_ARG) so a wrong test cannot read or write out of
 // bounds. Strided tensors (attention q/k/v) are passed as (array, elementOffset, batchStride,
 // rowStride), so q, k and v may be views into one packed qkv array. Not part of the public API.
@@ -11,14 +11,18 @@
 #include <limits>
 #include <string>
 
-#include "addon/bindings.h"
 #include "addon/util.h"
-#include "common.h"
+#include "core/common.h"
 #include "kernels/kernels.h"
+#include "testing/testing.h"
 
 namespace mend {
-namespace addon {
+namespace testing {
 namespace {
+
+using addon::is_f32;
+using addon::is_i32;
+using addon::make_error;
 
 constexpr int64_t kMaxInt = std::numeric_limits<int32_t>::max();
 constexpr int64_t kMaxStride = int64_t(1) << 50;  // element offsets and strides
@@ -374,10 +378,9 @@ Napi::Value AdamwUpdate(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void init_testing(Napi::Env env, Napi::Object exports) {
-  Napi::Object t = Napi::Object::New(env);
+void init_kernels(Napi::Env env, Napi::Object exports) {
   auto fn = [&](const char* name, Napi::Value (*f)(const Napi::CallbackInfo&)) {
-    t.Set(name, Napi::Function::New(env, f, name));
+    exports.Set(name, Napi::Function::New(env, f, name));
   };
   fn("gemm", Gemm);
   fn("gemmForcePortable", GemmForcePortable);
@@ -395,8 +398,7 @@ void init_testing(Napi::Env env, Napi::Object exports) {
   fn("crossentropyForward", CrossentropyForward);
   fn("crossentropyBackward", CrossentropyBackward);
   fn("adamwUpdate", AdamwUpdate);
-  exports.Set("testing", t);
 }
 
-}  // namespace addon
+}  // namespace testing
 }  // namespace mend

@@ -1,6 +1,6 @@
 // threadpool.cc — see threadpool.h. Workers spin briefly after a region before sleeping, so the
 // many short regions of a decode step do not each pay a futex wake-up.
-#include "threadpool.h"
+#include "core/threadpool.h"
 
 #include <algorithm>
 #include <atomic>

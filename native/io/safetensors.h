@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "common.h"
+#include "core/common.h"
 
 namespace mend {
 

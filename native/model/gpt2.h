@@ -1,7 +1,8 @@
 // gpt2.h — GPT-2 (Hugging Face GPT2LMHeadModel, eval mode) over an immutable parameter set:
-// forward, loss, backward to requested parameters with activation capture, and KV-cache generation.
-// A GPT2Model is never written after construction, so any number of calls may run concurrently;
-// every call allocates its own activations.
+// forward, loss, backward to requested parameters with activation capture, and KV-cache generation
+// (model/gpt2.cc); loading, initialising and saving the weights (model/weights.cc). The tensors and
+// their numbering come from model/tensors.h. A GPT2Model is never written after construction, so
+// any number of calls may run concurrently; every call allocates its own activations.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -9,30 +10,12 @@
 #include <string>
 #include <vector>
 
-#include "common.h"
+#include "core/common.h"
+#include "model/tensors.h"
 
 namespace mend {
 
 class SafetensorsFile;
-
-struct GPT2Config {
-  int n_layer = 12, n_head = 12, n_embd = 768, n_inner = 0 /* 0 = 4*n_embd */, vocab_size = 50257,
-      n_positions = 1024;
-  float layer_norm_eps = 1e-5f;
-  int inner() const { return n_inner > 0 ? n_inner : 4 * n_embd; }
-  Status validate() const;
-};
-
-// Parameters are numbered: 0 wte (V,C), 1 wpe (P,C), then 12 per block, then ln_f weight, bias.
-enum BlockParam {
-  kLn1W, kLn1B, kAttnW, kAttnB, kAttnProjW, kAttnProjB, kLn2W, kLn2B, kFcW, kFcB, kFcProjW, kFcProjB,
-  kPerBlock
-};
-struct ParamInfo {
-  std::string name;            // canonical Hugging Face name, "transformer.h.0.attn.c_attn.weight"
-  std::vector<int64_t> shape;  // Conv1D weights are (in, out)
-  int64_t numel() const;
-};
 
 // Per-weight changes used by edited models (the MEND overlay, overlay.h): for Conv1D weight p the
 // model computes y = x · W_p' + b + x · Δ_p where W_p' = weight(p, W_p) (a merged copy once the
@@ -123,16 +106,15 @@ class GPT2Model {
                   std::vector<int32_t>* out, int* n_generated) const;
   Status save(const std::string& path, const std::map<std::string, std::string>& metadata) const;
 
-  static int n_params(const GPT2Config& cfg) { return 2 + cfg.n_layer * kPerBlock + 2; }
-  static int block_param(int layer, BlockParam p) { return 2 + layer * kPerBlock + p; }
-  int lnf_w() const { return 2 + cfg_.n_layer * kPerBlock; }
-  int lnf_b() const { return lnf_w() + 1; }
+  // The named views of the parameters (tensors.h): weights, and each parameter's index.
+  ParameterTensors<const float*> weights() const { return point_params(ptr_, cfg_.n_layer); }
+  const ParameterTensors<int>& ids() const { return ids_; }
 
  private:
-  GPT2Model() = default;
-  void build_info();
+  explicit GPT2Model(const GPT2Config& cfg);  // the parameter table for cfg, no storage yet
   GPT2Config cfg_;
   std::vector<ParamInfo> info_;
+  ParameterTensors<int> ids_;
   std::vector<const float*> ptr_;
   std::shared_ptr<SafetensorsFile> file_;                       // mapping the pointers may refer to
   std::vector<std::shared_ptr<std::vector<float>>> owned_;      // converted or generated storage

@@ -1,5 +1,5 @@
-// overlay.cc — see overlay.h.
-#include "overlay.h"
+// overlay.cc — see overlay.h. The products are kernels (lowrank_forward/backward, gemm for a fold).
+#include "model/overlay.h"
 
 #include <cstring>
 
@@ -99,16 +99,12 @@ bool Overlay::folded(int param) const {
 
 void Overlay::forward(int param, const float* inp, int M, float* out) const {
   const Entry& e = entries_.at(param);
-  std::vector<float> tmp((size_t)M * e.R);  // (M, R) = inp · aᵀ
-  gemm(false, true, M, e.R, e.d_in, 1.0f, inp, e.d_in, e.a.data(), e.d_in, 0.0f, tmp.data(), e.R);
-  gemm(false, false, M, e.d_out, e.R, 1.0f, tmp.data(), e.R, e.b.data(), e.d_out, 1.0f, out, e.d_out);
+  lowrank_forward(out, inp, e.a.data(), e.b.data(), M, e.d_in, e.d_out, e.R);
 }
 
 void Overlay::backward_input(int param, const float* dout, int M, float* dinp) const {
   const Entry& e = entries_.at(param);
-  std::vector<float> tmp((size_t)M * e.R);  // (M, R) = dout · bᵀ
-  gemm(false, true, M, e.R, e.d_out, 1.0f, dout, e.d_out, e.b.data(), e.d_out, 0.0f, tmp.data(), e.R);
-  gemm(false, false, M, e.d_in, e.R, 1.0f, tmp.data(), e.R, e.a.data(), e.d_in, 1.0f, dinp, e.d_in);
+  lowrank_backward(dinp, dout, e.a.data(), e.b.data(), M, e.d_in, e.d_out, e.R);
 }
 
 size_t Overlay::bytes() const {

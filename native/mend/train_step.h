@@ -1,4 +1,4 @@
-// mend_train.h — one MEND training step (EasyEdit EditTrainer semantics, DESIGN §5): pre-edit pass,
+// train_step.h — one MEND training step (EasyEdit EditTrainer semantics, DESIGN §5): pre-edit pass,
 // editor forward in training mode (Welford statistics), post-edit passes on the edit (or editOuter)
 // batch and the locality batch, and the outer gradients of
 //   L = c_edit · L_edit(θ') + c_loc · KL_loc
@@ -7,20 +7,9 @@
 #pragma once
 #include <vector>
 
-#include "mend.h"
+#include "mend/editor.h"
 
 namespace mend {
-
-// Gradients with the layout of a MendEditor's parameters.
-struct MendGrads {
-  struct Layer { std::vector<float> u, v, bias, scale, shift; };
-  std::vector<std::vector<Layer>> transforms;  // [transform][layer]
-  std::vector<float> edit_lrs;
-  static MendGrads zeros_like(const MendEditor& e);
-  void clear();
-  // Every gradient array in a fixed order, paired with the editor's parameter arrays.
-  std::vector<std::pair<std::vector<float>*, std::vector<float>*>> pairs(MendEditor* e);
-};
 
 struct TrainBatches {
   Batch edit;                 // the edit request (labels on the target)

@@ -1,0 +1,106 @@
+// trainer.cc — see trainer.h.
+#include "mend/trainer.h"
+
+#include <cmath>
+
+#include "mend/optimizer.h"
+
+namespace mend {
+
+Status EditorTrainer::create(std::shared_ptr<GPT2Model> model, MendEditor editor, const TrainerOptions& opt,
+                             std::shared_ptr<EditorTrainer>* out) {
+  MEND_RETURN_IF_ERROR(check_editor(*model, editor));
+  if (opt.accumulate_bs < 1) return Status::Error(code::kInvalidArg, "accumulateBs must be >= 1");
+  std::shared_ptr<EditorTrainer> t(new EditorTrainer());
+  t->model_ = std::move(model);
+  t->editor_ = std::move(editor);
+  t->opt_ = opt;
+  t->grads_ = MendGrads::zeros_like(t->editor_);
+  *out = std::move(t);
+  return Status::OK();
+}
+
+Status EditorTrainer::step(const TrainBatches& b, bool update_stats, bool train, TrainerStepResult* out) {
+  if (!b.edit.labels || (b.edit_outer && !b.edit_outer->labels))
+    return Status::Error(code::kInvalidArg, "the edit batches need labels");
+  update_stats = update_stats && train;
+  // Statistics are updated in place: keep a copy to restore if the step fails.
+  std::vector<GradientTransform> saved;
+  if (update_stats) saved = editor_.transforms;
+  Status s = mend_train_step(*model_, &editor_, b, opt_.cedit, opt_.cloc, update_stats, train ? &grads_ : nullptr,
+                             1.0f / opt_.accumulate_bs, &out->losses);
+  if (!s.ok()) {
+    if (update_stats) editor_.transforms = std::move(saved);
+    return s;
+  }
+  if (!train) return s;
+  steps_++;
+  if (steps_ % opt_.accumulate_bs == 0) apply_gradients(out);
+  return s;
+}
+
+// Clip and Adam over every editor parameter array (α last, with lr_lr); a non-finite norm skips
+// the step and drops the gradients, as EasyEdit's safe_backward does.
+void EditorTrainer::apply_gradients(TrainerStepResult* out) {
+  auto pairs = grads_.pairs(&editor_);
+  std::vector<OptimParam> ps(pairs.size());
+  for (size_t i = 0; i < pairs.size(); i++) {
+    ps[i].grad = pairs[i].first->data();
+    ps[i].param = pairs[i].second->data();
+    ps[i].n = (int64_t)pairs[i].first->size();
+    ps[i].lr = i + 1 == pairs.size() ? opt_.lr_lr : opt_.lr;
+  }
+  out->grad_norm = grad_global_norm(ps);
+  out->stepped = true;
+  if (std::isfinite(out->grad_norm)) {
+    if (adam_.m.empty())
+      for (auto& p : pairs) { adam_.m.emplace_back(p.first->size(), 0.0f); adam_.v.emplace_back(p.first->size(), 0.0f); }
+    for (size_t i = 0; i < ps.size(); i++) { ps[i].m = adam_.m[i].data(); ps[i].v = adam_.v[i].data(); }
+    adam_.t++;
+    clip_and_adamw(ps, out->grad_norm, opt_.grad_clip, AdamWOptions{}, adam_.t);
+  }
+  grads_.clear();
+}
+
+MendEditor EditorTrainer::grads() const {
+  MendEditor g = editor_;
+  for (size_t s = 0; s < g.transforms.size(); s++)
+    for (size_t j = 0; j < g.transforms[s].layers.size(); j++) {
+      MendLayer& L = g.transforms[s].layers[j];
+      const MendGrads::Layer& G = grads_.transforms[s][j];
+      L.u = G.u; L.v = G.v; L.bias = G.bias; L.scale = G.scale; L.shift = G.shift;
+    }
+  g.edit_lrs = grads_.edit_lrs;
+  return g;
+}
+
+Status EditorTrainer::set_grads(MendEditor g) {
+  MendGrads gr = MendGrads::zeros_like(editor_);
+  auto dst = gr.pairs(&editor_);
+  MendGrads shape = MendGrads::zeros_like(g);
+  auto src = shape.pairs(&g);  // second of each pair: g's arrays
+  if (src.size() != dst.size()) return Status::Error(code::kInvalidArg, "gradients do not match the editor");
+  for (size_t i = 0; i < dst.size(); i++) {
+    if (src[i].second->size() != dst[i].first->size())
+      return Status::Error(code::kInvalidArg, "gradients do not match the editor's shapes");
+    *dst[i].first = *src[i].second;
+  }
+  grads_ = std::move(gr);
+  return Status::OK();
+}
+
+Status EditorTrainer::set_optimizer_state(AdamState a, int64_t steps) {
+  auto pairs = grads_.pairs(&editor_);
+  if (!a.m.empty()) {
+    if (a.m.size() != pairs.size() || a.v.size() != pairs.size())
+      return Status::Error(code::kInvalidArg, "optimizer state does not match the editor");
+    for (size_t i = 0; i < pairs.size(); i++)
+      if (a.m[i].size() != pairs[i].first->size() || a.v[i].size() != pairs[i].first->size())
+        return Status::Error(code::kInvalidArg, "optimizer state does not match the editor's shapes");
+  }
+  adam_ = std::move(a);
+  steps_ = steps;
+  return Status::OK();
+}
+
+}  // namespace mend

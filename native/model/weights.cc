@@ -1,0 +1,151 @@
+// weights.cc — where a GPT2Model's parameters come from and go to: a safetensors file (mapped,
+// either name style), HF-style random initialisation, tensors handed over from JavaScript, a copy
+// with some parameters replaced (materialize), and saving. The model computes in model/gpt2.cc.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "core/threadpool.h"
+#include "io/safetensors.h"
+#include "kernels/rng.h"
+#include "model/gpt2.h"
+
+namespace mend {
+
+GPT2Model::GPT2Model(const GPT2Config& cfg) : cfg_(cfg), info_(param_table(cfg)), ptr_(info_.size(), nullptr) {
+  std::vector<int> index(info_.size());
+  std::iota(index.begin(), index.end(), 0);
+  ids_ = point_params(index, cfg.n_layer);
+}
+
+int GPT2Model::param_index(const std::string& name) const {
+  std::string n = name;
+  if (n == "lm_head.weight") n = "transformer.wte.weight";  // tied
+  if (n.rfind("transformer.", 0) != 0) n = "transformer." + n;
+  for (size_t i = 0; i < info_.size(); i++)
+    if (info_[i].name == n) return (int)i;
+  return -1;
+}
+
+size_t GPT2Model::param_bytes() const {
+  size_t n = 0;
+  for (auto& p : info_) n += (size_t)p.numel() * sizeof(float);
+  return n;
+}
+
+size_t GPT2Model::owned_bytes() const {
+  size_t n = 0;
+  for (auto& v : owned_) n += v->size() * sizeof(float);
+  return n;
+}
+
+Status GPT2Model::load(const std::string& path, const GPT2Config& cfg, std::shared_ptr<GPT2Model>* out) {
+  MEND_RETURN_IF_ERROR(cfg.validate());
+  std::unique_ptr<SafetensorsFile> f;
+  MEND_RETURN_IF_ERROR(SafetensorsFile::open(path, &f));
+  std::shared_ptr<GPT2Model> m(new GPT2Model(cfg));
+  m->file_ = std::move(f);
+  for (size_t i = 0; i < m->info_.size(); i++) {
+    const ParamInfo& p = m->info_[i];
+    const SafeTensor* t = m->file_->find(p.name);
+    if (!t) t = m->file_->find(p.name.substr(std::strlen("transformer.")));
+    if (!t) return Status::Error(code::kMissingTensor, path + ": missing tensor \"" + p.name + "\"");
+    if (t->shape != p.shape) {
+      auto fmt = [](const std::vector<int64_t>& s) {
+        std::string r = "[";
+        for (size_t k = 0; k < s.size(); k++) r += (k ? "," : "") + std::to_string(s[k]);
+        return r + "]";
+      };
+      return Status::Error(code::kShape, path + ": tensor \"" + t->name + "\" has shape " + fmt(t->shape) +
+                                             ", expected " + fmt(p.shape) + " from config.json");
+    }
+    auto owned = std::make_shared<std::vector<float>>();
+    const float* data = nullptr;
+    MEND_RETURN_IF_ERROR(m->file_->as_f32(*t, &data, owned.get()));
+    if (!owned->empty()) {
+      m->owned_.push_back(owned);
+      data = owned->data();
+    }
+    m->ptr_[i] = data;
+  }
+  *out = std::move(m);
+  return Status::OK();
+}
+
+Status GPT2Model::random(const GPT2Config& cfg, uint64_t seed, std::shared_ptr<GPT2Model>* out) {
+  MEND_RETURN_IF_ERROR(cfg.validate());
+  std::shared_ptr<GPT2Model> m(new GPT2Model(cfg));
+  size_t total = 0;
+  for (auto& p : m->info_) total += (size_t)p.numel();
+  auto buf = std::make_shared<std::vector<float>>(total);
+  float* w = buf->data();
+  // Each parameter gets its own stream so initialisation can run in parallel and stay deterministic.
+  std::vector<size_t> offs(m->info_.size());
+  size_t off = 0;
+  for (size_t i = 0; i < m->info_.size(); i++) { offs[i] = off; off += (size_t)m->info_[i].numel(); }
+  const double proj_std = 0.02 / std::sqrt(2.0 * cfg.n_layer);
+  parallel_tasks((int64_t)m->info_.size(), [&](int64_t i) {
+    const ParamInfo& p = m->info_[i];
+    float* d = w + offs[i];
+    int64_t n = p.numel();
+    const std::string& nm = p.name;
+    bool is_ln = nm.find(".ln_") != std::string::npos;
+    bool is_bias = nm.size() > 5 && nm.compare(nm.size() - 5, 5, ".bias") == 0;
+    if (is_ln && !is_bias) { std::fill(d, d + n, 1.0f); return; }
+    if (is_bias) { std::fill(d, d + n, 0.0f); return; }
+    bool is_proj = nm.find("c_proj.weight") != std::string::npos;
+    double sd = is_proj ? proj_std : 0.02;
+    Rng r(seed * 1000003ull + (uint64_t)i);
+    for (int64_t k = 0; k < n; k++) d[k] = (float)(r.normal() * sd);
+  });
+  for (size_t i = 0; i < m->info_.size(); i++) m->ptr_[i] = w + offs[i];
+  m->owned_.push_back(buf);
+  *out = std::move(m);
+  return Status::OK();
+}
+
+Status GPT2Model::from_tensors(const GPT2Config& cfg, std::map<std::string, std::vector<float>>&& tensors,
+                               std::shared_ptr<GPT2Model>* out) {
+  MEND_RETURN_IF_ERROR(cfg.validate());
+  std::shared_ptr<GPT2Model> m(new GPT2Model(cfg));
+  for (size_t i = 0; i < m->info_.size(); i++) {
+    const ParamInfo& p = m->info_[i];
+    auto it = tensors.find(p.name);
+    if (it == tensors.end()) it = tensors.find(p.name.substr(std::strlen("transformer.")));
+    if (it == tensors.end()) return Status::Error(code::kMissingTensor, "missing tensor \"" + p.name + "\"");
+    if ((int64_t)it->second.size() != p.numel())
+      return Status::Error(code::kShape, "tensor \"" + p.name + "\" has " + std::to_string(it->second.size()) +
+                                             " values, expected " + std::to_string(p.numel()));
+    for (float v : it->second)
+      if (!std::isfinite(v)) return Status::Error(code::kNonFinite, "tensor \"" + p.name + "\" holds NaN or Inf");
+    auto buf = std::make_shared<std::vector<float>>(std::move(it->second));
+    m->ptr_[i] = buf->data();
+    m->owned_.push_back(std::move(buf));
+  }
+  *out = std::move(m);
+  return Status::OK();
+}
+
+Status GPT2Model::with_replaced(std::map<int, std::vector<float>>&& replaced, std::shared_ptr<GPT2Model>* out) const {
+  std::shared_ptr<GPT2Model> m(new GPT2Model(*this));
+  for (auto& kv : replaced) {
+    if (kv.first < 0 || kv.first >= (int)info_.size())
+      return Status::Error(code::kInvalidArg, "replaced parameter index out of range");
+    if ((int64_t)kv.second.size() != info_[kv.first].numel())
+      return Status::Error(code::kShape, "replacement for \"" + info_[kv.first].name + "\" has the wrong size");
+    auto v = std::make_shared<std::vector<float>>(std::move(kv.second));
+    m->ptr_[kv.first] = v->data();
+    m->owned_.push_back(v);
+  }
+  *out = std::move(m);
+  return Status::OK();
+}
+
+Status GPT2Model::save(const std::string& path, const std::map<std::string, std::string>& metadata) const {
+  std::vector<TensorToWrite> t;
+  for (size_t i = 0; i < info_.size(); i++) t.push_back({info_[i].name, info_[i].shape, ptr_[i]});
+  return safetensors_write(path, t, metadata);
+}
+
+}  // namespace mend

@@ -1,0 +1,202 @@
+// gemm_check.cc — see gemm_check.h.
+#include "testing/gemm_check.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <thread>
+
+#include "core/threadpool.h"
+#include "kernels/kernels.h"
+
+namespace mend {
+namespace {
+
+struct Case {
+  bool ta, tb;
+  int M, N, K, lda, ldb, ldc;
+  float alpha, beta;
+};
+
+Case make(bool ta, bool tb, int M, int N, int K, float alpha, float beta, int pad) {
+  Case c{ta, tb, M, N, K, 0, 0, 0, alpha, beta};
+  c.lda = std::max(1, (ta ? M : K) + pad);
+  c.ldb = std::max(1, (tb ? K : N) + pad);
+  c.ldc = std::max(1, N + pad);
+  return c;
+}
+
+const float kAlphas[] = {1.0f, -0.5f, 2.5f};
+const float kBetas[] = {0.0f, 1.0f, 0.7f};
+
+class Checker {
+ public:
+  Checker(int section, GemmCheckReport* r) : rng_(12345 + section), r_(r) {}
+  float urand() { return std::uniform_real_distribution<float>(-1.0f, 1.0f)(rng_); }
+  int pick() { return std::uniform_int_distribution<int>(0, 1 << 30)(rng_); }
+
+  // One case on every backend and thread count asked for, against one float64 reference.
+  void check(const Case& c, const std::vector<int>& thread_counts) {
+    const int arows = c.ta ? c.K : c.M, brows = c.tb ? c.N : c.K;
+    std::vector<float> A((size_t)std::max(arows, 1) * c.lda), B((size_t)std::max(brows, 1) * c.ldb);
+    std::vector<float> C0((size_t)std::max(c.M, 1) * c.ldc);
+    for (auto& x : A) x = urand();
+    for (auto& x : B) x = urand();
+    for (int i = 0; i < c.M; i++)
+      for (int j = 0; j < c.ldc; j++) C0[(size_t)i * c.ldc + j] = (c.beta == 0.0f && j < c.N) ? NAN : urand();
+    std::vector<double> ref(C0.size()), bound(C0.size());
+    for (int i = 0; i < c.M; i++)
+      for (int j = 0; j < c.N; j++) {
+        double s = 0, sa = 0;
+        for (int k = 0; k < c.K; k++) {
+          const double a = c.ta ? A[(size_t)k * c.lda + i] : A[(size_t)i * c.lda + k];
+          const double b = c.tb ? B[(size_t)j * c.ldb + k] : B[(size_t)k * c.ldb + j];
+          s += a * b;
+          sa += std::fabs(a * b);
+        }
+        const size_t idx = (size_t)i * c.ldc + j;
+        const double c0 = c.beta == 0.0f ? 0.0 : (double)C0[idx];
+        ref[idx] = c.alpha * s + c.beta * c0;
+        bound[idx] = std::fabs(c.alpha) * sa + std::fabs(c.beta * c0) + 1e-7 * std::fabs(ref[idx]);
+      }
+    for (int portable = 0; portable < 2; portable++) {
+      gemm_force_portable(portable != 0);
+      for (int nt : thread_counts) {
+        set_num_threads(nt);
+        run(c, A, B, C0, ref, bound, nt);
+      }
+    }
+  }
+
+  void count(bool ok, const std::string& what) {
+    r_->runs++;
+    if (!ok) fail(what);
+  }
+
+ private:
+  void run(const Case& c, const std::vector<float>& A, const std::vector<float>& B, const std::vector<float>& C0,
+           const std::vector<double>& ref, const std::vector<double>& bound, int threads) {
+    std::vector<float> C = C0;
+    gemm(c.ta, c.tb, c.M, c.N, c.K, c.alpha, A.data(), c.lda, B.data(), c.ldb, c.beta, C.data(), c.ldc);
+    double max_abs = 0, max_rel = 0;
+    bool ok = true;
+    for (int i = 0; i < c.M; i++)
+      for (int j = 0; j < c.ldc; j++) {
+        const size_t idx = (size_t)i * c.ldc + j;
+        if (j >= c.N) {  // padding: must be untouched (bitwise; C0 padding is finite)
+          if (C[idx] != C0[idx]) ok = false;
+          continue;
+        }
+        const double d = std::fabs((double)C[idx] - ref[idx]);
+        if (!(d == d)) { ok = false; continue; }  // NaN
+        max_abs = std::max(max_abs, d);
+        max_rel = std::max(max_rel, d / (bound[idx] + 1e-30));
+      }
+    if (max_rel > kGemmCheckLimit) ok = false;
+    char what[200];
+    std::snprintf(what, sizeof what, "[%s, %d thr] %s%s M=%d N=%d K=%d lda=%d ldb=%d ldc=%d alpha=%g beta=%g: "
+                  "max |diff| %.3g, %.3g of the bound", gemm_backend(), threads, c.ta ? "T" : "N", c.tb ? "T" : "N",
+                  c.M, c.N, c.K, c.lda, c.ldb, c.ldc, c.alpha, c.beta, max_abs, max_rel);
+    r_->max_abs = std::max(r_->max_abs, max_abs);
+    if (max_rel >= r_->max_rel) { r_->max_rel = max_rel; r_->worst = what; }
+    count(ok, what);
+  }
+  void fail(const std::string& what) {
+    if (r_->failed.size() < 20) r_->failed.push_back(what);
+    r_->failures++;
+  }
+
+  std::mt19937_64 rng_;
+  GemmCheckReport* r_;
+};
+
+}  // namespace
+
+int gemm_check_sections() { return 5; }
+
+GemmCheckReport gemm_check(int section) {
+  GemmCheckReport r;
+  Checker ck(section, &r);
+  const int threads_before = num_threads();
+  const bool portable_before = gemm_force_portable(false);
+  const int hw = std::max(2, threads_before);
+  const std::vector<int> threads = {1, hw};
+  switch (section) {
+    case 0: {
+      r.section = "edge sizes: M, N, K over 0, 1 and the micro-tile edges, all transposes";
+      const int ms[] = {0, 1, 2, 5, 6, 7, 13, 33, 65, 70};
+      const int ns[] = {0, 1, 7, 15, 16, 17, 40};
+      const int ks[] = {0, 1, 3, 8, 9, 100};
+      int idx = 0;
+      for (int M : ms)
+        for (int N : ns)
+          for (int K : ks)
+            for (int t = 0; t < 4; t++) {
+              idx++;
+              ck.check(make(t & 1, t & 2, M, N, K, kAlphas[idx % 3], kBetas[(idx / 3) % 3], idx % 4 == 0 ? 3 : 0), {1});
+            }
+      break;
+    }
+    case 1: {
+      r.section = "random shapes across the drivers (dot, skinny, general), with strides";
+      for (int it = 0; it < 240; it++) {
+        const int kind = it % 4;
+        const int M = kind == 0 ? 1 + ck.pick() % 4 : kind == 1 ? 1 + ck.pick() % 64 : 60 + ck.pick() % 240;
+        const int N = 1 + ck.pick() % (kind == 3 ? 400 : 300);
+        const int K = 1 + ck.pick() % (it % 7 == 0 ? 700 : 300);
+        ck.check(make(it & 1, (it >> 1) & 1, M, N, K, kAlphas[it % 3], kBetas[(it / 3) % 3], (it / 5) % 3 * 5), threads);
+      }
+      break;
+    }
+    case 2: {
+      r.section = "blocking boundaries: K past KC and the skinny K superblock, NC, MC";
+      const Case big[] = {
+          make(false, false, 3, 40, 5000, 1.0f, 0.7f, 1),  make(true, true, 3, 37, 4500, -0.5f, 0.0f, 0),
+          make(false, true, 20, 33, 9000, 1.0f, 1.0f, 2),  make(true, false, 37, 50, 4097, 2.5f, 0.0f, 0),
+          make(false, false, 150, 3100, 40, 1.0f, 0.0f, 0), make(false, true, 300, 70, 513, 1.0f, 0.7f, 4),
+          make(true, false, 289, 100, 257, -0.5f, 1.0f, 0), make(true, true, 145, 200, 600, 1.0f, 0.0f, 3),
+          make(false, false, 1, 5000, 300, 1.0f, 0.0f, 0),  make(false, true, 1, 3000, 770, 1.0f, 0.0f, 0),
+          make(false, false, 64, 1000, 300, 1.0f, 0.0f, 0), make(false, false, 65, 1000, 300, 1.0f, 1.0f, 0),
+      };
+      for (const Case& c : big) ck.check(c, threads);
+      break;
+    }
+    case 3: {
+      r.section = "alpha = 0: C = beta*C (beta = 0: zeros even over NaN)";
+      for (float beta : kBetas) ck.check(make(false, false, 9, 20, 30, 0.0f, beta, 2), threads);
+      break;
+    }
+    case 4: {
+      r.section = "concurrent calls from two threads equal the serial result bit for bit";
+      const int M = 100, N = 300, K = 200;
+      std::vector<float> A((size_t)M * K), B((size_t)K * N), C1((size_t)M * N), C2((size_t)M * N), R((size_t)M * N);
+      for (auto& x : A) x = ck.urand();
+      for (auto& x : B) x = ck.urand();
+      set_num_threads(hw);
+      gemm(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, R.data(), N);
+      bool ok = true;
+      for (int rep = 0; rep < 20 && ok; rep++) {
+        std::thread t1([&] { gemm(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, C1.data(), N); });
+        std::thread t2([&] {
+          gemm(false, true, 4, 64, K, 1.0f, A.data(), K, B.data(), K, 0.0f, C2.data(), 64);
+          gemm(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, C2.data(), N);
+        });
+        t1.join();
+        t2.join();
+        for (size_t i = 0; i < R.size(); i++) ok = ok && C1[i] == R[i] && C2[i] == R[i];
+      }
+      r.worst = ok ? "20 rounds identical" : "concurrent calls differ from the serial result";
+      ck.count(ok, r.worst);
+      break;
+    }
+    default:
+      r.section = "no such section";
+      ck.count(false, "section " + std::to_string(section) + " does not exist");
+  }
+  gemm_force_portable(portable_before);
+  set_num_threads(threads_before);
+  return r;
+}
+
+}  // namespace mend

@@ -19,8 +19,8 @@ export interface NativeModel {
     loss: number; nTargets: number; grads: Record<string, Float32Array>
     captures: Record<string, { x: Float32Array; d: Float32Array }>; logits?: Float32Array
   }>
-  generate(ids: Int32Array, B: number, T: number, mask: Int32Array | null, maxNewTokens: number,
-           temperature: number, topK: number, eosTokenId: number, seed: number, useCache: boolean,
+  generate(ids: Int32Array, B: number, T: number, mask: Int32Array | null,
+           opts: { maxNewTokens: number; temperature: number; topK: number; eosTokenId: number; seed: number; useCache: boolean },
            overlay?: NativeOverlay | null):
     Promise<{ tokens: Int32Array; n: number }>
   save(path: string, metadata: Record<string, string>): Promise<void>

@@ -138,7 +138,7 @@ export abstract class GPT2Inference {
     }
     const seed = opts.seed ?? 0
     const ov = this.overlayHandle
-    const r = await callNative(() => this.native.generate(b.ids.data, b.ids.B, b.ids.T, b.mask, maxNew, temperature, topK, eos, seed, opts.useCache ?? true, ov))
+    const r = await callNative(() => this.native.generate(b.ids.data, b.ids.B, b.ids.T, b.mask, { maxNewTokens: maxNew, temperature, topK, eosTokenId: eos, seed, useCache: opts.useCache ?? true }, ov))
     const out: number[][] = []
     for (let i = 0; i < b.ids.B; i++) out.push(Array.from(r.tokens.subarray(i * r.n, (i + 1) * r.n)))
     return out

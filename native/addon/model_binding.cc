@@ -208,7 +208,7 @@ class Model : public Napi::ObjectWrap<Model> {
     return queue_call(env, info[8], std::move(w));
   }
 
-  // generate(ids, B, T, mask, maxNewTokens, temperature, topK, eosTokenId, seed, useCache, overlay)
+  // generate(ids, B, T, mask, {maxNewTokens, temperature, topK, eosTokenId, seed, useCache}, overlay)
   Napi::Value Generate(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!alive(env)) return env.Undefined();
@@ -224,14 +224,24 @@ class Model : public Napi::ObjectWrap<Model> {
       }
     } w;
     if (!read_batch(env, info[0], info[1], info[2], info[3], env.Undefined(), "", false, &w.b)) return env.Undefined();
-    for (int k = 4; k <= 8; k++) MEND_CHECK_ARG(env, info[k].IsNumber(), "Expected numbers for the generate options");
-    w.opt.max_new_tokens = info[4].As<Napi::Number>().Int32Value();
-    w.opt.temperature = info[5].As<Napi::Number>().FloatValue();
-    w.opt.top_k = info[6].As<Napi::Number>().Int32Value();
-    w.opt.eos_token_id = info[7].As<Napi::Number>().Int32Value();
-    w.opt.seed = (uint64_t)info[8].As<Napi::Number>().Int64Value();
-    w.opt.use_cache = info[9].ToBoolean().Value();
-    return queue_call(env, info[10], std::move(w));
+    MEND_CHECK_ARG(env, info[4].IsObject(),
+                   "Expected an options object {maxNewTokens, temperature, topK, eosTokenId, seed, useCache} for generate");
+    Napi::Object o = info[4].As<Napi::Object>();
+    // Absent options keep GenerateOptions' defaults; a present one must have the right type.
+    for (const char* k : {"maxNewTokens", "temperature", "topK", "eosTokenId", "seed"})
+      MEND_CHECK_ARG(env, o.Get(k).IsUndefined() || o.Get(k).IsNumber(),
+                     std::string("Expected a number for generate options.") + k);
+    auto given = [&](const char* k) { return !o.Get(k).IsUndefined(); };
+    auto num = [&](const char* k) { return o.Get(k).As<Napi::Number>(); };
+    if (given("maxNewTokens")) w.opt.max_new_tokens = num("maxNewTokens").Int32Value();
+    if (given("temperature")) w.opt.temperature = num("temperature").FloatValue();
+    if (given("topK")) w.opt.top_k = num("topK").Int32Value();
+    if (given("eosTokenId")) w.opt.eos_token_id = num("eosTokenId").Int32Value();
+    if (given("seed")) w.opt.seed = (uint64_t)num("seed").Int64Value();
+    Napi::Value uc = o.Get("useCache");
+    MEND_CHECK_ARG(env, uc.IsUndefined() || uc.IsBoolean(), "Expected a boolean for generate options.useCache");
+    w.opt.use_cache = uc.IsUndefined() ? true : uc.As<Napi::Boolean>().Value();
+    return queue_call(env, info[5], std::move(w));
   }
 
   // save(path, metadata: Record<string,string>)

@@ -97,12 +97,13 @@ t.test('node-mend eval writes JSON, a Markdown report and an SVG plot', async (t
   t.equal(res.single.requests, 4, 'four usable requests (the malformed one is skipped)')
   t.same(res.sequential.map((r: { edits: number }) => r.edits), [1, 2, 3], 'sequential checkpoints 1, 2, 3')
   for (const row of [res.single, ...res.sequential]) {
-    for (const k of ['reliability', 'generalization', 'locality']) t.ok(row[k] >= 0 && row[k] <= 1, `${k} at ${row.edits} edit(s) = ${row[k]}`)
+    for (const k of ['reliability', 'generalization', 'locality', 'greedy']) t.ok(row[k] >= 0 && row[k] <= 1, `${k} at ${row.edits} edit(s) = ${row[k]}`)
   }
   const md = fs.readFileSync(path.join(outDir, 'report.md'), 'utf8')
-  t.match(md, /\| edits \| requests \| reliability \| generalization \| locality \| portability \|/)
+  t.match(md, /\| edits \| requests \| reliability \| generalization \| locality \| portability \| greedy match \|/)
   t.equal(stdout, md, 'the report is also printed')
   const svg = fs.readFileSync(path.join(outDir, 'plot.svg'), 'utf8')
   t.match(svg, /^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/)
-  t.equal((svg.match(/<polyline/g) ?? []).length, 2, 'reliability and locality lines')
+  t.equal((svg.match(/<polyline/g) ?? []).length, 4, 'reliability, generalization, locality and greedy-match lines')
+  for (const name of ['reliability', 'generalization', 'locality', 'greedy match']) t.match(svg, new RegExp(`>${name}<`), `legend: ${name}`)
 })

@@ -246,3 +246,24 @@ t.test('deprecated aliases keep the old names working for one release', async (t
   const ed = new lib.Editor(new MEND(model, { innerParams: inner, rank: 4 }), tok)
   t.ok(ed instanceof lib.BaseEditor, 'new Editor(...) is a BaseEditor')
 })
+
+t.test('greedyMatch: rewrite_greedy is 1 exactly when greedy generation gives the target tokens', async (t) => {
+  const mend = new MEND(model, { innerParams: inner, rank: 4, editLr: -10 })
+  const ed = new BaseEditor(mend, tok)
+  const { metrics } = await ed.edit({ ...req, greedyMatch: true })
+  const plain = await ed.edit(req)
+  t.equal(plain.metrics[0].post.rewrite_greedy, undefined, 'not measured without greedyMatch (EasyEdit\'s metric set)')
+  const seen = new Set<number>()
+  for (const [i, m] of metrics.entries()) {
+    const { edited } = await mend.edit({ inputIds: [[...tok.encode(req.prompts[i]), ...tok.encode(' ' + req.targetNew[i])]], labels: [[...tok.encode(req.prompts[i]).map(() => -100), ...tok.encode(' ' + req.targetNew[i])]] })
+    const target = tok.encode(' ' + req.targetNew[i])
+    for (const [which, model_, got] of [['pre', ed.model, m.pre.rewrite_greedy], ['post', edited.model, m.post.rewrite_greedy]] as const) {
+      const [gen] = await model_.generate([tok.encode(req.prompts[i])], { maxNewTokens: target.length })
+      const want = gen.every((x, j) => x === target[j]) ? 1 : 0
+      t.equal(got, want, `request ${i} ${which}: rewrite_greedy ${got} (generated ${JSON.stringify(tok.decode(gen))}, target ${JSON.stringify(' ' + req.targetNew[i])})`)
+      seen.add(want)
+    }
+    t.equal(m.post.rewrite_acc, plain.metrics[i].post.rewrite_acc, `request ${i}: the teacher-forced metrics are unchanged by greedyMatch`)
+  }
+  t.same([...seen].sort(), [0, 1], 'both outcomes occur (pre: the target is not generated; post: it is)')
+})

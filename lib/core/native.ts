@@ -6,7 +6,7 @@
  * NODE_MEND_ADDON overrides the path (for development builds).
  */
 import * as path from 'path'
-import { mendError } from './errors'
+import { MendError, mendError } from './errors'
 
 export interface NativeModel {
   paramInfo(): { name: string; shape: number[] }[]
@@ -96,6 +96,19 @@ export interface NativeAddon {
   createTrainer(model: NativeModel, spec: EditorSpec, opts: { lr: number; lrLr: number; cedit: number; cloc: number; gradClip: number; accumulateBs: number }): NativeTrainer
   adamwUpdate(param: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, lr: number, beta1: number,
               beta2: number, eps: number, weightDecay: number, t: number): void
+  optimizerStep(params: Float32Array[], grads: Float32Array[], m: Float32Array[], v: Float32Array[], opts: OptimizerStepOptions): { gradNorm: number }
+  setErrorClass(ctor: (new (code: string, message: string) => Error) | null): void
+}
+
+/** One global-norm-clipped AdamW step over a list of parameters (in place). */
+export interface OptimizerStepOptions {
+  lr: number; beta1: number; beta2: number; eps: number
+  /** Per parameter. */
+  weightDecay: number[]
+  /** The step number (1-based) for bias correction. */
+  t: number
+  /** Global-norm clip; <= 0 means none. */
+  gradClip: number
 }
 
 let addon: NativeAddon | undefined
@@ -129,6 +142,7 @@ export function native(): NativeAddon {
   const file = process.env.NODE_MEND_ADDON || path.join(__dirname, '..', '..', 'build', 'Release', 'node_mend.node')
   try {
     addon = require(file) as NativeAddon
+    addon.setErrorClass(MendError) // native errors arrive as MendError with their code
   } catch (e) {
     throw mendError('ERR_NATIVE_MISSING',
       `node-mend's native addon could not be loaded from ${file} (${(e as Error).message}). ` +
@@ -136,3 +150,18 @@ export function native(): NativeAddon {
   }
   return addon
 }
+
+// The addon's entry points, typed. Modules outside lib/core/ call these (never the addon object), so
+// a second backend plugs in here.
+type Api = NativeAddon
+export const loadModel: Api['loadModel'] = (path, config) => native().loadModel(path, config)
+export const randomModel: Api['randomModel'] = (config, seed) => native().randomModel(config, seed)
+export const createModel: Api['createModel'] = (config, tensors) => native().createModel(config, tensors)
+export const safetensorsRead: Api['safetensorsRead'] = (path) => native().safetensorsRead(path)
+export const safetensorsWrite: Api['safetensorsWrite'] = (path, tensors, metadata) => native().safetensorsWrite(path, tensors, metadata)
+export const createEditor: Api['createEditor'] = (model, spec) => native().createEditor(model, spec)
+export const mendEdit: Api['mendEdit'] = (...a) => native().mendEdit(...a)
+export const buildOverlay: Api['buildOverlay'] = (model, edits) => native().buildOverlay(model, edits)
+export const materialize: Api['materialize'] = (model, overlay) => native().materialize(model, overlay)
+export const createTrainer: Api['createTrainer'] = (model, spec, opts) => native().createTrainer(model, spec, opts)
+export const optimizerStep: Api['optimizerStep'] = (params, grads, m, v, opts) => native().optimizerStep(params, grads, m, v, opts)

@@ -45,10 +45,18 @@ export interface BaseEditorRequest {
   sequentialEdit?: boolean
   /** All requests in one edit. */
   batchEdit?: boolean
+  /**
+   * Also measure `rewrite_greedy` (node-mend's, not an EasyEdit metric): 1 when greedy generation
+   * from the prompt produces exactly targetNew's tokens, else 0. Teacher-forced accuracy credits a
+   * target whose first token is wrong; generation does not.
+   */
+  greedyMatch?: boolean
 }
 
 export interface Metrics {
   rewrite_acc: number
+  /** With `greedyMatch`: greedy exact match of targetNew after the prompt (0 or 1). */
+  rewrite_greedy?: number
   rephrase_acc?: number
   /** Post only. */
   locality?: number
@@ -135,6 +143,7 @@ interface Case {
   rephrase: string[]
   locality: { prompt: string; answer: string }[]
   portability: { prompt: string; answer: string }[]
+  greedy: boolean
 }
 
 /** The requested rewrite of a case, as reported in RequestMetrics. */
@@ -197,7 +206,7 @@ function normalise(req: BaseEditorRequest): Case[] {
   if (req.sequentialEdit && req.batchEdit) throw mendError('ERR_INVALID_ARG', 'sequentialEdit and batchEdit cannot both be set')
   return prompts.map((prompt, i) => ({
     prompt, targetNew: targets[i], ...(gt ? { groundTruth: gt[i] } : {}),
-    rephrase: reph[i], locality: loc[i], portability: port[i],
+    rephrase: reph[i], locality: loc[i], portability: port[i], greedy: req.greedyMatch === true,
   }))
 }
 
@@ -300,6 +309,15 @@ export class BaseEditor {
     return preds.map((p) => agreement(p.predicted, p.target))
   }
 
+  /** 1 when greedy generation from the prompt gives exactly the target's tokens (as buildEditBatch encodes them), else 0. */
+  private async greedyMatch(model: ForwardModel, c: Case): Promise<number> {
+    const gen = (model as Partial<GPT2Inference>).generate
+    if (typeof gen !== 'function') throw invalidArg('a model with generate()', 'greedyMatch', model)
+    const target = this.tokenizer.encode(c.targetNew.startsWith(' ') ? c.targetNew : ' ' + c.targetNew)
+    const [out] = await gen.call(model, [this.tokenizer.encode(c.prompt)], { maxNewTokens: target.length })
+    return out.length === target.length && out.every((t, i) => t === target[i]) ? 1 : 0
+  }
+
   /** rewrite/rephrase/portability accuracies of one case, all pairs in one forward. */
   private async accuracies(model: ForwardModel, c: Case): Promise<Metrics> {
     const prompts = [c.prompt, ...c.rephrase, ...c.portability.map((p) => p.prompt)]
@@ -309,6 +327,7 @@ export class BaseEditor {
     const nr = c.rephrase.length
     if (nr > 0) m.rephrase_acc = mean(acc.slice(1, 1 + nr))
     if (c.portability.length > 0) m.portability = mean(acc.slice(1 + nr))
+    if (c.greedy) m.rewrite_greedy = await this.greedyMatch(model, c)
     return m
   }
 

@@ -15,6 +15,8 @@ export interface MetricRow {
   generalization?: number
   locality?: number
   portability?: number
+  /** Greedy exact match of the new target after the edit prompt (node-mend's; not EasyEdit's). */
+  greedy?: number
 }
 
 export interface EvalResult {
@@ -29,9 +31,11 @@ function summarise(edits: number, ms: RequestMetrics[]): MetricRow {
   }
   const row: MetricRow = { edits, requests: ms.length, reliability: avg((m) => m.post.rewrite_acc)! }
   const g = avg((m) => m.post.rephrase_acc), l = avg((m) => m.post.locality), p = avg((m) => m.post.portability)
+  const gm = avg((m) => m.post.rewrite_greedy)
   if (g !== undefined) row.generalization = g
   if (l !== undefined) row.locality = l
   if (p !== undefined) row.portability = p
+  if (gm !== undefined) row.greedy = gm
   return row
 }
 
@@ -54,7 +58,7 @@ export async function evaluateEditor(editor: BaseEditor, records: EditRequest[],
   let done = 0
   const single: RequestMetrics[] = []
   for (const r of records) {
-    const { metrics } = await editor.edit(editorRequest([r]))
+    const { metrics } = await editor.edit({ ...editorRequest([r]), greedyMatch: true })
     single.push(metrics[0])
     opts.onProgress?.(++done, total)
   }
@@ -62,7 +66,7 @@ export async function evaluateEditor(editor: BaseEditor, records: EditRequest[],
   const sequential: MetricRow[] = []
   if (ks.length) {
     // one sequence of seqN edits, measured after k of them for every checkpoint k
-    const curve = await editor.sequentialCurve(editorRequest(records.slice(0, seqN)), ks)
+    const curve = await editor.sequentialCurve({ ...editorRequest(records.slice(0, seqN)), greedyMatch: true }, ks)
     curve.forEach((metrics, i) => sequential.push(summarise(ks[i], metrics)))
   }
   opts.onProgress?.(total, total)
@@ -72,24 +76,26 @@ export async function evaluateEditor(editor: BaseEditor, records: EditRequest[],
 const pct = (x: number | undefined) => (x === undefined ? '–' : `${(100 * x).toFixed(1)}%`)
 
 export function markdownReport(r: EvalResult, title: string): string {
-  const lines = [`# ${title}`, '', `Single edits on the unedited model (${r.single.requests} requests; reliability before editing ${pct(r.single.preReliability)}):`, '',
-    '| edits | requests | reliability | generalization | locality | portability |', '|---|---|---|---|---|---|']
-  const row = (m: MetricRow) => `| ${m.edits} | ${m.requests} | ${pct(m.reliability)} | ${pct(m.generalization)} | ${pct(m.locality)} | ${pct(m.portability)} |`
+  const head = ['| edits | requests | reliability | generalization | locality | portability | greedy match |', '|---|---|---|---|---|---|---|']
+  const lines = [`# ${title}`, '', `Single edits on the unedited model (${r.single.requests} requests; reliability before editing ${pct(r.single.preReliability)}):`, '', ...head]
+  const row = (m: MetricRow) => `| ${m.edits} | ${m.requests} | ${pct(m.reliability)} | ${pct(m.generalization)} | ${pct(m.locality)} | ${pct(m.portability)} | ${pct(m.greedy)} |`
   lines.push(row(r.single))
   if (r.sequential.length) {
     lines.push('', 'Sequential edits (metrics over the first k requests after k accumulated edits):', '',
-      '| edits | requests | reliability | generalization | locality | portability |', '|---|---|---|---|---|---|', ...r.sequential.map(row), '', '![reliability and locality against the number of edits](plot.svg)')
+      ...head, ...r.sequential.map(row), '', '![reliability, generalization, locality and greedy match against the number of edits](plot.svg)')
   }
   return lines.join('\n') + '\n'
 }
 
-/** A small SVG line plot of reliability and locality (%) against the number of sequential edits. */
+/** A small SVG line plot of reliability, generalization, locality and greedy match (%) against the number of sequential edits (log axis). */
 export function svgPlot(rows: MetricRow[]): string {
   const W = 480, H = 300, L = 50, R = 20, T = 20, B = 40
   const xs = rows.map((r) => r.edits)
   const lx = (k: number) => (xs.length < 2 ? L : L + ((Math.log10(k) - Math.log10(xs[0])) / (Math.log10(xs[xs.length - 1]) - Math.log10(xs[0]) || 1)) * (W - L - R))
   const ly = (v: number) => T + (1 - v) * (H - T - B)
-  const series: [string, string, (r: MetricRow) => number | undefined][] = [['reliability', '#1f77b4', (r) => r.reliability], ['locality', '#d62728', (r) => r.locality]]
+  const series: [string, string, (r: MetricRow) => number | undefined][] = [
+    ['reliability', '#1f77b4', (r) => r.reliability], ['generalization', '#2ca02c', (r) => r.generalization],
+    ['locality', '#d62728', (r) => r.locality], ['greedy match', '#9467bd', (r) => r.greedy]]
   const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`,
     `<rect width="${W}" height="${H}" fill="white"/>`,
     `<line x1="${L}" y1="${ly(0)}" x2="${W - R}" y2="${ly(0)}" stroke="black"/><line x1="${L}" y1="${T}" x2="${L}" y2="${ly(0)}" stroke="black"/>`]

@@ -16,7 +16,7 @@
 import { mendError } from '../core/errors'
 import { GPT2LMHeadModel } from '../model/gpt2'
 import { defaultInnerParams, editorLayout, LayerActivation, layerActivationsOf, MENDConfig, resolveConfig } from './network'
-import { callNative, EditorSpec, native, TransformSpec } from '../core/native'
+import { callNative, EditorSpec, safetensorsRead, safetensorsWrite, TransformSpec } from '../core/native'
 
 const FORMAT = 'node-mend-editor'
 export const CHECKPOINT_FORMAT = 'node-mend-checkpoint'
@@ -60,7 +60,7 @@ type ReadTensors = Record<string, { dtype: string; shape: number[]; data: Float3
 
 export async function loadEditorFile(model: GPT2LMHeadModel, file: string, innerParams?: string[]):
   Promise<{ spec: EditorSpec; config: Required<MENDConfig> }> {
-  const { tensors, metadata } = await callNative(() => native().safetensorsRead(file))
+  const { tensors, metadata } = await callNative(() => safetensorsRead(file))
   return specFromTensors(model, tensors, metadata, file, innerParams)
 }
 
@@ -142,7 +142,7 @@ export function specFromTensors(model: GPT2LMHeadModel, all: ReadTensors, metada
 /** Writes an editor spec as one editor file (EasyEdit's names, node-mend's metadata). */
 export async function saveEditorFile(file: string, spec: EditorSpec, cfg: Readonly<Required<MENDConfig>>,
   m: { nLayer: number; nEmbd: number; vocabSize: number }): Promise<void> {
-  await callNative(() => native().safetensorsWrite(file, editorTensors(spec), editorMetadata(cfg, m, layerActivationsOf(spec))))
+  await callNative(() => safetensorsWrite(file, editorTensors(spec), editorMetadata(cfg, m, layerActivationsOf(spec))))
 }
 
 export function editorMetadata(cfg: Readonly<Required<MENDConfig>>, m: { nLayer: number; nEmbd: number; vocabSize: number },

@@ -6,7 +6,7 @@ import { mendError } from '../core/errors'
 import { FunctionalGPT2LMHeadModel, EditRecord } from '../model/functional'
 import { Batch, prepareBatch } from '../model/batch'
 import { GPT2LMHeadModel, ForwardOptions, ForwardOutput } from '../model/gpt2'
-import { callNative, EditorSpec, native, NativeEditor } from '../core/native'
+import { callNative, createEditor, EditorSpec, mendEdit, NativeEditor } from '../core/native'
 import { Tensor } from '../core/tensor'
 import { loadEditorFile, saveEditorFile } from './editor-file'
 import { EditorLayout, editorLayout, freshEditorSpec, LayerActivation, layerActivationsOf, MENDConfig, resolveConfig } from './network'
@@ -72,7 +72,7 @@ export class MEND {
     const cfg = resolveConfig(model, config)
     const layout = editorLayout(model, cfg.innerParams)
     const spec = freshEditorSpec(layout, cfg)
-    this[INTERNAL] = { handle: native().createEditor(model.native, spec), editLrs: Float32Array.from(spec.editLrs), layout, config: cfg, acts: layerActivationsOf(spec) }
+    this[INTERNAL] = { handle: createEditor(model.native, spec), editLrs: Float32Array.from(spec.editLrs), layout, config: cfg, acts: layerActivationsOf(spec) }
   }
 
   /** Loads an editor file (DESIGN §7) and checks it against the model. */
@@ -81,7 +81,7 @@ export class MEND {
     const layout = editorLayout(model, config.innerParams)
     let handle: NativeEditor
     try {
-      handle = native().createEditor(model.native, spec)
+      handle = createEditor(model.native, spec)
     } catch (e) {
       const err = e as Error
       err.message = `${editorPath}: ${err.message}`
@@ -94,7 +94,7 @@ export class MEND {
   static fromEditorSpec(model: GPT2LMHeadModel, spec: EditorSpec, config: MENDConfig = {}): MEND {
     const cfg = resolveConfig(model, config)
     const layout = editorLayout(model, cfg.innerParams)
-    const handle = native().createEditor(model.native, spec)
+    const handle = createEditor(model.native, spec)
     return new MEND(model, cfg, { handle, editLrs: Float32Array.from(spec.editLrs), layout, config: cfg, acts: layerActivationsOf(spec) }, INTERNAL)
   }
 
@@ -151,7 +151,7 @@ export class MEND {
     const b = prepareBatch(batch, base.config.vocabSize, true)
     const prev = this.model instanceof FunctionalGPT2LMHeadModel ? this.model : null
     const overlay = prev ? prev.nativeOverlay : null
-    const r = await callNative(() => native().mendEdit(base.native, overlay, st.handle, b.ids.data, b.ids.B, b.ids.T, b.mask, b.labels!))
+    const r = await callNative(() => mendEdit(base.native, overlay, st.handle, b.ids.data, b.ids.B, b.ids.T, b.mask, b.labels!))
     const alphas = st.editLrs
     const factors: Record<string, { u: Tensor; d: Tensor }> = {}
     const record: EditRecord = { factors, alphas: {}, request: opts.request }

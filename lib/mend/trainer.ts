@@ -25,7 +25,7 @@ import { Batch, prepareBatch } from '../model/batch'
 import { GPT2LMHeadModel } from '../model/gpt2'
 import { MEND, noteTrainedCopy } from './mend'
 import { layerActivationsOf, MENDConfig } from './network'
-import { callNative, EditorSpec, native, NativeBatch, NativeTrainer } from '../core/native'
+import { callNative, createTrainer, EditorSpec, NativeBatch, NativeTrainer, safetensorsRead, safetensorsWrite } from '../core/native'
 import { GPT2Tokenizer } from '../tokenizer/tokenizer'
 import { checkInt, checkNumber } from '../core/check'
 
@@ -122,7 +122,7 @@ export class EditTrainer {
     }
     checkInt(c.accumulateBs, 'EditTrainer accumulateBs', 1)
     this.config = c
-    this.handle = native().createTrainer(this.model.native, mend.editorSpec(), c)
+    this.handle = createTrainer(this.model.native, mend.editorSpec(), c)
   }
 
   private toNative(b: Batch, needLabels: boolean): NativeBatch {
@@ -229,7 +229,7 @@ export class EditTrainer {
       ...opt.m.map((m, i) => ({ name: `adam.m.${i}`, shape: [m.length], data: m })),
       ...opt.v.map((v, i) => ({ name: `adam.v.${i}`, shape: [v.length], data: v })),
     ]
-    await callNative(() => native().safetensorsWrite(file, tensors, {
+    await callNative(() => safetensorsWrite(file, tensors, {
       format: CHECKPOINT_FORMAT,
       [LAYER_ACTIVATIONS_KEY]: JSON.stringify(layerActivationsOf(editor)),
       trainer: JSON.stringify(this.config),
@@ -243,7 +243,7 @@ export class EditTrainer {
 
   /** A trainer continuing a checkpoint on `model`; `overrides` may change run settings (e.g. maxIters). */
   static async resume(model: GPT2LMHeadModel, file: string, overrides: EditTrainerConfig = {}): Promise<EditTrainer> {
-    const r = await callNative(() => native().safetensorsRead(file))
+    const r = await callNative(() => safetensorsRead(file))
     if (r.metadata.format !== CHECKPOINT_FORMAT) throw mendError('ERR_SAFETENSORS', `${file} is not a node-mend training checkpoint`)
     let trainerCfg: EditTrainerConfig, mendCfg: MENDConfig
     try {

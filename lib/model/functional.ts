@@ -7,7 +7,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { mendError } from '../core/errors'
 import { GPT2Inference, GPT2LMHeadModel } from './gpt2'
-import { callNative, native, NativeOverlay } from '../core/native'
+import { buildOverlay, callNative, materialize, NativeOverlay, safetensorsRead, safetensorsWrite } from '../core/native'
 import { Tensor } from '../core/tensor'
 import { describe } from '../core/check'
 
@@ -59,7 +59,7 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
       for (let k = 0; k < a.length; k++) a[k] = Math.fround(f.u.data[k] * alpha)
       return { param, a, b: f.d.data }
     }))
-    const overlay = await callNative(() => native().buildOverlay(base.native, factors))
+    const overlay = await callNative(() => buildOverlay(base.native, factors))
     return new FunctionalGPT2LMHeadModel(base, edits, overlay)
   }
 
@@ -81,7 +81,7 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
 
   /** A plain model whose edited weights are merged (W + ΔW); other weights are shared with the base. */
   async materialize(): Promise<GPT2LMHeadModel> {
-    const handle = await callNative(() => native().materialize(this.base.native, this.overlay))
+    const handle = await callNative(() => materialize(this.base.native, this.overlay))
     return GPT2LMHeadModel.fromNative(handle, this.config, this.base.rawConfig)
   }
 
@@ -112,7 +112,7 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
     })
     const c = this.config
     fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true })
-    await callNative(() => native().safetensorsWrite(file, tensors, {
+    await callNative(() => safetensorsWrite(file, tensors, {
       format: EDITS_FORMAT,
       version: '1',
       edits: JSON.stringify(meta),
@@ -122,7 +122,7 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
 
   /** Replays a saved edit log on `base` (which must be the model the edits were made on). */
   static async loadEdits(base: GPT2LMHeadModel, file: string): Promise<FunctionalGPT2LMHeadModel> {
-    const r = await callNative(() => native().safetensorsRead(file))
+    const r = await callNative(() => safetensorsRead(file))
     if (r.metadata.format !== EDITS_FORMAT) throw mendError('ERR_SAFETENSORS', `${file} is not a node-mend edit log (metadata.format = ${JSON.stringify(r.metadata.format)})`)
     let meta: { params: string[]; alphas: Record<string, number>; request: unknown }[]
     try {

@@ -6,7 +6,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { GPT2Config, readHFConfig, toHFConfig, toNativeConfig, validateConfig } from './config'
 import { mendError } from '../core/errors'
-import { callNative, native, NativeModel, NativeOverlay } from '../core/native'
+import { callNative, createModel, loadModel, NativeModel, NativeOverlay, randomModel } from '../core/native'
 import { Batch, prepareBatch } from './batch'
 import { canonicalParamName, isConv1DWeight } from './names'
 
@@ -176,7 +176,7 @@ export class GPT2LMHeadModel extends GPT2Inference {
       const hint = fs.existsSync(path.join(dir, 'pytorch_model.bin')) ? ' (only pytorch_model.bin is there: convert it to safetensors)' : ''
       throw mendError('ERR_IO', `${weights} does not exist${hint}`)
     }
-    const handle = await callNative(() => native().loadModel(weights, toNativeConfig(config)))
+    const handle = await callNative(() => loadModel(weights, toNativeConfig(config)))
     return new GPT2LMHeadModel(handle, config, raw)
   }
 
@@ -184,14 +184,14 @@ export class GPT2LMHeadModel extends GPT2Inference {
   static async random(config: GPT2Config, seed = 0): Promise<GPT2LMHeadModel> {
     validateConfig(config)
     checkInt(seed, 'seed')
-    const handle = await callNative(() => native().randomModel(toNativeConfig(config), seed))
+    const handle = await callNative(() => randomModel(toNativeConfig(config), seed))
     return new GPT2LMHeadModel(handle, { ...config })
   }
 
   /** A model owning the given parameters (canonical or GPT2Model names; every parameter required; copied). */
   static async fromTensors(config: GPT2Config, tensors: Record<string, Float32Array>): Promise<GPT2LMHeadModel> {
     validateConfig(config)
-    const handle = await callNative(() => native().createModel(toNativeConfig(config), tensors))
+    const handle = await callNative(() => createModel(toNativeConfig(config), tensors))
     return new GPT2LMHeadModel(handle, { ...config })
   }
 

@@ -6,7 +6,7 @@
  */
 import { mendError } from '../core/errors'
 import { Batch, GPT2LMHeadModel } from './gpt2'
-import { native } from '../core/native'
+import { optimizerStep } from '../core/native'
 import { checkNumber } from '../core/check'
 
 export interface PretrainConfig {
@@ -59,20 +59,15 @@ export class Pretrainer {
   async step(batch: Batch, lr?: number): Promise<number> {
     if (lr !== undefined) checkNumber(lr, 'lr')
     const { loss, grads } = await this.current.lossAndGrad(batch)
-    let sq = 0
-    for (const name of Object.keys(this.params)) for (const g of grads[name].data) sq += g * g
-    const norm = Math.sqrt(sq)
-    if (!Number.isFinite(norm)) throw mendError('ERR_NON_FINITE', 'the gradient is not finite')
-    const scale = this.config.gradClip > 0 && norm > this.config.gradClip ? this.config.gradClip / (norm + 1e-6) : 1
-    this.t++
+    const names = Object.keys(this.params)
     const c = this.config
-    for (const name of Object.keys(this.params)) {
-      const g = grads[name].data
-      if (scale !== 1) for (let i = 0; i < g.length; i++) g[i] *= scale
-      // No weight decay on biases and LayerNorm parameters (the usual GPT-2 recipe).
-      const wd = /\.(bias|ln_\d\.weight|ln_f\.weight)$/.test(name) ? 0 : c.weightDecay
-      native().adamwUpdate(this.params[name], g, this.m[name], this.v[name], lr ?? c.lr, c.beta1, c.beta2, c.eps, wd, this.t)
-    }
+    // One native step: global-norm clipping, then AdamW per parameter (the editor trainer's code).
+    // No weight decay on biases and LayerNorm parameters (the usual GPT-2 recipe).
+    optimizerStep(names.map((n) => this.params[n]), names.map((n) => grads[n].data), names.map((n) => this.m[n]), names.map((n) => this.v[n]), {
+      lr: lr ?? c.lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, t: this.t + 1, gradClip: c.gradClip,
+      weightDecay: names.map((n) => (/\.(bias|ln_\d\.weight|ln_f\.weight)$/.test(n) ? 0 : c.weightDecay)),
+    }) // throws ERR_NON_FINITE, changing nothing, when the gradient norm is not finite
+    this.t++
     const next = await GPT2LMHeadModel.fromTensors(this.current.config, this.params)
     if (this.ownsCurrent) this.current.dispose()
     this.current = next

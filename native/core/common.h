@@ -1,6 +1,6 @@
 // common.h — status type, error codes and small helpers shared by all native code.
 // Native code never exits or aborts on bad input: functions return a Status, and native/addon/
-// turns a failed Status into a JavaScript Error with `.code`.
+// turns a failed Status into a coded JavaScript error (addon/util.h make_error).
 #pragma once
 #include <cstdint>
 #include <cstddef>

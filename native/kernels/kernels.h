@@ -2,10 +2,11 @@
 // Conventions (llm.c style): outputs first, gradients d-prefixed, then inputs, then sizes.
 // "=" means the output is overwritten, "+=" means it accumulates. All tensors are row-major,
 // contiguous float32 unless a stride is given. A null gradient pointer means "not wanted".
-// Every function is multi-threaded internally through threadpool.h and is safe to call from
-// several threads at once (no global mutable state besides the pool).
+// Every function is multi-threaded internally through core/threadpool.h and is safe to call from
+// several threads at once (no global mutable state besides the pool and gemm_force_portable, which
+// only the testing addon exports).
 // Every numeric op of the GPT-2 model is here; the model (model/gpt2.cc) only composes them.
-// The CUDA twin of each function lives in kernels/cuda/<op>.cu with the same signature.
+// The CUDA twin of each function goes in kernels/cuda/<op>.cu with the same signature (none yet).
 #pragma once
 #include <cstdint>
 

@@ -16,7 +16,7 @@ namespace mend {
 // the clamp max(·, 0) on EVERY layer in EasyEdit and the original MEND (LRLinear.forward clamps
 // unconditionally; the relu = idx < n_hidden argument IDMLP passes is never used). `relu = false`
 // (act = identity) exists only for editor files written by node-mend before 0.2, whose last layer was
-// linear; such files say so in their metadata (lib/editor-file.ts).
+// linear; such files say so in their metadata (lib/mend/editor-file.ts).
 struct MendLayer {
   std::vector<float> u;      // (D, r)   init 0
   std::vector<float> v;      // (r, D)   init N(0, 1)

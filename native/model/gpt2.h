@@ -17,7 +17,7 @@ namespace mend {
 
 class SafetensorsFile;
 
-// Per-weight changes used by edited models (the MEND overlay, overlay.h): for Conv1D weight p the
+// Per-weight changes used by edited models (the MEND overlay, model/overlay.h): for Conv1D weight p the
 // model computes y = x · W_p' + b + x · Δ_p where W_p' = weight(p, W_p) (a merged copy once the
 // overlay has folded its factors, else the base W_p) and Δ_p is the low-rank part.
 class WeightDeltas {

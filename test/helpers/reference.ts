@@ -2,6 +2,8 @@
  * An independent, deliberately plain float64 GPT-2 (Hugging Face GPT2LMHeadModel, eval mode) for
  * tests: straight loops, no shared code with the native engine.
  */
+import { mulberry32 } from '../../lib/core/random'
+
 export interface RefConfig {
   nLayer: number; nHead: number; nEmbd: number; vocabSize: number; nPositions: number; nInner?: number; eps?: number
 }
@@ -125,17 +127,8 @@ export function maxAbs(a: ArrayLike<number>): number {
   return m
 }
 
-/** Deterministic PRNG (mulberry32) for test data. */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = s
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+/** Deterministic PRNG for test data: the library's mulberry32 (floats in [0, 1)). */
+export const rng = mulberry32
 export function randn(r: () => number): number {
   return Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r())
 }

@@ -35,3 +35,42 @@ export function checkNumber(v: unknown, what: string, opts: { allowNegative?: bo
   }
   return v
 }
+
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)])
+  for (let j = 1; j <= b.length; j++) d[0][j] = j
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1))
+    }
+  }
+  return d[a.length][b.length]
+}
+
+/** snake_case -> camelCase ("max_new_tokens" -> "maxNewTokens"). */
+const camel = (k: string) => k.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase())
+
+/**
+ * An options object with only known keys, in camelCase. A snake_case spelling of a known key (the
+ * name EasyEdit or transformers uses: `max_new_tokens`, `target_new`, …) is accepted as an alias, as
+ * are the extra `aliases` (their name → the key). Any other key is ERR_INVALID_ARG naming it and the
+ * nearest valid key, so a misspelt option is never silently ignored. `undefined` values are dropped.
+ */
+export function checkOptions<T extends object>(opts: unknown, what: string, keys: readonly string[], aliases: Record<string, string> = {}): T {
+  if (opts === undefined || opts === null) return {} as T
+  if (typeof opts !== 'object' || Array.isArray(opts)) throw invalidArg('an options object', what, opts)
+  const out: Record<string, unknown> = {}
+  const from: Record<string, string> = {}
+  for (const [k, v] of Object.entries(opts as Record<string, unknown>)) {
+    if (v === undefined) continue
+    const key = keys.includes(k) ? k : aliases[k] ?? (keys.includes(camel(k)) ? camel(k) : undefined)
+    if (key === undefined) {
+      const nearest = [...keys].sort((a, b) => editDistance(camel(k).toLowerCase(), a.toLowerCase()) - editDistance(camel(k).toLowerCase(), b.toLowerCase()))[0]
+      throw mendError('ERR_INVALID_ARG', `Unknown option "${k}" for ${what}; did you mean "${nearest}"? (valid: ${keys.join(', ')})`)
+    }
+    if (key in out) throw mendError('ERR_INVALID_ARG', `Option "${key}" for ${what} is given twice (as "${from[key]}" and "${k}")`)
+    out[key] = v
+    from[key] = k
+  }
+  return out as T
+}

@@ -25,7 +25,7 @@ import { padRows } from '../model/batch'
 import { MEND } from '../mend/mend'
 import { GPT2Inference, GPT2LMHeadModel, ForwardOutput, Batch } from '../model/gpt2'
 import { GPT2Tokenizer } from '../tokenizer/tokenizer'
-import { invalidArg } from '../core/check'
+import { checkOptions, invalidArg } from '../core/check'
 
 /** Per-request prompts with their answers: one entry per request, each a string or several. */
 export interface PromptAnswerInputs {
@@ -180,12 +180,21 @@ function groups(v: unknown, n: number, name: string, allowEmpty = false): string
 function pairs(v: PromptAnswerInputs | undefined, n: number, name: string): { prompt: string; answer: string }[][] {
   if (v === undefined) return Array.from({ length: n }, () => [])
   if (!v || typeof v !== 'object') throw invalidArg('{ prompt, groundTruth }', name, v)
+  v = checkOptions<PromptAnswerInputs>(v, name, ['prompt', 'groundTruth'])
   const p = groups(v.prompt, n, `${name}.prompt`, true)
   const a = groups(v.groundTruth, n, `${name}.groundTruth`, true)
   return p.map((ps, i) => {
     if (ps.length !== a[i].length) throw mendError('ERR_INVALID_ARG', `${name}[${i}]: ${ps.length} prompts but ${a[i].length} groundTruth answers`)
     return ps.map((prompt, j) => ({ prompt, answer: a[i][j] }))
   })
+}
+
+const REQUEST_KEYS = ['prompts', 'targetNew', 'groundTruth', 'rephrasePrompts', 'localityInputs', 'portabilityInputs', 'sequentialEdit', 'batchEdit', 'greedyMatch'] as const
+
+/** The request with EasyEdit's names (target_new, rephrase_prompts, locality_inputs, sequential_edit, …) as aliases; unknown keys refused. */
+function checkRequest(req: BaseEditorRequest, what: string): BaseEditorRequest {
+  if (!req || typeof req !== 'object') throw invalidArg('an edit request { prompts, targetNew, ... }', what, req)
+  return checkOptions<BaseEditorRequest>(req, what, REQUEST_KEYS)
 }
 
 function normalise(req: BaseEditorRequest): Case[] {
@@ -283,6 +292,7 @@ export class BaseEditor {
    */
   static async fromPretrained(opts: BaseEditorOptions = {}): Promise<BaseEditor> {
     if (!opts || typeof opts !== 'object') throw invalidArg('{ model?, editor?, tokenizer? }', 'BaseEditor.fromPretrained', opts)
+    opts = checkOptions<BaseEditorOptions>(opts, 'BaseEditor.fromPretrained', ['model', 'editor', 'tokenizer'])
     opts = resolveBundled(opts)
     let model: GPT2LMHeadModel
     if (typeof opts.model === 'string') model = await GPT2LMHeadModel.fromPretrained(opts.model)
@@ -389,6 +399,7 @@ export class BaseEditor {
 
   /** EasyEdit's BaseEditor.edit: edits and returns per-request metrics and the last controller. */
   async edit(req: BaseEditorRequest): Promise<{ metrics: RequestMetrics[]; edited: MEND }> {
+    req = checkRequest(req, 'BaseEditor.edit')
     const cases = normalise(req)
     const { pre, preLoc } = await this.preEdit(cases)
     if (req.sequentialEdit) {
@@ -422,6 +433,7 @@ export class BaseEditor {
    * `edit({ ...first k requests, sequentialEdit: true })` reports, without redoing the edits.
    */
   async sequentialCurve(req: BaseEditorRequest, at: number[]): Promise<RequestMetrics[][]> {
+    req = checkRequest(req, 'BaseEditor.sequentialCurve')
     const cases = normalise(req)
     if (!Array.isArray(at) || at.length === 0 || at.some((k, i) => !Number.isInteger(k) || k < 1 || k > cases.length || (i > 0 && k <= at[i - 1]))) {
       throw mendError('ERR_INVALID_ARG', `sequentialCurve: at must be ascending integers in [1, ${cases.length}]`)

@@ -10,6 +10,7 @@ import { callNative, createEditor, EditorSpec, mendEdit, NativeEditor } from '..
 import { Tensor } from '../core/tensor'
 import { loadEditorFile, saveEditorFile } from './editor-file'
 import { EditorLayout, editorLayout, freshEditorSpec, LayerActivation, layerActivationsOf, MENDConfig, resolveConfig } from './network'
+import { checkOptions } from '../core/check'
 
 export type { MENDConfig, LayerActivation } from './network'
 export { defaultInnerParams, shapeKey } from './network'
@@ -145,6 +146,7 @@ export class MEND {
    * pre-edit pass runs on this controller's model (base + earlier edits), so edits accumulate.
    */
   async edit(batch: Batch, opts: EditOptions = {}): Promise<{ edited: MEND; info: EditInfo }> {
+    opts = checkOptions<EditOptions>(opts, 'MEND.edit', ['returnFactors', 'request'])
     const t0 = process.hrtime.bigint()
     const st = this[INTERNAL]
     const base = this.baseModel

@@ -9,7 +9,7 @@ import { mendError } from '../core/errors'
 import { EditorSpec, TransformSpec } from '../core/native'
 import { GPT2LMHeadModel } from '../model/gpt2'
 import { canonicalParamName, isConv1DWeight } from '../model/names'
-import { checkInt, checkNumber, invalidArg } from '../core/check'
+import { checkInt, checkNumber, checkOptions, invalidArg } from '../core/check'
 
 export interface MENDConfig {
   /** Conv1D weights to edit; default `mlp.c_proj` and `mlp.c_fc` of the last three blocks. */
@@ -112,6 +112,7 @@ export function freshEditorSpec(layout: EditorLayout, cfg: Required<Omit<MENDCon
 
 export function resolveConfig(model: GPT2LMHeadModel, config: MENDConfig): Required<MENDConfig> {
   if (!config || typeof config !== 'object') throw invalidArg('a MEND config object', 'config', config)
+  config = checkOptions<MENDConfig>(config, 'the MEND config', ['innerParams', 'rank', 'nHidden', 'editLr', 'seed'])
   const c: Required<MENDConfig> = {
     innerParams: config.innerParams ?? defaultInnerParams(model.config.nLayer),
     rank: config.rank ?? 1920,

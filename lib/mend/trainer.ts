@@ -27,7 +27,7 @@ import { MEND, noteTrainedCopy } from './mend'
 import { layerActivationsOf, MENDConfig } from './network'
 import { callNative, createTrainer, EditorSpec, NativeBatch, NativeTrainer, safetensorsRead, safetensorsWrite } from '../core/native'
 import { GPT2Tokenizer } from '../tokenizer/tokenizer'
-import { checkInt, checkNumber } from '../core/check'
+import { checkInt, checkNumber, checkOptions } from '../core/check'
 
 export interface EditTrainerConfig {
   lr?: number            // 1e-6
@@ -111,6 +111,7 @@ export class EditTrainer {
     if (!(mend.model instanceof GPT2LMHeadModel)) throw mendError('ERR_INVALID_ARG', 'Expected the root MEND controller (of a plain GPT2LMHeadModel)')
     this.mend = mend
     this.model = mend.model
+    config = checkOptions<EditTrainerConfig>(config, 'the EditTrainer config', ['lr', 'lrLr', 'cedit', 'cloc', 'accumulateBs', 'gradClip', 'maxIters', 'valInterval', 'valSteps', 'earlyStopPatience', 'seed'])
     const c: Required<EditTrainerConfig> = {
       lr: config.lr ?? 1e-6, lrLr: config.lrLr ?? 1e-4, cedit: config.cedit ?? 0.1, cloc: config.cloc ?? 1.0,
       accumulateBs: config.accumulateBs ?? 10, gradClip: config.gradClip ?? 100,

@@ -4,6 +4,7 @@
  */
 import { mendError } from '../core/errors'
 import { IdBatch, IdsInput, sameShape, toIdBatch } from '../core/tensor'
+import { checkOptions } from '../core/check'
 
 export interface Batch {
   inputIds: IdsInput
@@ -22,6 +23,7 @@ export interface PreparedBatch {
 /** Validates a batch in JavaScript (types, shapes, 0/1 mask, label values) before native code sees it. */
 export function prepareBatch(batch: Batch, vocabSize: number, needLabels: boolean): PreparedBatch {
   if (!batch || typeof batch !== 'object') throw mendError('ERR_INVALID_ARG', 'Expected a batch object { inputIds, attentionMask?, labels? }')
+  batch = checkOptions<Batch>(batch, 'the batch', ['inputIds', 'attentionMask', 'labels'])
   const ids = toIdBatch(batch.inputIds, 'inputIds')
   for (let i = 0; i < ids.data.length; i++) {
     if (ids.data[i] >= vocabSize) {

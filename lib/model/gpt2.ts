@@ -13,6 +13,7 @@ import { canonicalParamName, isConv1DWeight } from './names'
 export type { Batch } from './batch'
 import { IdBatch, IdsInput, sameShape, Tensor, toIdBatch } from '../core/tensor'
 import { checkInt, checkNumber, invalidArg } from '../core/check'
+import { checkOptions } from '../core/check'
 
 export interface ForwardOptions {
   /** Return only the logits of the last position of each row: shape [B, V]. */
@@ -57,6 +58,8 @@ export interface GenerateOptions {
   useCache?: boolean
 }
 
+const GENERATE_OPTIONS = ['maxNewTokens', 'temperature', 'topK', 'eosTokenId', 'attentionMask', 'seed', 'useCache'] as const
+
 export interface ParamInfo {
   name: string
   shape: number[]
@@ -85,6 +88,7 @@ export abstract class GPT2Inference {
   }
 
   async forward(batch: Batch, opts: ForwardOptions = {}): Promise<ForwardOutput> {
+    opts = checkOptions<ForwardOptions>(opts, 'forward', ['lastOnly'])
     const b = prepareBatch(batch, this.config.vocabSize, false)
     const ov = this.overlayHandle
     const r = await callNative(() => this.native.forward(b.ids.data, b.ids.B, b.ids.T, b.mask, b.labels, !!opts.lastOnly, ov))
@@ -96,6 +100,7 @@ export abstract class GPT2Inference {
   }
 
   async lossAndGrad(batch: Batch, opts: LossAndGradOptions = {}): Promise<LossAndGradOutput> {
+    opts = checkOptions<LossAndGradOptions>(opts, 'lossAndGrad', ['params', 'capture'])
     const b = prepareBatch(batch, this.config.vocabSize, true)
     const shapes = new Map(this.parameters().map((p) => [p.name, p.shape]))
     const params = opts.params === undefined ? null : opts.params.map((n) => canonicalName(n, shapes, 'params'))
@@ -122,6 +127,7 @@ export abstract class GPT2Inference {
 
   /** Generates up to maxNewTokens tokens per row; returns only the new tokens. */
   async generate(inputIds: IdsInput, opts: GenerateOptions = {}): Promise<number[][]> {
+    opts = checkOptions<GenerateOptions>(opts, 'generate', GENERATE_OPTIONS)
     const b = prepareBatch({ inputIds, attentionMask: opts.attentionMask }, this.config.vocabSize, false)
     const maxNew = opts.maxNewTokens ?? 20
     checkInt(maxNew, 'maxNewTokens')

@@ -7,7 +7,7 @@
 import { mendError } from '../core/errors'
 import { Batch, GPT2LMHeadModel } from './gpt2'
 import { optimizerStep } from '../core/native'
-import { checkNumber } from '../core/check'
+import { checkNumber, checkOptions } from '../core/check'
 
 export interface PretrainConfig {
   lr?: number           // 3e-4
@@ -30,6 +30,7 @@ export class Pretrainer {
 
   constructor(model: GPT2LMHeadModel, config: PretrainConfig = {}) {
     this.current = model
+    config = checkOptions<PretrainConfig>(config, 'the Pretrainer config', ['lr', 'weightDecay', 'beta1', 'beta2', 'eps', 'gradClip'])
     this.config = { lr: 3e-4, weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, gradClip: 1, ...config }
     for (const [k, v] of Object.entries(this.config)) {
       checkNumber(v, `Pretrainer ${k}`)

@@ -22,7 +22,7 @@ import { BUNDLED_EDITOR_FILE, BUNDLED_MODEL_DIR } from '../data/assets'
 import { buildEditBatch, EditRequest, LocalityPrompt } from '../data/editdata'
 import { mendError } from '../core/errors'
 import { padRows } from '../model/batch'
-import { MEND } from '../mend/mend'
+import { EditedMEND, MEND } from '../mend/mend'
 import { GPT2Inference, GPT2LMHeadModel, ForwardOutput, Batch } from '../model/gpt2'
 import { GPT2Tokenizer } from '../tokenizer/tokenizer'
 import { checkOptions, invalidArg } from '../core/check'
@@ -367,7 +367,7 @@ export class BaseEditor {
     return { pre, preLoc }
   }
 
-  private async doEdit(from: MEND, cs: Case[]): Promise<{ edited: MEND; time: number }> {
+  private async doEdit(from: MEND, cs: Case[]): Promise<{ edited: EditedMEND; time: number }> {
     const batch = buildEditBatch(this.tokenizer, cs.map((c) => c.prompt), cs.map((c) => c.targetNew))
     const t0 = process.hrtime.bigint()
     const request = cs.length === 1 ? rewrite(cs[0]) : cs.map(rewrite)
@@ -379,12 +379,12 @@ export class BaseEditor {
    * Edits the cases one after another, each on the model the previous edits left; after the k-th
    * edit for every k in `at` (ascending), the post metrics of the first k cases.
    */
-  private async sequence(cases: Case[], pre: Metrics[], preLoc: number[][][], at: number[]): Promise<{ curve: RequestMetrics[][]; edited: MEND }> {
-    let edited = this.mend
+  private async sequence(cases: Case[], pre: Metrics[], preLoc: number[][][], at: number[]): Promise<{ curve: RequestMetrics[][]; edited: EditedMEND }> {
+    let edited: EditedMEND | null = null
     const times: number[] = []
     const curve: RequestMetrics[][] = []
     for (let i = 0; i < cases.length && curve.length < at.length; i++) {
-      const r = await this.doEdit(edited, [cases[i]])
+      const r = await this.doEdit(edited ?? this.mend, [cases[i]])
       edited = r.edited
       times.push(r.time)
       if (i + 1 !== at[curve.length]) continue
@@ -394,11 +394,11 @@ export class BaseEditor {
       }
       curve.push(rows)
     }
-    return { curve, edited }
+    return { curve, edited: edited! } // at least one case (normalise refuses an empty request)
   }
 
   /** EasyEdit's BaseEditor.edit: edits and returns per-request metrics and the last controller. */
-  async edit(req: BaseEditorRequest): Promise<{ metrics: RequestMetrics[]; edited: MEND }> {
+  async edit(req: BaseEditorRequest): Promise<{ metrics: RequestMetrics[]; edited: EditedMEND }> {
     req = checkRequest(req, 'BaseEditor.edit')
     const cases = normalise(req)
     const { pre, preLoc } = await this.preEdit(cases)
@@ -408,13 +408,12 @@ export class BaseEditor {
     }
     const times: number[] = []
     const post: Metrics[] = []
-    let edited: MEND
+    let edited: EditedMEND | null = null
     if (req.batchEdit) {
       const r = await this.doEdit(this.mend, cases)
       edited = r.edited
       for (let i = 0; i < cases.length; i++) { times.push(r.time); post.push(await this.post(edited.model, cases[i], preLoc[i])) }
     } else {
-      edited = this.mend
       for (let i = 0; i < cases.length; i++) {
         const r = await this.doEdit(this.mend, [cases[i]])
         edited = r.edited
@@ -423,7 +422,7 @@ export class BaseEditor {
       }
     }
     const metrics = cases.map((c, i) => ({ caseId: i, requestedRewrite: rewrite(c), pre: pre[i], post: post[i], time: times[i] }))
-    return { metrics, edited }
+    return { metrics, edited: edited! }
   }
 
   /**

@@ -49,21 +49,29 @@ interface EditorState {
 }
 
 /** @internal EditTrainer marks the controller it was built from: training does not change it. */
+/** The controller of an edited state: its model is the FunctionalGPT2LMHeadModel (base + overlay). */
+export type EditedMEND = MEND<FunctionalGPT2LMHeadModel>
+
 export function noteTrainedCopy(mend: MEND): void {
   mend[INTERNAL].trainedCopy = true
 }
 
-export class MEND {
+/**
+ * A MEND controller: an editor network over a model. `M` is the model it holds: the plain
+ * GPT2LMHeadModel for the root controller (`new MEND(model)`, `MEND.fromPretrained`), a
+ * FunctionalGPT2LMHeadModel (base + overlay) for every controller `edit()` returns — see EditedMEND.
+ */
+export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LMHeadModel | FunctionalGPT2LMHeadModel> {
   /** The plain model (root controller) or the FunctionalGPT2LMHeadModel of this edited state. */
-  readonly model: GPT2LMHeadModel | FunctionalGPT2LMHeadModel
+  readonly model: M
   /** @internal */
   readonly [INTERNAL]: EditorState
 
   /** A fresh (identity) editor for `model`. */
-  constructor(model: GPT2LMHeadModel, config?: MENDConfig)
+  constructor(model: M & GPT2LMHeadModel, config?: MENDConfig)
   /** @internal */
-  constructor(model: GPT2LMHeadModel | FunctionalGPT2LMHeadModel, config: MENDConfig, state: EditorState, token: typeof INTERNAL)
-  constructor(model: GPT2LMHeadModel | FunctionalGPT2LMHeadModel, config: MENDConfig = {}, state?: EditorState, token?: typeof INTERNAL) {
+  constructor(model: M, config: MENDConfig, state: EditorState, token: typeof INTERNAL)
+  constructor(model: M, config: MENDConfig = {}, state?: EditorState, token?: typeof INTERNAL) {
     this.model = model
     if (state && token === INTERNAL) {
       this[INTERNAL] = state
@@ -77,7 +85,7 @@ export class MEND {
   }
 
   /** Loads an editor file (DESIGN §7) and checks it against the model. */
-  static async fromPretrained(model: GPT2LMHeadModel, editorPath: string, opts: { innerParams?: string[] } = {}): Promise<MEND> {
+  static async fromPretrained(model: GPT2LMHeadModel, editorPath: string, opts: { innerParams?: string[] } = {}): Promise<MEND<GPT2LMHeadModel>> {
     const { spec, config } = await loadEditorFile(model, editorPath, opts.innerParams)
     const layout = editorLayout(model, config.innerParams)
     let handle: NativeEditor
@@ -88,15 +96,15 @@ export class MEND {
       err.message = `${editorPath}: ${err.message}`
       throw err
     }
-    return new MEND(model, config, { handle, editLrs: Float32Array.from(spec.editLrs), layout, config, acts: layerActivationsOf(spec) }, INTERNAL)
+    return new MEND<GPT2LMHeadModel>(model, config, { handle, editLrs: Float32Array.from(spec.editLrs), layout, config, acts: layerActivationsOf(spec) }, INTERNAL)
   }
 
   /** A MEND controller over an editor given as tensors (e.g. one being trained). */
-  static fromEditorSpec(model: GPT2LMHeadModel, spec: EditorSpec, config: MENDConfig = {}): MEND {
+  static fromEditorSpec(model: GPT2LMHeadModel, spec: EditorSpec, config: MENDConfig = {}): MEND<GPT2LMHeadModel> {
     const cfg = resolveConfig(model, config)
     const layout = editorLayout(model, cfg.innerParams)
     const handle = createEditor(model.native, spec)
-    return new MEND(model, cfg, { handle, editLrs: Float32Array.from(spec.editLrs), layout, config: cfg, acts: layerActivationsOf(spec) }, INTERNAL)
+    return new MEND<GPT2LMHeadModel>(model, cfg, { handle, editLrs: Float32Array.from(spec.editLrs), layout, config: cfg, acts: layerActivationsOf(spec) }, INTERNAL)
   }
 
   /** The resolved configuration (inner params in canonical names). */
@@ -145,7 +153,7 @@ export class MEND {
    * Edits the model with `batch` ({inputIds, attentionMask, labels}; one or many requests). The
    * pre-edit pass runs on this controller's model (base + earlier edits), so edits accumulate.
    */
-  async edit(batch: Batch, opts: EditOptions = {}): Promise<{ edited: MEND; info: EditInfo }> {
+  async edit(batch: Batch, opts: EditOptions = {}): Promise<{ edited: EditedMEND; info: EditInfo }> {
     opts = checkOptions<EditOptions>(opts, 'MEND.edit', ['returnFactors', 'request'])
     const t0 = process.hrtime.bigint()
     const st = this[INTERNAL]
@@ -170,7 +178,7 @@ export class MEND {
     })
     if (opts.returnFactors) info.factors = factors
     const fm = new FunctionalGPT2LMHeadModel(base, [...(prev ? prev.edits : []), record], r.overlay)
-    const edited = new MEND(fm, st.config, st, INTERNAL)
+    const edited = new MEND<FunctionalGPT2LMHeadModel>(fm, st.config, st, INTERNAL)
     info.timings.totalMs = Number(process.hrtime.bigint() - t0) / 1e6
     return { edited, info }
   }

@@ -65,3 +65,24 @@ t.test('configs: MEND, EditTrainer, Pretrainer refuse unknown keys and take snak
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   await t.rejects(BaseEditor.fromPretrained({ model: dir, editor: 'x', tokeniser: dir } as never), { code: 'ERR_INVALID_ARG', message: /"tokeniser".*did you mean "tokenizer"/ })
 })
+
+t.test('model configs: config.json keys as Hugging Face writes them, or camelCase; a missing key is named', async (t) => {
+  const camel = { vocabSize: 37, nEmbd: 8, nLayer: 1, nHead: 2, nPositions: 16 }
+  const hf = { vocab_size: 37, n_embd: 8, n_layer: 1, n_head: 2, n_positions: 16, activation_function: 'gelu_new', architectures: ['GPT2LMHeadModel'] }
+  const a = await GPT2LMHeadModel.random(camel, 4), b = await GPT2LMHeadModel.random(hf, 4)
+  t.same(b.config, { ...camel, nInner: undefined, layerNormEpsilon: 1e-5, bosTokenId: undefined, eosTokenId: undefined }, 'the HF keys give the same GPT2Config')
+  const ids = [[1, 2, 3, 4]]
+  t.same(Array.from((await b.forward({ inputIds: ids })).logits.data), Array.from((await a.forward({ inputIds: ids })).logits.data), 'and the same model (same seed): identical logits')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mend-cfg-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  await b.savePretrained(dir)
+  t.same(JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')).architectures, ['GPT2LMHeadModel'], 'savePretrained keeps the given config.json keys')
+  const tensors = Object.fromEntries(a.parameters().map((p) => [p.name, Float32Array.from(a.parameter(p.name).data)]))
+  const c = await GPT2LMHeadModel.fromTensors(hf, tensors)
+  t.same(Array.from((await c.forward({ inputIds: ids })).logits.data), Array.from((await a.forward({ inputIds: ids })).logits.data), 'fromTensors takes HF keys too')
+  const { n_head: _, ...noHead } = hf
+  await t.rejects(GPT2LMHeadModel.random(noHead, 0), { code: 'ERR_CONFIG', message: /GPT2LMHeadModel\.random: missing key "n_head"/ })
+  const { nHead: __, ...noHeadCamel } = camel
+  await t.rejects(GPT2LMHeadModel.random(noHeadCamel as never, 0), { code: 'ERR_CONFIG', message: /missing key "nHead"/ })
+  await t.rejects(GPT2LMHeadModel.random({ ...camel, nLayers: 2 } as never, 0), { code: 'ERR_INVALID_ARG', message: /"nLayers".*did you mean "nLayer"/ })
+})

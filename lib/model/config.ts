@@ -2,6 +2,7 @@
  * GPT-2 configuration: Hugging Face `config.json` keys in, the native config out.
  */
 import * as fs from 'fs'
+import { checkOptions } from '../core/check'
 import { mendError } from '../core/errors'
 import type { NativeConfig } from '../core/native'
 
@@ -36,6 +37,11 @@ export function readHFConfig(file: string): { config: GPT2Config; raw: Record<st
     throw mendError('ERR_CONFIG', `${file} is not valid JSON: ${(e as Error).message}`)
   }
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw mendError('ERR_CONFIG', `${file} must hold a JSON object`)
+  return { config: configFromHF(raw, file), raw }
+}
+
+/** A GPT2Config from Hugging Face config.json keys (`vocab_size`, `n_embd`, …); ERR_CONFIG names a missing or bad key. */
+export function configFromHF(raw: Record<string, unknown>, file: string): GPT2Config {
   const int = (key: string, fallback?: string): number => {
     let v = raw[key]
     if (v === undefined && fallback) v = raw[fallback]
@@ -67,12 +73,31 @@ export function readHFConfig(file: string): { config: GPT2Config; raw: Record<st
     eosTokenId: typeof raw.eos_token_id === 'number' ? raw.eos_token_id : undefined,
   }
   validateConfig(config, file)
-  return { config, raw }
+  return config
+}
+
+/** Keys that mark a Hugging Face config.json-style object. */
+const HF_KEYS = ['vocab_size', 'n_embd', 'n_layer', 'n_head', 'n_positions', 'n_ctx']
+const CONFIG_KEYS = ['vocabSize', 'nPositions', 'nEmbd', 'nLayer', 'nHead', 'nInner', 'layerNormEpsilon', 'bosTokenId', 'eosTokenId']
+
+/**
+ * A validated GPT2Config from either spelling: the camelCase GPT2Config (unknown keys refused), or a
+ * config.json-style object as Hugging Face writes it (`vocab_size`, `n_embd`, …; its other keys are
+ * kept as `raw` for savePretrained).
+ */
+export function resolveGPT2Config(config: unknown, where: string): { config: GPT2Config; raw: Record<string, unknown> } {
+  if (!config || typeof config !== 'object' || Array.isArray(config)) throw mendError('ERR_CONFIG', `${where}: expected a GPT2Config or a config.json-style object but received ${config === null ? 'null' : typeof config}`)
+  const o = config as Record<string, unknown>
+  if (HF_KEYS.some((k) => k in o) && !CONFIG_KEYS.some((k) => k in o)) return { config: configFromHF(o, where), raw: { ...o } }
+  const c = checkOptions<GPT2Config>(o, where, CONFIG_KEYS)
+  validateConfig(c, where)
+  return { config: c, raw: {} }
 }
 
 export function validateConfig(c: GPT2Config, where = 'config'): void {
   for (const k of ['vocabSize', 'nPositions', 'nEmbd', 'nLayer', 'nHead'] as const) {
     const v = c[k]
+    if (v === undefined) throw mendError('ERR_CONFIG', `${where}: missing key "${k}"`)
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {
       throw mendError('ERR_CONFIG', `${where}: ${k} must be a positive integer but is ${JSON.stringify(v)}`)
     }

@@ -4,7 +4,7 @@
  */
 import * as fs from 'fs'
 import * as path from 'path'
-import { GPT2Config, readHFConfig, toHFConfig, toNativeConfig, validateConfig } from './config'
+import { GPT2Config, readHFConfig, resolveGPT2Config, toHFConfig, toNativeConfig } from './config'
 import { mendError } from '../core/errors'
 import { callNative, createModel, loadModel, NativeModel, NativeOverlay, randomModel } from '../core/native'
 import { Batch, prepareBatch } from './batch'
@@ -187,18 +187,18 @@ export class GPT2LMHeadModel extends GPT2Inference {
   }
 
   /** A model with Hugging Face's initialisation, deterministic for a seed (tests, benchmarks). */
-  static async random(config: GPT2Config, seed = 0): Promise<GPT2LMHeadModel> {
-    validateConfig(config)
+  static async random(config: GPT2Config | Record<string, unknown>, seed = 0): Promise<GPT2LMHeadModel> {
+    const { config: c, raw } = resolveGPT2Config(config, 'GPT2LMHeadModel.random')
     checkInt(seed, 'seed')
-    const handle = await callNative(() => randomModel(toNativeConfig(config), seed))
-    return new GPT2LMHeadModel(handle, { ...config })
+    const handle = await callNative(() => randomModel(toNativeConfig(c), seed))
+    return new GPT2LMHeadModel(handle, { ...c }, raw)
   }
 
   /** A model owning the given parameters (canonical or GPT2Model names; every parameter required; copied). */
-  static async fromTensors(config: GPT2Config, tensors: Record<string, Float32Array>): Promise<GPT2LMHeadModel> {
-    validateConfig(config)
-    const handle = await callNative(() => createModel(toNativeConfig(config), tensors))
-    return new GPT2LMHeadModel(handle, { ...config })
+  static async fromTensors(config: GPT2Config | Record<string, unknown>, tensors: Record<string, Float32Array>): Promise<GPT2LMHeadModel> {
+    const { config: c, raw } = resolveGPT2Config(config, 'GPT2LMHeadModel.fromTensors')
+    const handle = await callNative(() => createModel(toNativeConfig(c), tensors))
+    return new GPT2LMHeadModel(handle, { ...c }, raw)
   }
 
   /** Wraps an existing native handle (used by the functional model's materialize()). */

@@ -245,8 +245,21 @@ t.test('isolation, undo, saveEdits/loadEdits, savePretrained', async (t) => {
   t.equal(loaded.edits.length, 4)
   t.same(loaded.edits[2].request, { n: 2 }, 'requests survive the round trip')
   t.same(Array.from(await logits(loaded, probe)), states[3], 'saveEdits/loadEdits replays bit-exactly')
+  // The log carries a fingerprint of its base: the edited export (or any other model) is refused.
   await fm.savePretrained(path.join(tmp, 'edited-hf'))
   const reloaded = await GPT2LMHeadModel.fromPretrained(path.join(tmp, 'edited-hf'))
+  await t.rejects(FunctionalGPT2LMHeadModel.loadEdits(reloaded, file), { code: 'ERR_BASE_MISMATCH', message: /made on another base model.*allowBaseMismatch/ }, 'replaying the log onto the edited export is refused')
+  const other = await GPT2LMHeadModel.random(cfg, 77)
+  await t.rejects(FunctionalGPT2LMHeadModel.loadEdits(other, file), { code: 'ERR_BASE_MISMATCH', message: /another base model/ }, 'replaying it onto another model is refused')
+  const forced = await FunctionalGPT2LMHeadModel.loadEdits(other, file, { allowBaseMismatch: true })
+  t.equal(forced.edits.length, 4, 'allowBaseMismatch: the caller can still apply it on purpose')
+  // A log written before the fingerprint existed loads (it cannot be checked).
+  const r0 = await native().safetensorsRead(file)
+  const oldMeta = { ...r0.metadata }
+  delete oldMeta.base_fingerprint
+  const oldFile = path.join(tmp, 'edits-v0.safetensors')
+  await native().safetensorsWrite(oldFile, Object.entries(r0.tensors).map(([name, tt]) => ({ name, shape: tt.shape, data: Float32Array.from(tt.data!) })), oldMeta)
+  t.same(Array.from(await logits(await FunctionalGPT2LMHeadModel.loadEdits(model, oldFile), probe)), states[3], 'a log without a fingerprint still replays bit-exactly')
   const merged = await fm.materialize()
   t.same(Array.from(await logits(reloaded, probe)), Array.from(await logits(merged, probe)), 'savePretrained → fromPretrained equals materialize() exactly')
   const d = maxAbsDiff(await logits(reloaded, probe), states[3])

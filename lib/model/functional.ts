@@ -3,8 +3,10 @@
  * Like `higher`'s functional modules, the weights are an argument rather than owned state: the
  * base is shared and never written, and the edit log (oldest first) rebuilds any earlier state.
  */
+import { createHash } from 'crypto'
 import * as fs from 'fs'
 import * as path from 'path'
+import { checkOptions } from '../core/check'
 import { mendError } from '../core/errors'
 import { GPT2Inference, GPT2LMHeadModel } from './gpt2'
 import { buildOverlay, callNative, materialize, NativeOverlay, safetensorsRead, safetensorsWrite } from '../core/native'
@@ -111,19 +113,42 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
       return { params: Object.keys(e.factors), alphas: e.alphas, request: e.request ?? null }
     })
     const c = this.config
+    const params = [...new Set(this.edits.flatMap((e) => Object.keys(e.factors)))].sort()
     fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true })
     await callNative(() => safetensorsWrite(file, tensors, {
       format: EDITS_FORMAT,
       version: '1',
       edits: JSON.stringify(meta),
       base: JSON.stringify({ n_layer: c.nLayer, n_embd: c.nEmbd, n_head: c.nHead, vocab_size: c.vocabSize, n_positions: c.nPositions }),
+      base_fingerprint: JSON.stringify({ sha256: baseFingerprint(this.base, params), params }),
     }))
   }
 
-  /** Replays a saved edit log on `base` (which must be the model the edits were made on). */
-  static async loadEdits(base: GPT2LMHeadModel, file: string): Promise<FunctionalGPT2LMHeadModel> {
+  /**
+   * Replays a saved edit log on `base`, which must be the model the edits were made on: the log
+   * records a fingerprint of that base (SHA-256 of the config and of the edited weights), and a
+   * different base is ERR_BASE_MISMATCH unless `allowBaseMismatch` (logs written before the
+   * fingerprint existed cannot be checked).
+   */
+  static async loadEdits(base: GPT2LMHeadModel, file: string, opts: { allowBaseMismatch?: boolean } = {}): Promise<FunctionalGPT2LMHeadModel> {
+    opts = checkOptions(opts, 'loadEdits', ['allowBaseMismatch'])
     const r = await callNative(() => safetensorsRead(file))
     if (r.metadata.format !== EDITS_FORMAT) throw mendError('ERR_SAFETENSORS', `${file} is not a node-mend edit log (metadata.format = ${JSON.stringify(r.metadata.format)})`)
+    if (r.metadata.base_fingerprint !== undefined && !opts.allowBaseMismatch) {
+      let fp: { sha256: string; params: string[] }
+      try {
+        fp = JSON.parse(r.metadata.base_fingerprint)
+        if (typeof fp.sha256 !== 'string' || !Array.isArray(fp.params)) throw new Error('not { sha256, params }')
+      } catch (e) {
+        throw mendError('ERR_SAFETENSORS', `${file}: metadata "base_fingerprint" is malformed (${(e as Error).message})`)
+      }
+      const known = new Set(base.parameters().map((p) => p.name))
+      const missing = fp.params.find((n) => !known.has(n))
+      if (missing !== undefined || baseFingerprint(base, fp.params) !== fp.sha256) {
+        throw mendError('ERR_BASE_MISMATCH', `${file} was made on another base model (its fingerprint of ${fp.params.length} edited weights and the config differs from this model's${missing ? `; "${missing}" does not exist here` : ''}); ` +
+          'replay it on the model it was made on, or pass { allowBaseMismatch: true } to apply it anyway')
+      }
+    }
     let meta: { params: string[]; alphas: Record<string, number>; request: unknown }[]
     try {
       meta = JSON.parse(r.metadata.edits)
@@ -148,4 +173,17 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
     })
     return FunctionalGPT2LMHeadModel.fromEdits(base, edits)
   }
+}
+
+/** SHA-256 of a base model's config and of the named weights (what an edit log was computed on). */
+function baseFingerprint(base: GPT2LMHeadModel, params: string[]): string {
+  const h = createHash('sha256')
+  const c = base.config
+  h.update(JSON.stringify([c.nLayer, c.nEmbd, c.nHead, c.vocabSize, c.nPositions, c.nInner ?? 0, c.layerNormEpsilon ?? 1e-5]))
+  for (const name of params) {
+    const d = base.parameter(name).data
+    h.update(name)
+    h.update(new Uint8Array(d.buffer, d.byteOffset, d.byteLength))
+  }
+  return h.digest('hex')
 }

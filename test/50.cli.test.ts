@@ -64,6 +64,16 @@ t.test('Ctrl-C saves a checkpoint that --resume continues', async (t) => {
   t.match(stderr, /continue with --resume/)
   const ck = `${out}.ckpt.safetensors`
   t.ok(fs.existsSync(ck), 'checkpoint written on Ctrl-C')
+  t.ok(fs.existsSync(out), 'the editor so far is written on Ctrl-C too')
+  t.match(stderr, /interrupted at step \d+: editor .*sig\.safetensors, as trained so far \(no validation yet\)/, 'and says which editor it is')
+  const m = await GPT2LMHeadModel.fromPretrained(modelDir)
+  const fromOut = await MEND.fromPretrained(m, out)
+  const fromCk = await MEND.fromPretrained(m, ck)
+  t.same(fromCk.config.innerParams, inner, 'a checkpoint where an editor is expected loads its editor')
+  t.same(Array.from(fromCk.editorSpec().transforms[0].layers[0].u), Array.from(fromOut.editorSpec().transforms[0].layers[0].u), 'the same editor as the one written beside it')
+  const logFile = path.join(tmp, 'a-log.safetensors')
+  await (await fromOut.edit({ inputIds: [[464, 3139, 286, 4881]], labels: [[-100, -100, 286, 4881]] })).edited.model.saveEdits(logFile)
+  await t.rejects(MEND.fromPretrained(m, logFile), { code: 'ERR_SAFETENSORS', message: /is a node-mend edit log .*not an editor.*loadEdits/ }, 'an edit log given as an editor says what it is')
   const stepsDone = fs.readFileSync(log, 'utf8').trim().split('\n').length
   const { stderr: resumed } = await runMain(['train', '--model', modelDir, '--data', path.join(tmp, 'train.json'), '--out', out,
     '--resume', ck, '--max-iters', String(stepsDone + 2), '--no-progress'])

@@ -112,12 +112,14 @@ async function train(opts: Record<string, any>): Promise<void> {
   process.removeListener('SIGINT', onSigint)
   await new Promise<void>((r) => log.end(r))
   await trainer.saveCheckpoint(ckpt)
+  // The best editor so far is written on an interrupt too (the checkpoint alone is for resuming).
+  await trainer.bestMEND().save(opts.out)
   if (res.stopped === 'aborted') {
-    process.stderr.write(`interrupted at step ${res.steps}: checkpoint ${ckpt} (continue with --resume ${ckpt})\n`)
+    const which = res.best ? `the best so far (validation at step ${res.best.step})` : 'as trained so far (no validation yet)'
+    process.stderr.write(`interrupted at step ${res.steps}: editor ${opts.out}, ${which}; checkpoint ${ckpt} (continue with --resume ${ckpt})\n`)
     process.exitCode = 130
     return
   }
-  await trainer.bestMEND().save(opts.out)
   const best = res.best ? ` (best validation at step ${res.best.step}: edit ${res.best.val.edit.toFixed(4)}, loc ${res.best.val.loc.toExponential(2)})` : ''
   process.stderr.write(`done: ${res.steps} steps (${res.stopped})${best}; editor ${opts.out}, checkpoint ${ckpt}, log ${logFile}\n`)
 }

@@ -58,9 +58,24 @@ function legacyActivations(nLayers: number): LayerActivation[] {
 
 type ReadTensors = Record<string, { dtype: string; shape: number[]; data: Float32Array | null }>
 
+/**
+ * Loads an editor file. A training checkpoint (EditTrainer.saveCheckpoint, `node-mend train`'s
+ * .ckpt file) is recognised and its editor (as trained when the checkpoint was written) is loaded;
+ * an edit log is refused saying what it is.
+ */
 export async function loadEditorFile(model: GPT2LMHeadModel, file: string, innerParams?: string[]):
   Promise<{ spec: EditorSpec; config: Required<MENDConfig> }> {
   const { tensors, metadata } = await callNative(() => safetensorsRead(file))
+  if (metadata.format === 'node-mend-edits') {
+    throw mendError('ERR_SAFETENSORS', `${file} is a node-mend edit log (FunctionalGPT2LMHeadModel.saveEdits), not an editor: load it with FunctionalGPT2LMHeadModel.loadEdits(model, file)`)
+  }
+  if (metadata.format === CHECKPOINT_FORMAT) {
+    let inner = innerParams
+    if (!inner && metadata.mend !== undefined) {
+      try { inner = (JSON.parse(metadata.mend) as MENDConfig).innerParams } catch { inner = undefined }
+    }
+    return specFromTensors(model, tensors, metadata, file, inner, 'editor.')
+  }
   return specFromTensors(model, tensors, metadata, file, innerParams)
 }
 

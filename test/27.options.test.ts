@@ -28,13 +28,14 @@ t.test('checkOptions: camelCase keys, snake_case aliases, unknown keys refused w
   t.throws(() => checkOptions(5, 'generate', keys), { code: 'ERR_INVALID_ARG', message: /Expected an options object for generate but received 5/ })
 })
 
-t.test('generate: max_new_tokens and eos_token_id are honoured; do_sample is refused', async (t) => {
+t.test('generate: max_new_tokens, do_sample are honoured; num_beams is refused', async (t) => {
   const ids = [tok.encode('The capital of France is')]
   const a = await model.generate(ids, { maxNewTokens: 3 })
   const b = await model.generate(ids, { max_new_tokens: 3 } as never)
   t.equal(b[0].length, 3, 'max_new_tokens: 3 gives 3 tokens (it gave 20 before)')
   t.same(b, a, 'the same tokens as maxNewTokens')
-  await t.rejects(model.generate(ids, { do_sample: true } as never), { code: 'ERR_INVALID_ARG', message: /Unknown option "do_sample" for generate/ })
+  t.same(await model.generate(ids, { max_new_tokens: 3, do_sample: false, temperature: 3 } as never), a, 'do_sample: false is doSample (greedy)')
+  await t.rejects(model.generate(ids, { num_beams: 4 } as never), { code: 'ERR_INVALID_ARG', message: /Unknown option "num_beams" for generate/ }, 'beam search is not supported: refused, not ignored')
   await t.rejects(model.forward({ inputIds: ids }, { last_only: true, lastonly: 1 } as never), { code: 'ERR_INVALID_ARG', message: /"lastonly"/ })
   const f1 = await model.forward({ input_ids: ids } as never, { last_only: true } as never)
   t.same(f1.logits.shape, [1, cfg.vocabSize], 'batch input_ids and last_only are aliases too')

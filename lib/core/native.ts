@@ -20,7 +20,7 @@ export interface NativeModel {
     captures: Record<string, { x: Float32Array; d: Float32Array }>; logits?: Float32Array
   }>
   generate(ids: Int32Array, B: number, T: number, mask: Int32Array | null,
-           opts: { maxNewTokens: number; temperature: number; topK: number; eosTokenId: number; seed: number; useCache: boolean },
+           opts: { maxNewTokens: number; temperature: number; topK: number; topP: number; repetitionPenalty: number; eosTokenId: number; seed: number; useCache: boolean },
            overlay?: NativeOverlay | null):
     Promise<{ tokens: Int32Array; n: number }>
   save(path: string, metadata: Record<string, string>): Promise<void>

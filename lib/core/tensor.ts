@@ -79,3 +79,27 @@ export function sameShape(ids: IdBatch, other: IdBatch, name: string): void {
     throw mendError('ERR_SHAPE_MISMATCH', `Expected ${name} of shape [${ids.B}, ${ids.T}] (as inputIds) but received [${other.B}, ${other.T}]`)
   }
 }
+
+/** Hugging Face's ignore index for labels. */
+export const IGNORE_INDEX = -100
+
+/**
+ * Token rows padded to one width: right padding (training, metrics; pad after the tokens) or left
+ * padding (generation, so every row continues from its last real token). The attention mask is 1 on
+ * real tokens; `labels` rows (same lengths as `rows`) are padded with -100.
+ */
+export function padRows(rows: number[][], padId: number, opts: { side?: 'left' | 'right'; labels?: number[][] } = {}):
+  { inputIds: number[][]; attentionMask: number[][]; labels?: number[][] } {
+  const width = Math.max(...rows.map((r) => r.length))
+  const left = opts.side === 'left'
+  const pad = <T>(r: T[], v: T): T[] => {
+    const fill = new Array<T>(width - r.length).fill(v)
+    return left ? [...fill, ...r] : [...r, ...fill]
+  }
+  const out: { inputIds: number[][]; attentionMask: number[][]; labels?: number[][] } = {
+    inputIds: rows.map((r) => pad(r, padId)),
+    attentionMask: rows.map((r) => pad(r.map(() => 1), 0)),
+  }
+  if (opts.labels) out.labels = opts.labels.map((r) => pad(r, IGNORE_INDEX))
+  return out
+}

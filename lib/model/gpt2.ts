@@ -7,13 +7,12 @@ import * as path from 'path'
 import { GPT2Config, readHFConfig, resolveGPT2Config, toHFConfig, toNativeConfig } from './config'
 import { mendError } from '../core/errors'
 import { callNative, createModel, loadModel, NativeModel, NativeOverlay, randomModel } from '../core/native'
-import { Batch, prepareBatch } from './batch'
+import { Batch, padRows, prepareBatch } from './batch'
 import { canonicalParamName, isConv1DWeight } from './names'
 
 export type { Batch } from './batch'
 import { IdBatch, IdsInput, sameShape, Tensor, toIdBatch } from '../core/tensor'
-import { checkInt, checkNumber, invalidArg } from '../core/check'
-import { checkOptions } from '../core/check'
+import { checkInt, checkNumber, checkOptions, invalidArg } from '../core/check'
 
 export interface ForwardOptions {
   /** Return only the logits of the last position of each row: shape [B, V]. */
@@ -44,21 +43,37 @@ export interface LossAndGradOutput {
 }
 
 export interface GenerateOptions {
+  /** New tokens per row (default 20). */
   maxNewTokens?: number
-  /** Sampling temperature; greedy when absent or 0. */
+  /**
+   * Sample (true) or decode greedily (false), as in transformers. Absent: sample when a temperature
+   * > 0 is given, else greedy.
+   */
+  doSample?: boolean
+  /** Sampling temperature (default 1 with doSample, else 0 = greedy). */
   temperature?: number
-  /** Sample among the k most likely tokens (with temperature). */
+  /** Sample among the k most likely tokens (0 = all). */
   topK?: number
-  /** Rows stop at this token (later positions are filled with it). */
+  /** Nucleus sampling: among the most likely tokens whose probability reaches topP (default 1 = off). */
+  topP?: number
+  /** transformers' repetition penalty over the prompt and the generated tokens (default 1 = off). */
+  repetitionPenalty?: number
+  /**
+   * Rows stop at this token (later positions are filled with it). Default: the model config's
+   * eos_token_id (config.json), if it has one; -1: never stop early.
+   */
   eosTokenId?: number
+  /** 1 for real tokens, 0 for padding. Without it, rows of different lengths are left-padded. */
   attentionMask?: IdsInput
-  /** Seed of the sampler (with temperature). */
+  /** Seed of the sampler. */
   seed?: number
   /** Use the KV cache (default true); false recomputes the whole sequence each step. */
   useCache?: boolean
+  /** Return each row's prompt (without padding) followed by the new tokens, as transformers does. Default false: only the new tokens. */
+  includePrompt?: boolean
 }
 
-const GENERATE_OPTIONS = ['maxNewTokens', 'temperature', 'topK', 'eosTokenId', 'attentionMask', 'seed', 'useCache'] as const
+const GENERATE_OPTIONS = ['maxNewTokens', 'doSample', 'temperature', 'topK', 'topP', 'repetitionPenalty', 'eosTokenId', 'attentionMask', 'seed', 'useCache', 'includePrompt'] as const
 
 export interface ParamInfo {
   name: string
@@ -125,17 +140,39 @@ export abstract class GPT2Inference {
     return { loss: r.loss, nTargets: r.nTargets, grads, captures }
   }
 
-  /** Generates up to maxNewTokens tokens per row; returns only the new tokens. */
+  /**
+   * Generates up to maxNewTokens tokens per row (greedy, or sampled: doSample, temperature, topK,
+   * topP, repetitionPenalty) and returns only the new tokens (includePrompt: prompt + new tokens).
+   * Prompts of different lengths are left-padded internally (no attentionMask needed). Rows stop at
+   * eosTokenId, by default the config's eos_token_id.
+   */
   async generate(inputIds: IdsInput, opts: GenerateOptions = {}): Promise<number[][]> {
     opts = checkOptions<GenerateOptions>(opts, 'generate', GENERATE_OPTIONS)
-    const b = prepareBatch({ inputIds, attentionMask: opts.attentionMask }, this.config.vocabSize, false)
+    let attentionMask = opts.attentionMask
+    // Ragged prompts (number[][] of different lengths, no mask): left-pad, as transformers users do.
+    if (attentionMask === undefined && Array.isArray(inputIds) && inputIds.length > 0 && inputIds.every((r) => Array.isArray(r)) &&
+        new Set((inputIds as number[][]).map((r) => r.length)).size > 1) {
+      const padded = padRows(inputIds as number[][], 0, { side: 'left' })
+      inputIds = padded.inputIds
+      attentionMask = padded.attentionMask
+    }
+    const b = prepareBatch({ inputIds, attentionMask }, this.config.vocabSize, false)
     const maxNew = opts.maxNewTokens ?? 20
     checkInt(maxNew, 'maxNewTokens')
-    const temperature = opts.temperature ?? 0
+    if (opts.doSample !== undefined && typeof opts.doSample !== 'boolean') throw invalidArg('a boolean', 'generate doSample', opts.doSample)
+    let temperature = opts.temperature ?? (opts.doSample ? 1 : 0)
     checkNumber(temperature, 'temperature')
+    if (opts.doSample === false) temperature = 0
+    else if (opts.doSample === true && !(temperature > 0)) throw invalidArg('a temperature > 0 with doSample', 'generate temperature', temperature)
     const topK = opts.topK ?? 0
     checkInt(topK, 'topK')
-    const eos = opts.eosTokenId ?? -1
+    const topP = opts.topP ?? 1
+    if (typeof topP !== 'number' || !(topP > 0 && topP <= 1)) throw invalidArg('a number in (0, 1]', 'generate topP', topP)
+    const repetitionPenalty = opts.repetitionPenalty ?? 1
+    if (typeof repetitionPenalty !== 'number' || !Number.isFinite(repetitionPenalty) || !(repetitionPenalty > 0)) {
+      throw invalidArg('a finite number > 0', 'generate repetitionPenalty', repetitionPenalty)
+    }
+    const eos = opts.eosTokenId ?? this.config.eosTokenId ?? -1
     if (!Number.isInteger(eos) || eos < -1 || eos >= this.config.vocabSize) {
       throw mendError('ERR_TOKEN_OUT_OF_RANGE', `eosTokenId ${eos} is outside [0, ${this.config.vocabSize})`)
     }
@@ -144,9 +181,16 @@ export abstract class GPT2Inference {
     }
     const seed = opts.seed ?? 0
     const ov = this.overlayHandle
-    const r = await callNative(() => this.native.generate(b.ids.data, b.ids.B, b.ids.T, b.mask, { maxNewTokens: maxNew, temperature, topK, eosTokenId: eos, seed, useCache: opts.useCache ?? true }, ov))
+    const r = await callNative(() => this.native.generate(b.ids.data, b.ids.B, b.ids.T, b.mask,
+      { maxNewTokens: maxNew, temperature, topK, topP, repetitionPenalty, eosTokenId: eos, seed, useCache: opts.useCache ?? true }, ov))
     const out: number[][] = []
-    for (let i = 0; i < b.ids.B; i++) out.push(Array.from(r.tokens.subarray(i * r.n, (i + 1) * r.n)))
+    for (let i = 0; i < b.ids.B; i++) {
+      const fresh = Array.from(r.tokens.subarray(i * r.n, (i + 1) * r.n))
+      if (!opts.includePrompt) { out.push(fresh); continue }
+      const prompt: number[] = []
+      for (let t = 0; t < b.ids.T; t++) if (!b.mask || b.mask[i * b.ids.T + t]) prompt.push(b.ids.data[i * b.ids.T + t])
+      out.push([...prompt, ...fresh])
+    }
     return out
   }
 }

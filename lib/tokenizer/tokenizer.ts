@@ -34,6 +34,7 @@ import * as path from 'path'
 import { Tokenizer } from '@huggingface/tokenizers'
 import { MendError, mendError } from '../core/errors'
 import { BYTE_TO_CHAR } from './bytes'
+import { padRows } from '../core/tensor'
 
 /** The GPT-2 pre-tokenization regex (as used by OpenAI's encoder.py, tiktoken r50k_base and HF ByteLevel). */
 export const GPT2_SPLIT_PATTERN =
@@ -600,6 +601,23 @@ export class GPT2Tokenizer {
       }
     }
     return ids
+  }
+
+  /**
+   * Token ids for several texts, as transformers' `tokenizer(texts, padding=True)`: with `padding`,
+   * rows are padded to the longest with padTokenId (or 0) on `paddingSide` ('right' by default;
+   * 'left' for generation) and `attentionMask` marks the real tokens.
+   */
+  encodeBatch(texts: string[], options: EncodeOptions & { padding?: boolean; paddingSide?: 'left' | 'right' } = {}): { inputIds: number[][]; attentionMask: number[][] } {
+    if (!Array.isArray(texts)) throw mendError('ERR_TOKENIZER', `encodeBatch: expected an array of strings, got ${typeof texts}`)
+    const { padding, paddingSide, ...enc } = options
+    if (paddingSide !== undefined && paddingSide !== 'left' && paddingSide !== 'right') {
+      throw mendError('ERR_INVALID_ARG', `Expected 'left' or 'right' for encodeBatch paddingSide but received ${JSON.stringify(paddingSide)}`)
+    }
+    const rows = texts.map((t) => this.encode(t, enc))
+    if (!padding) return { inputIds: rows, attentionMask: rows.map((r) => r.map(() => 1)) }
+    const b = padRows(rows, this.padTokenId ?? 0, { side: paddingSide ?? 'right' })
+    return { inputIds: b.inputIds, attentionMask: b.attentionMask }
   }
 
   /** Text for `ids` (invalid UTF-8 byte sequences become U+FFFD, as in HF's errors="replace"). */

@@ -208,7 +208,7 @@ class Model : public Napi::ObjectWrap<Model> {
     return queue_call(env, info[8], std::move(w));
   }
 
-  // generate(ids, B, T, mask, {maxNewTokens, temperature, topK, eosTokenId, seed, useCache}, overlay)
+  // generate(ids, B, T, mask, {maxNewTokens, temperature, topK, topP, repetitionPenalty, eosTokenId, seed, useCache}, overlay)
   Napi::Value Generate(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!alive(env)) return env.Undefined();
@@ -228,7 +228,7 @@ class Model : public Napi::ObjectWrap<Model> {
                    "Expected an options object {maxNewTokens, temperature, topK, eosTokenId, seed, useCache} for generate");
     Napi::Object o = info[4].As<Napi::Object>();
     // Absent options keep GenerateOptions' defaults; a present one must have the right type.
-    for (const char* k : {"maxNewTokens", "temperature", "topK", "eosTokenId", "seed"})
+    for (const char* k : {"maxNewTokens", "temperature", "topK", "topP", "repetitionPenalty", "eosTokenId", "seed"})
       MEND_CHECK_ARG(env, o.Get(k).IsUndefined() || o.Get(k).IsNumber(),
                      std::string("Expected a number for generate options.") + k);
     auto given = [&](const char* k) { return !o.Get(k).IsUndefined(); };
@@ -236,6 +236,8 @@ class Model : public Napi::ObjectWrap<Model> {
     if (given("maxNewTokens")) w.opt.max_new_tokens = num("maxNewTokens").Int32Value();
     if (given("temperature")) w.opt.temperature = num("temperature").FloatValue();
     if (given("topK")) w.opt.top_k = num("topK").Int32Value();
+    if (given("topP")) w.opt.top_p = num("topP").FloatValue();
+    if (given("repetitionPenalty")) w.opt.repetition_penalty = num("repetitionPenalty").FloatValue();
     if (given("eosTokenId")) w.opt.eos_token_id = num("eosTokenId").Int32Value();
     if (given("seed")) w.opt.seed = (uint64_t)num("seed").Int64Value();
     Napi::Value uc = o.Get("useCache");

@@ -112,9 +112,14 @@ void kl_backward(float* dlogits, const float* logits, const float* target, const
 
 // ---- sampling.cc (next token; not differentiable) --------------------------------------------
 // out (B) = per row with done[r] == 0 (done may be null), in row order: argmax (first maximum) when
-// temperature <= 0, else a draw from softmax(logits/temperature) over the top_k largest (<= 0: all).
+// temperature <= 0, else a draw from softmax(logits/temperature) over the top_k largest (<= 0: all),
+// narrowed to the top_p nucleus when top_p < 1.
 void sample_forward(int32_t* out, const float* logits, const uint8_t* done, int B, int V, float temperature,
-                    int top_k, Rng* rng);
+                    int top_k, float top_p, Rng* rng);
+// logits (B,V) in place: Hugging Face's repetition penalty over the tokens of ids (B, stride)[:, :T]
+// where mask (B, stride) != 0 (mask may be null): logit / penalty if > 0, else logit * penalty.
+void repetition_penalty_forward(float* logits, const int32_t* ids, const int32_t* mask, int B, int T, int stride,
+                                int V, float penalty);
 
 // ---- adam.cc --------------------------------------------------------------------------------
 // One Adam/AdamW step on n parameters (t = step number, starting at 1; bias-corrected).

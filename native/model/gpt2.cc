@@ -328,6 +328,9 @@ Status GPT2Model::generate(const Batch& b, const GenerateOptions& opt, const Wei
   MEND_RETURN_IF_ERROR(check_batch(b, false));
   if (opt.max_new_tokens < 0) return Status::Error(code::kInvalidArg, "maxNewTokens must be >= 0");
   if (opt.eos_token_id >= cfg_.vocab_size) return Status::Error(code::kTokenRange, "eosTokenId is outside the vocabulary");
+  if (!(opt.top_p > 0 && opt.top_p <= 1)) return Status::Error(code::kInvalidArg, "topP must be in (0, 1]");
+  if (!(opt.repetition_penalty > 0) || !std::isfinite(opt.repetition_penalty))
+    return Status::Error(code::kInvalidArg, "repetitionPenalty must be a finite number > 0");
   const int B = b.B, T0 = b.T, C = cfg_.n_embd, V = cfg_.vocab_size;
   const int Tmax = T0 + opt.max_new_tokens;
   if (Tmax > cfg_.n_positions)
@@ -379,7 +382,9 @@ Status GPT2Model::generate(const Batch& b, const GenerateOptions& opt, const Wei
     for (int r = 0; r < B; r++)
       std::memcpy(h.data() + (size_t)r * C, acts.lnf + ((size_t)r * Tin + Tin - 1) * C, C * sizeof(float));
     lm_head(*this, h.data(), B, logits.data());
-    sample_forward(sampled.data(), logits.data(), done.data(), B, V, opt.temperature, opt.top_k, &rng);
+    if (opt.repetition_penalty != 1.0f)
+      repetition_penalty_forward(logits.data(), ids.data(), mask.data(), B, Tcur, Tmax, V, opt.repetition_penalty);
+    sample_forward(sampled.data(), logits.data(), done.data(), B, V, opt.temperature, opt.top_k, opt.top_p, &rng);
     for (int r = 0; r < B; r++) {
       const int32_t tok = done[r] ? opt.eos_token_id : sampled[r];
       (*out)[(size_t)r * opt.max_new_tokens + step] = tok;

@@ -74,6 +74,8 @@ struct GenerateOptions {
   int max_new_tokens = 16;
   float temperature = 0;  // 0 = greedy
   int top_k = 0;          // 0 = all
+  float top_p = 1.0f;     // nucleus sampling; 1 = off
+  float repetition_penalty = 1.0f;  // Hugging Face's; 1 = off
   int eos_token_id = -1;  // -1 = none
   uint64_t seed = 0;
   bool use_cache = true;

@@ -15,6 +15,8 @@ export type { EditOptions, EditInfo, EditedMEND } from './mend/mend'
 export { defaultInnerParams } from './mend/network'
 export type { MENDConfig, LayerActivation } from './mend/network'
 export { EditTrainer, trainBatches } from './mend/trainer'
+export { loadMENDHparams } from './mend/hparams'
+export type { MENDHparams } from './mend/hparams'
 export type { EditTrainerConfig, TrainBatch, StepResult } from './mend/trainer'
 export { MendError } from './core/errors'
 

@@ -15,6 +15,7 @@ import { MEND } from '../mend/mend'
 import { setNumThreads } from '../core/native'
 import { GPT2Tokenizer } from '../tokenizer/tokenizer'
 import { EditTrainer, Progress, TrainBatch, trainBatches } from '../mend/trainer'
+import { loadMENDHparams } from '../mend/hparams'
 import { BaseEditor, greedyCompletions } from '../easyedit/base-editor'
 import { evaluateEditor, markdownReport, svgPlot } from '../easyedit/eval'
 import { runDemo } from './demo'
@@ -67,12 +68,19 @@ async function train(opts: Record<string, any>): Promise<void> {
     maxIters: opts.maxIters, valInterval: opts.valInterval, valSteps: opts.valSteps, earlyStopPatience: opts.earlyStopPatience, seed: opts.seed,
   }
   for (const k of Object.keys(runCfg) as (keyof typeof runCfg)[]) if (runCfg[k] === undefined) delete runCfg[k]
+  // EasyEdit's hparams YAML gives the defaults; command-line flags override it.
+  const hp = opts.hparams ? loadMENDHparams(opts.hparams) : null
+  if (hp) {
+    for (const [k, v] of Object.entries(hp.trainer)) if ((runCfg as Record<string, unknown>)[k] === undefined) (runCfg as Record<string, unknown>)[k] = v
+    if (runCfg.seed === undefined && hp.mend.seed !== undefined) runCfg.seed = hp.mend.seed // EasyEdit's one seed
+    process.stderr.write(`node-mend train: hyper-parameters from ${opts.hparams}\n`)
+  }
+  const mendCfg = { ...(hp ? hp.mend : {}) } as Record<string, unknown>
+  for (const [k, v] of Object.entries({ innerParams: opts.innerParams, rank: opts.rank, editLr: opts.editLr, nHidden: opts.nHidden, seed: opts.seed })) if (v !== undefined) mendCfg[k] = v
   const ckpt = opts.checkpoint ?? `${opts.out}.ckpt.safetensors`
   const trainer = opts.resume
     ? await EditTrainer.resume(model, opts.resume, runCfg)
-    : new EditTrainer(new MEND(model, {
-      innerParams: opts.innerParams, rank: opts.rank, editLr: opts.editLr, nHidden: opts.nHidden, seed: opts.seed,
-    }), runCfg)
+    : new EditTrainer(new MEND(model, mendCfg), runCfg)
   const logFile = opts.log ?? `${opts.out}.log.jsonl`
   const log = fs.createWriteStream(logFile, { flags: opts.resume ? 'a' : 'w' })
   process.stderr.write(`node-mend train: ${trainSet.length} training and ${valSet.length} validation requests; ` +
@@ -112,8 +120,14 @@ async function train(opts: Record<string, any>): Promise<void> {
   process.removeListener('SIGINT', onSigint)
   await new Promise<void>((r) => log.end(r))
   await trainer.saveCheckpoint(ckpt)
-  // The best editor so far is written on an interrupt too (the checkpoint alone is for resuming).
-  await trainer.bestMEND().save(opts.out)
+  // The best editor so far is written on an interrupt too (the checkpoint alone is for resuming),
+  // with the settings and the validation result that chose it.
+  const metadata: Record<string, string> = {
+    trainer: JSON.stringify(trainer.config), steps: String(res.steps), stopped: res.stopped,
+    validation: JSON.stringify(res.best ?? null), data: JSON.stringify({ train: opts.data, val: opts.val ?? null }),
+  }
+  if (hp) metadata.hparams = JSON.stringify(hp.raw)
+  await trainer.bestMEND().save(opts.out, { metadata })
   if (res.stopped === 'aborted') {
     const which = res.best ? `the best so far (validation at step ${res.best.step})` : 'as trained so far (no validation yet)'
     process.stderr.write(`interrupted at step ${res.steps}: editor ${opts.out}, ${which}; checkpoint ${ckpt} (continue with --resume ${ckpt})\n`)
@@ -195,6 +209,7 @@ export function main(argv: string[]): Promise<void> {
     .requiredOption('--data <file>', 'training requests (zsRE or CounterFact JSON)')
     .requiredOption('--out <file>', 'where to write the trained editor (safetensors)')
     .option('--val <file>', 'validation requests (same format)')
+    .option('--hparams <file>', "EasyEdit's MEND hyper-parameter YAML (hparams/MEND/*.yaml); flags override it")
     .option('--format <f>', 'auto, zsre or counterfact', 'auto')
     .option('--inner-params <names...>', 'Conv1D weights to edit (default: mlp.c_proj and mlp.c_fc of the last 3 blocks)')
     .option('--rank <n>', 'editor rank', num('--rank', true))

@@ -156,8 +156,13 @@ export function specFromTensors(model: GPT2LMHeadModel, all: ReadTensors, metada
 
 /** Writes an editor spec as one editor file (EasyEdit's names, node-mend's metadata). */
 export async function saveEditorFile(file: string, spec: EditorSpec, cfg: Readonly<Required<MENDConfig>>,
-  m: { nLayer: number; nEmbd: number; vocabSize: number }): Promise<void> {
-  await callNative(() => safetensorsWrite(file, editorTensors(spec), editorMetadata(cfg, m, layerActivationsOf(spec))))
+  m: { nLayer: number; nEmbd: number; vocabSize: number }, extra: Record<string, string> = {}): Promise<void> {
+  const meta = editorMetadata(cfg, m, layerActivationsOf(spec))
+  for (const [k, v] of Object.entries(extra)) {
+    if (k in meta) throw mendError('ERR_INVALID_ARG', `MEND.save: metadata key "${k}" is node-mend's own (${Object.keys(meta).join(', ')})`)
+    if (typeof v !== 'string') throw mendError('ERR_INVALID_ARG', `Expected a string for MEND.save metadata "${k}" but received ${typeof v}`)
+  }
+  await callNative(() => safetensorsWrite(file, editorTensors(spec), { ...extra, ...meta }))
 }
 
 export function editorMetadata(cfg: Readonly<Required<MENDConfig>>, m: { nLayer: number; nEmbd: number; vocabSize: number },

@@ -130,13 +130,14 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
    * Writes the editor as one safetensors file with EasyEdit's MEND names. After training, save the
    * trainer's editor (`trainer.bestMEND().save(file)`): an EditTrainer trains a copy, never this one.
    */
-  async save(file: string): Promise<void> {
+  async save(file: string, opts: { metadata?: Record<string, string> } = {}): Promise<void> {
+    opts = checkOptions(opts, 'MEND.save', ['metadata'])
     if (this[INTERNAL].trainedCopy) {
       process.emitWarning(`MEND.save(${JSON.stringify(file)}): this controller's editor is the untrained one an EditTrainer was built from ` +
         '(EditTrainer trains its own copy). To save the trained editor use trainer.bestMEND().save(file) or trainer.toMEND().save(file).',
       { type: 'NodeMendWarning', code: 'NODE_MEND_UNTRAINED_SAVE' })
     }
-    await saveEditorFile(file, this.editorSpec(), this.config, this.baseModel.config)
+    await saveEditorFile(file, this.editorSpec(), this.config, this.baseModel.config, opts.metadata)
   }
 
   /** Delegates to `.model.forward`. */

@@ -50,8 +50,10 @@ t.test('BaseEditor.edit: EasyEdit\'s names are aliases; an unknown name is refus
   t.same(snake.metrics, camel.metrics.map((m, i) => ({ ...m, time: snake.metrics[i].time })), 'the same metrics with EasyEdit\'s names (sequential_edit honoured)')
   t.equal((snake.edited.model as { edits: unknown[] }).edits.length, 2, 'sequential_edit: both edits are in the log')
   await t.rejects(ed.edit({ prompts: ['a'], targetNew: ['b'], keep_original_weight: true } as never), { code: 'ERR_INVALID_ARG', message: /Unknown option "keep_original_weight" for BaseEditor\.edit/ })
-  await t.rejects(ed.edit({ prompts: ['a'], targetNew: ['b'], localityInputs: { neighborhood: { prompt: ['x'], ground_truth: ['y'] } } } as never),
-    { code: 'ERR_INVALID_ARG', message: /Unknown option "neighborhood" for localityInputs/ }, 'EasyEdit\'s named locality groups are refused clearly, not ignored')
+  await t.rejects(ed.edit({ prompts: ['a'], targetNew: ['b'], localityInputs: { neighborhood: { prompt: ['x'], groundtruth: ['y'] } } } as never),
+    { code: 'ERR_INVALID_ARG', message: /Unknown option "groundtruth" for localityInputs\.neighborhood; did you mean "groundTruth"/ }, 'a misspelt key inside a named locality group is refused, not ignored')
+  await t.rejects(ed.edit({ prompts: ['a'], targetNew: ['b'], localityInputs: { prompt: ['x'], answers: ['y'] } } as never),
+    { code: 'ERR_INVALID_ARG', message: /Unknown option "answers" for localityInputs/ }, 'and in flat locality inputs')
 })
 
 t.test('configs: MEND, EditTrainer, Pretrainer refuse unknown keys and take snake_case', async (t) => {

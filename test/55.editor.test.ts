@@ -267,3 +267,27 @@ t.test('greedyMatch: rewrite_greedy is 1 exactly when greedy generation gives th
   }
   t.same([...seen].sort(), [0, 1], 'both outcomes occur (pre: the target is not generated; post: it is)')
 })
+
+t.test("EasyEdit's named locality/portability groups: nested <group>_acc beside the flat mean; summary metrics", async (t) => {
+  const ed = new BaseEditor(new MEND(model, { innerParams: inner, rank: 4, editLr: -10 }), tok)
+  const named = await ed.edit({
+    prompts: req.prompts, target_new: req.targetNew,
+    locality_inputs: { neighborhood: { prompt: req.localityInputs.prompt, ground_truth: req.localityInputs.groundTruth }, distracting: { prompt: ['The grass is', 'Snow is'], ground_truth: ['green', 'white'] } },
+    portability_inputs: { one_hop: { prompt: req.portabilityInputs.prompt, ground_truth: req.portabilityInputs.groundTruth } },
+  } as never)
+  const flat = await ed.edit({ prompts: req.prompts, targetNew: req.targetNew, localityInputs: req.localityInputs, portabilityInputs: req.portabilityInputs })
+  const onlyDistracting = await ed.edit({ prompts: req.prompts, targetNew: req.targetNew, localityInputs: { prompt: ['The grass is', 'Snow is'], groundTruth: ['green', 'white'] } })
+  for (let i = 0; i < 2; i++) {
+    const g = named.metrics[i].post.locality_groups!
+    t.same(Object.keys(g).sort(), ['distracting_acc', 'neighborhood_acc'], `request ${i}: one <group>_acc per group`)
+    t.equal(g.neighborhood_acc, flat.metrics[i].post.locality, `request ${i}: neighborhood_acc = the flat metric of those prompts`)
+    t.equal(g.distracting_acc, onlyDistracting.metrics[i].post.locality, `request ${i}: distracting_acc = the flat metric of those prompts`)
+    t.equal(named.metrics[i].post.locality, (g.neighborhood_acc + g.distracting_acc) / 2, `request ${i}: locality is the mean over its prompts (one per group here)`)
+    t.equal(named.metrics[i].post.portability_groups!.one_hop_acc, flat.metrics[i].post.portability, `request ${i}: one_hop_acc`)
+  }
+  const s = named.summary
+  t.equal(s.post.rewrite_acc, (named.metrics[0].post.rewrite_acc + named.metrics[1].post.rewrite_acc) / 2, 'summary: the mean rewrite_acc over the requests')
+  t.equal(s.pre.rewrite_acc, (named.metrics[0].pre.rewrite_acc + named.metrics[1].pre.rewrite_acc) / 2, 'summary: before, too')
+  t.equal(s.post.locality_groups!.neighborhood_acc, (named.metrics[0].post.locality_groups!.neighborhood_acc + named.metrics[1].post.locality_groups!.neighborhood_acc) / 2, 'summary: per group')
+  t.equal(flat.summary.post.locality_groups, undefined, 'no groups without named inputs')
+})

@@ -39,8 +39,10 @@ export interface BaseEditorRequest {
   groundTruth?: string | string[]
   /** One per request (or several per request as a nested array; [] = none for that request). */
   rephrasePrompts?: string | (string | string[])[]
-  localityInputs?: PromptAnswerInputs
-  portabilityInputs?: PromptAnswerInputs
+  /** Flat `{ prompt, groundTruth }`, or EasyEdit's named groups `{ neighborhood: { prompt, ground_truth }, … }`. */
+  localityInputs?: PromptAnswerInputs | Record<string, PromptAnswerInputs>
+  /** As localityInputs. */
+  portabilityInputs?: PromptAnswerInputs | Record<string, PromptAnswerInputs>
   /** Edits accumulate; post metrics after the last edit. */
   sequentialEdit?: boolean
   /** All requests in one edit. */
@@ -58,9 +60,13 @@ export interface Metrics {
   /** With `greedyMatch`: greedy exact match of targetNew after the prompt (0 or 1). */
   rewrite_greedy?: number
   rephrase_acc?: number
-  /** Post only. */
+  /** Post only. The mean over every locality prompt (with named groups: over all of them). */
   locality?: number
   portability?: number
+  /** With named locality groups: EasyEdit's nested form, `{ <group>_acc }` (post only). */
+  locality_groups?: Record<string, number>
+  /** With named portability groups: `{ <group>_acc }`. */
+  portability_groups?: Record<string, number>
 }
 
 export interface RequestMetrics {
@@ -70,6 +76,30 @@ export interface RequestMetrics {
   post: Metrics
   /** Milliseconds of the edit that applied this request. */
   time: number
+}
+
+/** EasyEdit's `summary_metrics`: each metric's mean over the requests that have it, before and after. */
+export interface SummaryMetrics {
+  pre: Partial<Metrics>
+  post: Partial<Metrics>
+}
+
+/** The mean of every metric (and of every named group) over the requests that report it. */
+export function summaryMetrics(ms: RequestMetrics[]): SummaryMetrics {
+  const avg = (which: 'pre' | 'post'): Partial<Metrics> => {
+    const sums: Record<string, [number, number]> = {}
+    const groups: Record<string, Record<string, [number, number]>> = {}
+    for (const m of ms) {
+      for (const [k, v] of Object.entries(m[which])) {
+        if (typeof v === 'number') { const x = (sums[k] ??= [0, 0]); x[0] += v; x[1]++ }
+        else if (v && typeof v === 'object') for (const [g, w] of Object.entries(v as Record<string, number>)) { const x = ((groups[k] ??= {})[g] ??= [0, 0]); x[0] += w; x[1]++ }
+      }
+    }
+    const out: Record<string, unknown> = Object.fromEntries(Object.entries(sums).map(([k, [a, b]]) => [k, a / b]))
+    for (const [k, gs] of Object.entries(groups)) out[k] = Object.fromEntries(Object.entries(gs).map(([g, [a, b]]) => [g, a / b]))
+    return out as Partial<Metrics>
+  }
+  return { pre: avg('pre'), post: avg('post') }
 }
 
 export interface BaseEditorOptions {
@@ -126,6 +156,14 @@ export async function greedyCompletions(model: GPT2Inference, tok: GPT2Tokenizer
   return { ids, text: ids.map((x) => tok.decode(x, { skipSpecialTokens: opts.skipSpecialTokens ?? false })) }
 }
 
+/** Per named group, `{ <group>_acc: mean }` of `values` (aligned with `items`); undefined without groups. */
+function groupMeans(items: { group?: string }[], values: number[]): Record<string, number> | undefined {
+  if (!items.some((x) => x.group !== undefined)) return undefined
+  const sums: Record<string, [number, number]> = {}
+  items.forEach((x, i) => { const k = `${x.group}_acc`; const s = (sums[k] ??= [0, 0]); s[0] += values[i]; s[1]++ })
+  return Object.fromEntries(Object.entries(sums).map(([k, [a, b]]) => [k, a / b]))
+}
+
 /** Share of positions where a[i] === b[i]. */
 function agreement(a: number[], b: number[]): number {
   let n = 0
@@ -141,8 +179,8 @@ interface Case {
   targetNew: string
   groundTruth?: string
   rephrase: string[]
-  locality: { prompt: string; answer: string }[]
-  portability: { prompt: string; answer: string }[]
+  locality: { prompt: string; answer: string; group?: string }[]
+  portability: { prompt: string; answer: string; group?: string }[]
   greedy: boolean
 }
 
@@ -176,10 +214,23 @@ function groups(v: unknown, n: number, name: string, allowEmpty = false): string
   })
 }
 
-/** Prompt/answer pairs per request; an empty array means none for that request. */
-function pairs(v: PromptAnswerInputs | undefined, n: number, name: string): { prompt: string; answer: string }[][] {
+/**
+ * Prompt/answer pairs per request; an empty array means none for that request. EasyEdit's named
+ * groups (`{ neighborhood: { prompt, ground_truth } }`) give the pairs of every group, each tagged.
+ */
+function pairs(v: PromptAnswerInputs | Record<string, PromptAnswerInputs> | undefined, n: number, name: string): { prompt: string; answer: string; group?: string }[][] {
   if (v === undefined) return Array.from({ length: n }, () => [])
   if (!v || typeof v !== 'object') throw invalidArg('{ prompt, groundTruth }', name, v)
+  const keys = Object.keys(v)
+  const named = keys.length > 0 && !keys.some((k) => ['prompt', 'groundTruth', 'ground_truth'].includes(k)) &&
+    Object.values(v).every((g) => g && typeof g === 'object' && !Array.isArray(g))
+  if (named) {
+    const out: { prompt: string; answer: string; group?: string }[][] = Array.from({ length: n }, () => [])
+    for (const [g, inputs] of Object.entries(v as Record<string, PromptAnswerInputs>)) {
+      pairs(inputs, n, `${name}.${g}`).forEach((items, i) => out[i].push(...items.map((x) => ({ ...x, group: g }))))
+    }
+    return out
+  }
   v = checkOptions<PromptAnswerInputs>(v, name, ['prompt', 'groundTruth'])
   const p = groups(v.prompt, n, `${name}.prompt`, true)
   const a = groups(v.groundTruth, n, `${name}.groundTruth`, true)
@@ -336,7 +387,11 @@ export class BaseEditor {
     const m: Metrics = { rewrite_acc: acc[0] }
     const nr = c.rephrase.length
     if (nr > 0) m.rephrase_acc = mean(acc.slice(1, 1 + nr))
-    if (c.portability.length > 0) m.portability = mean(acc.slice(1 + nr))
+    if (c.portability.length > 0) {
+      m.portability = mean(acc.slice(1 + nr))
+      const byGroup = groupMeans(c.portability, acc.slice(1 + nr))
+      if (byGroup) m.portability_groups = byGroup
+    }
     if (c.greedy) m.rewrite_greedy = await this.greedyMatch(model, c)
     return m
   }
@@ -351,7 +406,10 @@ export class BaseEditor {
     const m = await this.accuracies(model, c)
     if (preLoc.length > 0) {
       const postLoc = await this.localityPredictions(model, c)
-      m.locality = mean(postLoc.map((p, i) => agreement(p, preLoc[i])))
+      const agree = postLoc.map((p, i) => agreement(p, preLoc[i]))
+      m.locality = mean(agree)
+      const byGroup = groupMeans(c.locality, agree)
+      if (byGroup) m.locality_groups = byGroup
     }
     return m
   }
@@ -398,13 +456,13 @@ export class BaseEditor {
   }
 
   /** EasyEdit's BaseEditor.edit: edits and returns per-request metrics and the last controller. */
-  async edit(req: BaseEditorRequest): Promise<{ metrics: RequestMetrics[]; edited: EditedMEND }> {
+  async edit(req: BaseEditorRequest): Promise<{ metrics: RequestMetrics[]; edited: EditedMEND; summary: SummaryMetrics }> {
     req = checkRequest(req, 'BaseEditor.edit')
     const cases = normalise(req)
     const { pre, preLoc } = await this.preEdit(cases)
     if (req.sequentialEdit) {
       const { curve, edited } = await this.sequence(cases, pre, preLoc, [cases.length])
-      return { metrics: curve[0], edited }
+      return { metrics: curve[0], edited, summary: summaryMetrics(curve[0]) }
     }
     const times: number[] = []
     const post: Metrics[] = []
@@ -422,7 +480,7 @@ export class BaseEditor {
       }
     }
     const metrics = cases.map((c, i) => ({ caseId: i, requestedRewrite: rewrite(c), pre: pre[i], post: post[i], time: times[i] }))
-    return { metrics, edited: edited! }
+    return { metrics, edited: edited!, summary: summaryMetrics(metrics) }
   }
 
   /**

@@ -89,7 +89,10 @@ t.test('node-mend edit prints completions before and after, and the metrics', as
   t.match(text, /edit prompt: "The capital of France is"\n {2}before: .*\n {2}after: /, 'edit prompt shown before and after')
   t.match(text, /rephrasing: "France has its capital in"/)
   t.match(text, /unrelated: "Water boils at"/)
+  t.notMatch(text, /<\|endoftext\|>/, 'completions carry no <|endoftext|> runs')
   const m = JSON.parse(text.split('metrics: ')[1])
+  t.ok(typeof m.post.locality === 'number', `--unrelated gives the locality metric (${m.post.locality})`)
+  t.ok(typeof m.time === 'number' && m.requestedRewrite.targetNew === 'Lyon', 'the API\'s field names (requestedRewrite, pre, post, time)')
   for (const k of ['rewrite_acc', 'rephrase_acc'] as const) {
     for (const when of ['pre', 'post'] as const) {
       const v = m[when][k]
@@ -104,6 +107,9 @@ t.test('node-mend eval writes JSON, a Markdown report and an SVG plot', async (t
   const { stdout } = await runMain(['eval', '--model', modelDir, '--editor', path.join(tmp, 'editor.safetensors'),
     '--data', path.join(tmp, 'train.json'), '--sequential', '3', '--out-dir', outDir, '--no-progress'])
   const res = JSON.parse(fs.readFileSync(path.join(outDir, 'results.json'), 'utf8'))
+  t.match(res.provenance, { package: /^node-mend@/, model: path.resolve(modelDir), editor: path.resolve(path.join(tmp, 'editor.safetensors')), requests: 4, sequential: 3 }, 'results.json records what produced it')
+  t.equal(res.requests.single.length, 4, 'and every request\'s metrics')
+  t.same(res.requests.sequential.map((c: { edits: number; metrics: unknown[] }) => [c.edits, c.metrics.length]), [[1, 1], [2, 2], [3, 3]], 'per sequential checkpoint')
   t.equal(res.single.requests, 4, 'four usable requests (the malformed one is skipped)')
   t.same(res.sequential.map((r: { edits: number }) => r.edits), [1, 2, 3], 'sequential checkpoints 1, 2, 3')
   for (const row of [res.single, ...res.sequential]) {
@@ -115,5 +121,17 @@ t.test('node-mend eval writes JSON, a Markdown report and an SVG plot', async (t
   const svg = fs.readFileSync(path.join(outDir, 'plot.svg'), 'utf8')
   t.match(svg, /^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/)
   t.equal((svg.match(/<polyline/g) ?? []).length, 4, 'reliability, generalization, locality and greedy-match lines')
+  t.ok((svg.match(/<circle/g) ?? []).length >= 12, 'with markers')
+  t.match(svg, /font-weight="bold">MEND under sequential editing</, 'a title'); t.match(svg, />metric after the last edit \(%\)</, 'a y-axis label')
+  t.match(md, /Produced by:\n\n- package: node-mend@/, 'report.md says what produced it')
   for (const name of ['reliability', 'generalization', 'locality', 'greedy match']) t.match(svg, new RegExp(`>${name}<`), `legend: ${name}`)
+})
+
+t.test('the training ETA is formatted once (no "1m60s")', async (t) => {
+  const { formatDuration } = await import('../lib/app/cli')
+  t.equal(formatDuration(119.6), '2m00s', '119.6 s -> 2m00s (rounded before splitting)')
+  t.equal(formatDuration(59.5), '1m00s')
+  t.equal(formatDuration(7.2), '7s')
+  t.equal(formatDuration(3723), '1h02m03s')
+  t.equal(formatDuration(NaN), '-')
 })

@@ -12,7 +12,7 @@ import { SingleBar } from 'cli-progress'
 import { EditRequest, loadCounterFact, loadZsre } from '../data/editdata'
 import { GPT2Inference, GPT2LMHeadModel } from '../model/gpt2'
 import { MEND } from '../mend/mend'
-import { setNumThreads } from '../core/native'
+import { numThreads, setNumThreads } from '../core/native'
 import { GPT2Tokenizer } from '../tokenizer/tokenizer'
 import { EditTrainer, Progress, TrainBatch, trainBatches } from '../mend/trainer'
 import { loadMENDHparams } from '../mend/hparams'
@@ -92,25 +92,29 @@ async function train(opts: Record<string, any>): Promise<void> {
   const start = trainer.steps
   const bar = opts.progress !== false && process.stderr.isTTY
     ? new SingleBar({
-      format: 'train |{bar}| {value}/{total} | {speed} steps/s | loss {loss} edit {edit} loc {loc} acc {acc} | ETA {eta_formatted}',
+      format: 'train |{bar}| {value}/{total} | {speed} steps/s | loss {loss} edit {edit} loc {loc} acc {acc} | ETA {etaText}',
       stream: process.stderr, hideCursor: true,
     })
     : null
-  bar?.start(trainer.config.maxIters, start, { speed: '0.00', loss: '-', edit: '-', loc: '-', acc: '-' })
+  bar?.start(trainer.config.maxIters, start, { speed: '0.00', loss: '-', edit: '-', loc: '-', acc: '-', etaText: '-' })
   const tRun = Date.now()
   let lastLine = 0
+  // Seconds per step, smoothed (an exponential moving average over about 20 steps) for the ETA.
+  let perStep = 0, tPrev = Date.now()
   const onProgress = (p: Progress) => {
     log.write(JSON.stringify({ time: new Date().toISOString(), ...p }) + '\n')
-    const speed = (p.step - start) / Math.max(1e-3, (Date.now() - tRun) / 1000)
-    const fields = { speed: speed.toFixed(2), loss: p.total.toFixed(4), edit: p.edit.toFixed(4), loc: p.loc.toExponential(2), acc: p.editAcc.toFixed(2) }
+    const now = Date.now(), dt = (now - tPrev) / 1000
+    tPrev = now
+    perStep = perStep === 0 ? dt : 0.95 * perStep + 0.05 * dt
+    const speed = (p.step - start) / Math.max(1e-3, (now - tRun) / 1000)
+    const fields = { speed: speed.toFixed(2), loss: p.total.toFixed(4), edit: p.edit.toFixed(4), loc: p.loc.toExponential(2), acc: p.editAcc.toFixed(2), etaText: formatDuration((p.maxIters - p.step) * perStep) }
     if (bar) bar.update(p.step, fields)
     else if (Date.now() - lastLine > 5000 || p.val || p.step === p.maxIters) {
       lastLine = Date.now()
-      const eta = (p.maxIters - p.step) / Math.max(speed, 1e-9)
-      process.stderr.write(`step ${p.step}/${p.maxIters} | ${fields.speed} steps/s | loss ${fields.loss} edit ${fields.edit} loc ${fields.loc} acc ${fields.acc} | ETA ${eta.toFixed(0)} s\n`)
+      process.stderr.write(`step ${p.step}/${p.maxIters} | ${fields.speed} steps/s | loss ${fields.loss} edit ${fields.edit} loc ${fields.loc} acc ${fields.acc} | ETA ${fields.etaText}\n`)
     }
     if (p.val) {
-      const line = `validation at step ${p.step}: edit ${p.val.edit.toFixed(4)} loc ${p.val.loc.toExponential(2)} acc ${p.val.editAcc.toFixed(2)} (best ${p.best?.toFixed(4)})\n`
+      const line = `validation at step ${p.step}: val edit loss ${p.val.edit.toFixed(4)}, val loc KL ${p.val.loc.toExponential(2)}, val edit acc ${p.val.editAcc.toFixed(2)} (best val loss ${p.best?.toFixed(4)})\n`
       if (bar) bar.updateETA()
       process.stderr.write(bar ? `\n${line}` : line)
     }
@@ -138,16 +142,31 @@ async function train(opts: Record<string, any>): Promise<void> {
   process.stderr.write(`done: ${res.steps} steps (${res.stopped})${best}; editor ${opts.out}, checkpoint ${ckpt}, log ${logFile}\n`)
 }
 
+/** Seconds as "1h02m03s" / "2m05s" / "7s" (rounded once, so never "1m60s"). */
+export function formatDuration(sec: number): string {
+  if (!Number.isFinite(sec) || sec < 0) return '-'
+  const t = Math.round(sec), h = Math.floor(t / 3600), m = Math.floor((t % 3600) / 60), s = t % 60
+  const two = (x: number) => String(x).padStart(2, '0')
+  return h > 0 ? `${h}h${two(m)}m${two(s)}s` : m > 0 ? `${m}m${two(s)}s` : `${s}s`
+}
+
 // node-mend edit: one edit, with the greedy completions before and after and EasyEdit's metrics.
 async function edit(opts: Record<string, any>): Promise<void> {
   if (opts.threads) setNumThreads(opts.threads)
   const editor = await BaseEditor.fromPretrained({ model: opts.model, editor: opts.editor })
   const prompts: string[] = [opts.prompt, ...(opts.rephrase ?? []), ...(opts.unrelated ?? [])]
-  const complete = async (m: GPT2Inference) => (await greedyCompletions(m, editor.tokenizer, prompts, opts.maxNewTokens)).text
+  // Completions without <|endoftext|> runs (a row that ends early is padded with them).
+  const complete = async (m: GPT2Inference) => (await greedyCompletions(m, editor.tokenizer, prompts, opts.maxNewTokens, { skipSpecialTokens: true })).text
   const before = await complete(editor.model)
+  const unrelated: string[] = opts.unrelated ?? []
+  const nReph = opts.rephrase?.length ?? 0
+  // Locality on the unrelated prompts: their own pre-edit completions are the answers (EasyEdit's
+  // locality compares the post-edit predictions with the pre-edit ones on those tokens).
+  const loc = unrelated.map((p, i) => ({ prompt: p, answer: before[1 + nReph + i].trim() })).filter((x) => x.answer !== '')
   const { metrics, edited } = await editor.edit({
     prompts: opts.prompt, targetNew: opts.target,
-    rephrasePrompts: opts.rephrase?.length ? [opts.rephrase] : undefined,
+    rephrasePrompts: nReph ? [opts.rephrase] : undefined,
+    localityInputs: loc.length ? { prompt: [loc.map((x) => x.prompt)], groundTruth: [loc.map((x) => x.answer)] } : undefined,
   })
   const after = await complete(edited.model)
   const out = process.stdout
@@ -156,7 +175,7 @@ async function edit(opts: Record<string, any>): Promise<void> {
     out.write(`${kind}: ${JSON.stringify(p)}\n  before: ${JSON.stringify(before[i])}\n  after:  ${JSON.stringify(after[i])}\n`)
   })
   const m = metrics[0]
-  out.write(`metrics: ${JSON.stringify({ pre: m.pre, post: m.post, timeMs: Math.round(m.time) })}\n`)
+  out.write(`metrics: ${JSON.stringify({ requestedRewrite: m.requestedRewrite, pre: m.pre, post: m.post, time: Math.round(m.time * 10) / 10 })}\n`)
 }
 
 // node-mend eval: metrics of an editor on a data set; writes results.json, report.md and plot.svg.
@@ -176,8 +195,16 @@ async function evalCmd(opts: Record<string, any>): Promise<void> {
     ? new SingleBar({ format: 'eval |{bar}| {value}/{total} edits | ETA {eta_formatted}', stream: process.stderr, hideCursor: true })
     : null
   let started = false
+  const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { name: string; version: string }
+  const provenance = {
+    package: `${pkg.name}@${pkg.version}`, date: new Date().toISOString(), node: process.version, threads: numThreads(),
+    model: opts.model ? path.resolve(opts.model) : 'the bundled WorldFacts model', editor: opts.editor ? path.resolve(opts.editor) : 'the bundled editor',
+    editorConfig: { ...editor.mend.config, layerActivations: editor.mend.layerActivations },
+    data: opts.data ? path.resolve(opts.data) : 'WorldFacts held-out-subject edits (worldFactsEvalRequests, seed 2)',
+    requests: records.length, sequential: opts.sequential ?? 0,
+  }
   const res = await evaluateEditor(editor, records, {
-    sequential: opts.sequential,
+    sequential: opts.sequential, provenance,
     onProgress: (done, total) => {
       if (bar) { if (!started) { bar.start(total, 0); started = true } bar.update(done) }
     },

@@ -22,6 +22,10 @@ export interface MetricRow {
 export interface EvalResult {
   single: MetricRow & { preReliability: number }
   sequential: MetricRow[]
+  /** Every request's metrics: the single edits, and per sequential checkpoint. */
+  requests: { single: RequestMetrics[]; sequential: { edits: number; metrics: RequestMetrics[] }[] }
+  /** What produced the result (model, editor, data, settings, package version), when given. */
+  provenance?: Record<string, unknown>
 }
 
 function summarise(edits: number, ms: RequestMetrics[]): MetricRow {
@@ -47,7 +51,8 @@ export function checkpoints(n: number): number[] {
   return out
 }
 
-export async function evaluateEditor(editor: BaseEditor, records: EditRequest[], opts: { sequential?: number; onProgress?: (done: number, total: number) => void } = {}): Promise<EvalResult> {
+export async function evaluateEditor(editor: BaseEditor, records: EditRequest[],
+  opts: { sequential?: number; onProgress?: (done: number, total: number) => void; provenance?: Record<string, unknown> } = {}): Promise<EvalResult> {
   if (records.length === 0) throw mendError('ERR_INVALID_ARG', 'Expected at least one request to evaluate')
   const seqN = opts.sequential ?? 0
   if (!Number.isInteger(seqN) || seqN < 0 || seqN > records.length) {
@@ -64,20 +69,27 @@ export async function evaluateEditor(editor: BaseEditor, records: EditRequest[],
   }
   const pre = single.reduce((a, m) => a + m.pre.rewrite_acc, 0) / single.length
   const sequential: MetricRow[] = []
+  const perCheckpoint: { edits: number; metrics: RequestMetrics[] }[] = []
   if (ks.length) {
     // one sequence of seqN edits, measured after k of them for every checkpoint k
     const curve = await editor.sequentialCurve({ ...editorRequest(records.slice(0, seqN)), greedyMatch: true }, ks)
-    curve.forEach((metrics, i) => sequential.push(summarise(ks[i], metrics)))
+    curve.forEach((metrics, i) => { sequential.push(summarise(ks[i], metrics)); perCheckpoint.push({ edits: ks[i], metrics }) })
   }
   opts.onProgress?.(total, total)
-  return { single: { ...summarise(1, single), preReliability: pre }, sequential }
+  const out: EvalResult = { single: { ...summarise(1, single), preReliability: pre }, sequential, requests: { single, sequential: perCheckpoint } }
+  if (opts.provenance) out.provenance = opts.provenance
+  return out
 }
 
 const pct = (x: number | undefined) => (x === undefined ? '–' : `${(100 * x).toFixed(1)}%`)
 
 export function markdownReport(r: EvalResult, title: string): string {
   const head = ['| edits | requests | reliability | generalization | locality | portability | greedy match |', '|---|---|---|---|---|---|---|']
-  const lines = [`# ${title}`, '', `Single edits on the unedited model (${r.single.requests} requests; reliability before editing ${pct(r.single.preReliability)}):`, '', ...head]
+  const lines = [`# ${title}`, '']
+  if (r.provenance) {
+    lines.push('Produced by:', '', ...Object.entries(r.provenance).map(([k, v]) => `- ${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`), '')
+  }
+  lines.push(`Single edits on the unedited model (${r.single.requests} requests; reliability before editing ${pct(r.single.preReliability)}):`, '', ...head)
   const row = (m: MetricRow) => `| ${m.edits} | ${m.requests} | ${pct(m.reliability)} | ${pct(m.generalization)} | ${pct(m.locality)} | ${pct(m.portability)} | ${pct(m.greedy)} |`
   lines.push(row(r.single))
   if (r.sequential.length) {
@@ -88,8 +100,8 @@ export function markdownReport(r: EvalResult, title: string): string {
 }
 
 /** A small SVG line plot of reliability, generalization, locality and greedy match (%) against the number of sequential edits (log axis). */
-export function svgPlot(rows: MetricRow[]): string {
-  const W = 480, H = 300, L = 50, R = 20, T = 20, B = 40
+export function svgPlot(rows: MetricRow[], title = 'MEND under sequential editing'): string {
+  const W = 480, H = 300, L = 50, R = 20, T = 28, B = 40
   const xs = rows.map((r) => r.edits)
   const lx = (k: number) => (xs.length < 2 ? L : L + ((Math.log10(k) - Math.log10(xs[0])) / (Math.log10(xs[xs.length - 1]) - Math.log10(xs[0]) || 1)) * (W - L - R))
   const ly = (v: number) => T + (1 - v) * (H - T - B)
@@ -102,9 +114,12 @@ export function svgPlot(rows: MetricRow[]): string {
   for (const v of [0, 0.25, 0.5, 0.75, 1]) parts.push(`<text x="${L - 6}" y="${ly(v) + 4}" text-anchor="end">${v * 100}%</text>`)
   for (const k of xs) parts.push(`<text x="${lx(k)}" y="${ly(0) + 16}" text-anchor="middle">${k}</text>`)
   parts.push(`<text x="${(L + W - R) / 2}" y="${H - 6}" text-anchor="middle">sequential edits (log scale)</text>`)
+  parts.push(`<text x="${(L + W - R) / 2}" y="${T - 6}" text-anchor="middle" font-size="12" font-weight="bold">${title.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')}</text>`)
+  parts.push(`<text x="12" y="${(T + ly(0)) / 2}" text-anchor="middle" transform="rotate(-90 12 ${(T + ly(0)) / 2})">metric after the last edit (%)</text>`)
   series.forEach(([name, color, f], i) => {
     const pts = rows.filter((r) => f(r) !== undefined).map((r) => `${lx(r.edits).toFixed(1)},${ly(f(r)!).toFixed(1)}`)
     if (pts.length) parts.push(`<polyline fill="none" stroke="${color}" stroke-width="2" points="${pts.join(' ')}"/>`)
+    for (const p of pts) { const [x, y] = p.split(','); parts.push(`<circle cx="${x}" cy="${y}" r="3" fill="${color}"/>`) }
     parts.push(`<text x="${W - R - 90}" y="${T + 14 + 14 * i}" fill="${color}">${name}</text>`)
   })
   parts.push('</svg>')

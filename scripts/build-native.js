@@ -26,6 +26,19 @@ function fail(msg) {
   process.exit(1)
 }
 
+// An installed package ships a prebuilt N-API binary for linux-x64 (prebuilds/, made by `npm pack`):
+// when it loads here, no toolchain is needed. `--force` (npm run build:native) always builds.
+const prebuilt = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'node_mend.node')
+if (!process.argv.includes('--force') && !process.env.NODE_MEND_BUILD_FROM_SOURCE && fs.existsSync(prebuilt) && !fs.existsSync(out)) {
+  try {
+    require(prebuilt)
+    console.log(`node-mend: using the prebuilt addon ${path.relative(root, prebuilt)} (NODE_MEND_BUILD_FROM_SOURCE=1 builds from source)`)
+    process.exit(0)
+  } catch (e) {
+    console.log(`node-mend: the prebuilt addon does not load here (${e.message}); building from source`)
+  }
+}
+
 const missing = []
 if (!has('cmake', ['--version'])) missing.push('cmake >= 3.15 (Debian/Ubuntu: apt-get install cmake)')
 const cxx = process.env.CXX || 'c++'

@@ -139,14 +139,17 @@ export function gemmBackend(): string {
 
 export function native(): NativeAddon {
   if (addon) return addon
-  const file = process.env.NODE_MEND_ADDON || path.join(__dirname, '..', '..', 'build', 'Release', 'node_mend.node')
+  // The source build, else the prebuilt binary for this platform (scripts/addon-path.js).
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const { candidates, findAddon } = require(path.join(__dirname, '..', '..', 'scripts', 'addon-path.js')) as { candidates: () => string[]; findAddon: () => string | null }
+  const file = process.env.NODE_MEND_ADDON || findAddon() || candidates()[0]
   try {
     addon = require(file) as NativeAddon
     addon.setErrorClass(MendError) // native errors arrive as MendError with their code
   } catch (e) {
     throw mendError('ERR_NATIVE_MISSING',
       `node-mend's native addon could not be loaded from ${file} (${(e as Error).message}). ` +
-      'Rebuild it with `npm rebuild node-mend` (needs cmake >= 3.15 and a C++17 compiler).')
+      `Looked in ${candidates().join(' and ')}. Rebuild it with \`npm rebuild node-mend\` (needs cmake >= 3.15 and a C++17 compiler).`)
   }
   return addon
 }

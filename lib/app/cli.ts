@@ -171,7 +171,7 @@ async function edit(opts: Record<string, any>): Promise<void> {
   const after = await complete(edited.model)
   const out = process.stdout
   prompts.forEach((p, i) => {
-    const kind = i === 0 ? 'edit prompt' : i <= (opts.rephrase?.length ?? 0) ? 'rephrasing' : 'unrelated'
+    const kind = i === 0 ? 'edit prompt' : i <= nReph ? 'rephrasing' : 'unrelated'
     out.write(`${kind}: ${JSON.stringify(p)}\n  before: ${JSON.stringify(before[i])}\n  after:  ${JSON.stringify(after[i])}\n`)
   })
   const m = metrics[0]

@@ -39,7 +39,7 @@ export function toIdBatch(input: unknown, name: string, opts: { allowNegative?: 
         if (!Array.isArray(row) || row.length !== T) {
           throw mendError('ERR_INVALID_ARG', `Expected ${name}[${b}] to be an array of length ${T} but received ${describe(row)}`)
         }
-        for (let t = 0; t < T; t++) out[b * T + t] = checkInt(row[t], `${name}[${b}][${t}]`, opts)
+        for (let t = 0; t < T; t++) out[b * T + t] = checkTokenInt(row[t], `${name}[${b}][${t}]`, opts)
       })
       if (T === 0) throw mendError('ERR_INVALID_ARG', `Expected non-empty rows for ${name}`)
       return { data: out, B, T }
@@ -59,11 +59,12 @@ export function toIdBatch(input: unknown, name: string, opts: { allowNegative?: 
     throw mendError('ERR_INVALID_ARG', `Expected number[][] or { data, shape } for ${name} but received ${describe(input)}`)
   }
   const out = new Int32Array(B * T)
-  for (let i = 0; i < B * T; i++) out[i] = checkInt(flat[i], `${name}[${Math.floor(i / T)}][${i % T}]`, opts)
+  for (let i = 0; i < B * T; i++) out[i] = checkTokenInt(flat[i], `${name}[${Math.floor(i / T)}][${i % T}]`, opts)
   return { data: out, B, T }
 }
 
-function checkInt(v: unknown, where: string, opts: { allowNegative?: boolean }): number {
+/** An int32 token id (negative only with allowNegative: labels' -100); unlike core/check's checkInt it bounds to int32 and a negative id is ERR_TOKEN_OUT_OF_RANGE. */
+function checkTokenInt(v: unknown, where: string, opts: { allowNegative?: boolean }): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v > 2147483647 || v < -2147483648) {
     throw mendError('ERR_INVALID_ARG', `Expected an integer for ${where} but received ${String(v)}`)
   }
@@ -80,7 +81,7 @@ export function sameShape(ids: IdBatch, other: IdBatch, name: string): void {
   }
 }
 
-/** Hugging Face's ignore index for labels. */
+/** Label value ignored by the loss (Hugging Face / PyTorch's ignore_index). */
 export const IGNORE_INDEX = -100
 
 /**

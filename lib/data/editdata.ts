@@ -29,7 +29,7 @@
  */
 import { promises as fsp } from 'fs'
 import { mendError } from '../core/errors'
-import { padRows } from '../model/batch'
+import { IGNORE_INDEX, padRows } from '../core/tensor'
 import type { GPT2Tokenizer } from '../tokenizer/tokenizer'
 import { invalidArg } from '../core/check'
 
@@ -94,7 +94,7 @@ export interface RequestBatches {
 }
 
 /** Label value ignored by the loss (PyTorch's CrossEntropyLoss ignore_index). */
-export const IGNORE_INDEX = -100
+export { IGNORE_INDEX } from '../core/tensor'
 
 // ---------------------------------------------------------------------------------------------
 // Record validation (shared by both formats)

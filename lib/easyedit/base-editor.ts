@@ -248,8 +248,8 @@ function checkRequest(req: BaseEditorRequest, what: string): BaseEditorRequest {
   return checkOptions<BaseEditorRequest>(req, what, REQUEST_KEYS)
 }
 
+/** The cases of a request that checkRequest has accepted. */
 function normalise(req: BaseEditorRequest): Case[] {
-  if (!req || typeof req !== 'object') throw invalidArg('an edit request { prompts, targetNew, ... }', 'edit', req)
   const prompts = list(req.prompts, 'prompts')
   const targets = list(req.targetNew, 'targetNew')
   if (prompts.length === 0) throw mendError('ERR_INVALID_ARG', 'prompts is empty')

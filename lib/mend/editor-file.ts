@@ -15,6 +15,7 @@
  */
 import { mendError } from '../core/errors'
 import { GPT2LMHeadModel } from '../model/gpt2'
+import { EDITS_FORMAT } from '../model/functional'
 import { defaultInnerParams, editorLayout, LayerActivation, layerActivationsOf, MENDConfig, resolveConfig } from './network'
 import { callNative, EditorSpec, safetensorsRead, safetensorsWrite, TransformSpec } from '../core/native'
 
@@ -66,7 +67,7 @@ type ReadTensors = Record<string, { dtype: string; shape: number[]; data: Float3
 export async function loadEditorFile(model: GPT2LMHeadModel, file: string, innerParams?: string[]):
   Promise<{ spec: EditorSpec; config: Required<MENDConfig> }> {
   const { tensors, metadata } = await callNative(() => safetensorsRead(file))
-  if (metadata.format === 'node-mend-edits') {
+  if (metadata.format === EDITS_FORMAT) {
     throw mendError('ERR_SAFETENSORS', `${file} is a node-mend edit log (FunctionalGPT2LMHeadModel.saveEdits), not an editor: load it with FunctionalGPT2LMHeadModel.loadEdits(model, file)`)
   }
   if (metadata.format === CHECKPOINT_FORMAT) {

@@ -48,10 +48,17 @@ interface EditorState {
   trainedCopy?: boolean
 }
 
-/** @internal EditTrainer marks the controller it was built from: training does not change it. */
 /** The controller of an edited state: its model is the FunctionalGPT2LMHeadModel (base + overlay). */
 export type EditedMEND = MEND<FunctionalGPT2LMHeadModel>
 
+/** The state of a root controller over `spec` (the native editor is created, and checked, here). */
+function editorState(model: GPT2LMHeadModel, spec: EditorSpec, config: Required<MENDConfig>): EditorState {
+  const layout = editorLayout(model, config.innerParams)
+  const handle = createEditor(model.native, spec)
+  return { handle, editLrs: Float32Array.from(spec.editLrs), layout, config, acts: layerActivationsOf(spec) }
+}
+
+/** @internal EditTrainer marks the controller it was built from: training does not change it. */
 export function noteTrainedCopy(mend: MEND): void {
   mend[INTERNAL].trainedCopy = true
 }
@@ -79,32 +86,27 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
     }
     if (!(model instanceof GPT2LMHeadModel)) throw mendError('ERR_INVALID_ARG', 'Expected a GPT2LMHeadModel for new MEND(model, config)')
     const cfg = resolveConfig(model, config)
-    const layout = editorLayout(model, cfg.innerParams)
-    const spec = freshEditorSpec(layout, cfg)
-    this[INTERNAL] = { handle: createEditor(model.native, spec), editLrs: Float32Array.from(spec.editLrs), layout, config: cfg, acts: layerActivationsOf(spec) }
+    this[INTERNAL] = editorState(model, freshEditorSpec(editorLayout(model, cfg.innerParams), cfg), cfg)
   }
 
   /** Loads an editor file (DESIGN §7) and checks it against the model. */
   static async fromPretrained(model: GPT2LMHeadModel, editorPath: string, opts: { innerParams?: string[] } = {}): Promise<MEND<GPT2LMHeadModel>> {
     const { spec, config } = await loadEditorFile(model, editorPath, opts.innerParams)
-    const layout = editorLayout(model, config.innerParams)
-    let handle: NativeEditor
+    let state: EditorState
     try {
-      handle = createEditor(model.native, spec)
+      state = editorState(model, spec, config)
     } catch (e) {
       const err = e as Error
       err.message = `${editorPath}: ${err.message}`
       throw err
     }
-    return new MEND<GPT2LMHeadModel>(model, config, { handle, editLrs: Float32Array.from(spec.editLrs), layout, config, acts: layerActivationsOf(spec) }, INTERNAL)
+    return new MEND<GPT2LMHeadModel>(model, config, state, INTERNAL)
   }
 
   /** A MEND controller over an editor given as tensors (e.g. one being trained). */
   static fromEditorSpec(model: GPT2LMHeadModel, spec: EditorSpec, config: MENDConfig = {}): MEND<GPT2LMHeadModel> {
     const cfg = resolveConfig(model, config)
-    const layout = editorLayout(model, cfg.innerParams)
-    const handle = createEditor(model.native, spec)
-    return new MEND<GPT2LMHeadModel>(model, cfg, { handle, editLrs: Float32Array.from(spec.editLrs), layout, config: cfg, acts: layerActivationsOf(spec) }, INTERNAL)
+    return new MEND<GPT2LMHeadModel>(model, cfg, editorState(model, spec, cfg), INTERNAL)
   }
 
   /** The resolved configuration (inner params in canonical names). */

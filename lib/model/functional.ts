@@ -6,12 +6,11 @@
 import { createHash } from 'crypto'
 import * as fs from 'fs'
 import * as path from 'path'
-import { checkOptions } from '../core/check'
+import { checkOptions, describe } from '../core/check'
 import { mendError } from '../core/errors'
 import { GPT2Inference, GPT2LMHeadModel } from './gpt2'
 import { buildOverlay, callNative, materialize, NativeOverlay, safetensorsRead, safetensorsWrite } from '../core/native'
 import { Tensor } from '../core/tensor'
-import { describe } from '../core/check'
 
 /** One edit in the log: per inner param, Ũ [N, d_in] and D̃ [N, d_out] (before α) and α. */
 export interface EditRecord {
@@ -21,7 +20,8 @@ export interface EditRecord {
   request?: unknown
 }
 
-const EDITS_FORMAT = 'node-mend-edits'
+/** metadata.format of a saved edit log. */
+export const EDITS_FORMAT = 'node-mend-edits'
 
 export class FunctionalGPT2LMHeadModel extends GPT2Inference {
   /** The untouched model every edit is applied on. */

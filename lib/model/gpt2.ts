@@ -9,10 +9,10 @@ import { mendError } from '../core/errors'
 import { callNative, createModel, loadModel, NativeModel, NativeOverlay, randomModel } from '../core/native'
 import { Batch, padRows, prepareBatch } from './batch'
 import { canonicalParamName, isConv1DWeight } from './names'
+import { IdsInput, Tensor } from '../core/tensor'
+import { checkInt, checkNumber, checkOptions, invalidArg } from '../core/check'
 
 export type { Batch } from './batch'
-import { IdBatch, IdsInput, sameShape, Tensor, toIdBatch } from '../core/tensor'
-import { checkInt, checkNumber, checkOptions, invalidArg } from '../core/check'
 
 export interface ForwardOptions {
   /** Return only the logits of the last position of each row: shape [B, V]. */

@@ -4,7 +4,6 @@
  * step computes gradients on the current model, updates this object's own parameter copies with
  * AdamW in native code, and builds the next model from them.
  */
-import { mendError } from '../core/errors'
 import { Batch, GPT2LMHeadModel } from './gpt2'
 import { optimizerStep } from '../core/native'
 import { checkNumber, checkOptions } from '../core/check'

@@ -57,6 +57,18 @@ export interface NativeEditResult {
   overlay: NativeOverlay
 }
 
+/** The lifelong mode's solve state of an edit log (immutable; mend/lifelong.h). */
+export interface NativeRidge {
+  nRows(): number
+  bytes(): number
+}
+export interface NativeRidgePrior { param: number; logRidge: number; mu: number; c0: Float32Array | null }
+export interface NativeRidgeUpdate { slot: number; k: Float32Array; v: Float32Array; sign: 1 | -1 }
+export interface NativeProposal {
+  loss: number; rows: number[]; keys: Float32Array[]; values: Float32Array[]
+  timings: { preMs: number; editorMs: number }
+}
+
 export interface NativeBatch { ids: Int32Array; B: number; T: number; mask: Int32Array | null; labels: Int32Array | null }
 export interface NativeStepResult { total: number; edit: number; loc: number; editAcc: number; preLoss: number; stepped: boolean; gradNorm?: number }
 export interface NativeOptimizerState { t: number; steps: number; m: Float32Array[]; v: Float32Array[] }
@@ -93,6 +105,11 @@ export interface NativeAddon {
            mask: Int32Array | null, labels: Int32Array): Promise<NativeEditResult>
   buildOverlay(model: NativeModel, edits: { param: number; a: Float32Array; b: Float32Array }[][]): Promise<NativeOverlay>
   materialize(model: NativeModel, overlay: NativeOverlay | null): Promise<NativeModel>
+  ridgePrior(model: NativeModel, priors: NativeRidgePrior[]): Promise<NativeRidge>
+  ridgeUpdate(model: NativeModel, state: NativeRidge, updates: NativeRidgeUpdate[]): Promise<{ state: NativeRidge; overlay: NativeOverlay }>
+  malmenPropose(model: NativeModel, editor: NativeEditor, ids: Int32Array, B: number, T: number, mask: Int32Array | null,
+                labels: Int32Array, keyMask: Int32Array | null): Promise<NativeProposal>
+  keyCovariance(model: NativeModel, ids: Int32Array, B: number, T: number, mask: Int32Array | null, params: number[]): Promise<{ sums: Float64Array[]; count: number }>
   createTrainer(model: NativeModel, spec: EditorSpec, opts: { lr: number; lrLr: number; cedit: number; cloc: number; gradClip: number; accumulateBs: number }): NativeTrainer
   adamwUpdate(param: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, lr: number, beta1: number,
               beta2: number, eps: number, weightDecay: number, t: number): void
@@ -166,5 +183,9 @@ export const createEditor: Api['createEditor'] = (model, spec) => native().creat
 export const mendEdit: Api['mendEdit'] = (...a) => native().mendEdit(...a)
 export const buildOverlay: Api['buildOverlay'] = (model, edits) => native().buildOverlay(model, edits)
 export const materialize: Api['materialize'] = (model, overlay) => native().materialize(model, overlay)
+export const ridgePrior: Api['ridgePrior'] = (model, priors) => native().ridgePrior(model, priors)
+export const ridgeUpdate: Api['ridgeUpdate'] = (model, state, updates) => native().ridgeUpdate(model, state, updates)
+export const malmenPropose: Api['malmenPropose'] = (...a) => native().malmenPropose(...a)
+export const keyCovariance: Api['keyCovariance'] = (...a) => native().keyCovariance(...a)
 export const createTrainer: Api['createTrainer'] = (model, spec, opts) => native().createTrainer(model, spec, opts)
 export const optimizerStep: Api['optimizerStep'] = (params, grads, m, v, opts) => native().optimizerStep(params, grads, m, v, opts)

@@ -65,7 +65,7 @@ type ReadTensors = Record<string, { dtype: string; shape: number[]; data: Float3
  * an edit log is refused saying what it is.
  */
 export async function loadEditorFile(model: GPT2LMHeadModel, file: string, innerParams?: string[]):
-  Promise<{ spec: EditorSpec; config: Required<MENDConfig> }> {
+  Promise<{ spec: EditorSpec; config: Required<MENDConfig>; keyCov?: (Float32Array | null)[] }> {
   const { tensors, metadata } = await callNative(() => safetensorsRead(file))
   if (metadata.format === EDITS_FORMAT) {
     throw mendError('ERR_SAFETENSORS', `${file} is a node-mend edit log (FunctionalGPT2LMHeadModel.saveEdits), not an editor: load it with FunctionalGPT2LMHeadModel.loadEdits(model, file)`)
@@ -82,7 +82,7 @@ export async function loadEditorFile(model: GPT2LMHeadModel, file: string, inner
 
 /** An editor spec from safetensors tensors named as in editor files (`prefix` before every name). */
 export function specFromTensors(model: GPT2LMHeadModel, all: ReadTensors, metadata: Record<string, string>, file: string,
-  innerParams?: string[], prefix = ''): { spec: EditorSpec; config: Required<MENDConfig> } {
+  innerParams?: string[], prefix = ''): { spec: EditorSpec; config: Required<MENDConfig>; keyCov?: (Float32Array | null)[] } {
   const tensors: ReadTensors = {}
   for (const [k, v] of Object.entries(all)) if (k.startsWith(prefix)) tensors[k.slice(prefix.length)] = v
   let inner = innerParams
@@ -148,22 +148,57 @@ export function specFromTensors(model: GPT2LMHeadModel, all: ReadTensors, metada
   const editLrs = get('edit_lrs', [layout.inner.length])
   const spec: EditorSpec = { inner: layout.index, transformOf: layout.transformOf, modeOf: layout.modeOf, editLrs, transforms }
   const num = (k: string, d: number) => (metadata[k] !== undefined && Number.isFinite(Number(metadata[k])) ? Number(metadata[k]) : d)
+  const kind = metadata[EDITOR_KIND_KEY] ?? 'mend'
+  if (kind !== 'mend' && kind !== 'malmen') throw mendError('ERR_SAFETENSORS', `${file}: metadata ${EDITOR_KIND_KEY} is ${JSON.stringify(kind)}; expected "mend" or "malmen"`)
+  let lifelong: { logRidge: number; mu: number } = { logRidge: 0, mu: 0 }
+  let keyCov: (Float32Array | null)[] | undefined
+  if (kind === 'malmen') {
+    try {
+      const j = JSON.parse(metadata.malmen ?? '')
+      if (typeof j !== 'object' || j === null || !Number.isFinite(j.log_ridge) || !Number.isFinite(j.mu) || j.mu < 0) throw new Error('expected {"log_ridge": number, "mu": number >= 0}')
+      lifelong = { logRidge: j.log_ridge, mu: j.mu }
+    } catch (e) {
+      throw mendError('ERR_SAFETENSORS', `${file}: metadata "malmen" is missing or malformed (${(e as Error).message})`)
+    }
+    keyCov = layout.inner.map((name, k) => {
+      const t = tensors[`malmen.key_cov.${name}`]
+      if (!t) return null
+      const d = layout.shapes[k][0]
+      const data = get(`malmen.key_cov.${name}`, [d, d])
+      if (!data.every(Number.isFinite)) throw mendError('ERR_NON_FINITE', `${file}: tensor "malmen.key_cov.${name}" holds NaN or Inf`)
+      return data
+    })
+    if (lifelong.mu > 0) {
+      const missing = layout.inner.find((_, k) => keyCov![k] === null)
+      if (missing) throw mendError('ERR_MISSING_TENSOR', `${file}: missing tensor "malmen.key_cov.${missing}" (mu > 0 needs the key covariance of every inner param)`)
+    }
+  }
   const config = resolveConfig(model, {
     innerParams: layout.inner, rank: num('rank', rankSeen), nHidden: num('n_hidden', nLayersSeen - 1),
-    editLr: num('edit_lr', editLrs[0]), seed: num('seed', 0),
+    editLr: num('edit_lr', editLrs[0]), seed: num('seed', 0), kind, ...lifelong,
   })
-  return { spec, config }
+  return keyCov ? { spec, config, keyCov } : { spec, config }
 }
+
+/** Metadata key of the editor kind: "mend" (absent: EasyEdit's MEND) or "malmen" (the lifelong mode). */
+export const EDITOR_KIND_KEY = 'editor_kind'
 
 /** Writes an editor spec as one editor file (EasyEdit's names, node-mend's metadata). */
 export async function saveEditorFile(file: string, spec: EditorSpec, cfg: Readonly<Required<MENDConfig>>,
-  m: { nLayer: number; nEmbd: number; vocabSize: number }, extra: Record<string, string> = {}): Promise<void> {
+  m: { nLayer: number; nEmbd: number; vocabSize: number }, extra: Record<string, string> = {}, keyCov?: (Float32Array | null)[]): Promise<void> {
   const meta = editorMetadata(cfg, m, layerActivationsOf(spec))
   for (const [k, v] of Object.entries(extra)) {
     if (k in meta) throw mendError('ERR_INVALID_ARG', `MEND.save: metadata key "${k}" is node-mend's own (${Object.keys(meta).join(', ')})`)
     if (typeof v !== 'string') throw mendError('ERR_INVALID_ARG', `Expected a string for MEND.save metadata "${k}" but received ${typeof v}`)
   }
-  await callNative(() => safetensorsWrite(file, editorTensors(spec), { ...extra, ...meta }))
+  const tensors = editorTensors(spec)
+  if (cfg.kind === 'malmen' && keyCov) {
+    cfg.innerParams.forEach((name, k) => {
+      const c = keyCov[k]
+      if (c) { const d = Math.round(Math.sqrt(c.length)); tensors.push({ name: `malmen.key_cov.${name}`, shape: [d, d], data: c }) }
+    })
+  }
+  await callNative(() => safetensorsWrite(file, tensors, { ...extra, ...meta }))
 }
 
 export function editorMetadata(cfg: Readonly<Required<MENDConfig>>, m: { nLayer: number; nEmbd: number; vocabSize: number },
@@ -176,6 +211,7 @@ export function editorMetadata(cfg: Readonly<Required<MENDConfig>>, m: { nLayer:
     n_hidden: String(cfg.nHidden),
     edit_lr: String(cfg.editLr),
     seed: String(cfg.seed),
+    ...(cfg.kind === 'malmen' ? { [EDITOR_KIND_KEY]: 'malmen', malmen: JSON.stringify({ log_ridge: cfg.logRidge, mu: cfg.mu }) } : {}),
     model: JSON.stringify({ n_layer: m.nLayer, n_embd: m.nEmbd, vocab_size: m.vocabSize }),
   }
 }

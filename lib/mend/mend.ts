@@ -6,7 +6,8 @@ import { mendError } from '../core/errors'
 import { FunctionalGPT2LMHeadModel, EditRecord } from '../model/functional'
 import { Batch, prepareBatch } from '../model/batch'
 import { GPT2LMHeadModel, ForwardOptions, ForwardOutput } from '../model/gpt2'
-import { callNative, createEditor, EditorSpec, mendEdit, NativeEditor } from '../core/native'
+import { callNative, createEditor, EditorSpec, malmenPropose, mendEdit, NativeEditor } from '../core/native'
+import { LifelongSettings, LifelongSolver } from './lifelong'
 import { Tensor } from '../core/tensor'
 import { loadEditorFile, saveEditorFile } from './editor-file'
 import { EditorLayout, editorLayout, freshEditorSpec, LayerActivation, layerActivationsOf, MENDConfig, resolveConfig } from './network'
@@ -16,10 +17,16 @@ export type { MENDConfig, LayerActivation } from './network'
 export { defaultInnerParams, shapeKey } from './network'
 
 export interface EditOptions {
-  /** Return Ũ and D̃ (before α) per inner param. */
+  /** Return Ũ and D̃ (before α) per inner param (lifelong mode: the keys and value shifts, as `rows`). */
   returnFactors?: boolean
   /** Stored with the edit in the log (e.g. the text request). */
   request?: unknown
+  /**
+   * Lifelong mode: the fact this edit sets. A later edit with the same key supersedes this one (its
+   * rows leave the solve). Default, for a one-row batch: its prompt tokens (the tokens before the
+   * first label); a batch of several rows supersedes nothing unless a key is given.
+   */
+  factKey?: string
 }
 
 export interface EditInfo {
@@ -32,6 +39,8 @@ export interface EditInfo {
   /** Milliseconds: pre-edit pass, editor, overlay, and the whole call. */
   timings: { preMs: number; editorMs: number; overlayMs: number; totalMs: number }
   factors?: Record<string, { u: Tensor; d: Tensor }>
+  /** Lifelong mode with returnFactors: the keys and value shifts per inner param. */
+  rows?: Record<string, { k: Tensor; v: Tensor }>
 }
 
 const INTERNAL = Symbol('node-mend internal')
@@ -46,16 +55,44 @@ interface EditorState {
   acts: LayerActivation[]
   /** Set when an EditTrainer built from this controller has trained (its own copy). */
   trainedCopy?: boolean
+  /** Lifelong mode (kind 'malmen'): the prior and the solver over edit logs. */
+  lifelong?: { settings: LifelongSettings; solver: LifelongSolver }
 }
 
 /** The controller of an edited state: its model is the FunctionalGPT2LMHeadModel (base + overlay). */
 export type EditedMEND = MEND<FunctionalGPT2LMHeadModel>
 
 /** The state of a root controller over `spec` (the native editor is created, and checked, here). */
-function editorState(model: GPT2LMHeadModel, spec: EditorSpec, config: Required<MENDConfig>): EditorState {
+function editorState(model: GPT2LMHeadModel, spec: EditorSpec, config: Required<MENDConfig>, keyCov?: (Float32Array | null)[]): EditorState {
   const layout = editorLayout(model, config.innerParams)
   const handle = createEditor(model.native, spec)
-  return { handle, editLrs: Float32Array.from(spec.editLrs), layout, config, acts: layerActivationsOf(spec) }
+  const st: EditorState = { handle, editLrs: Float32Array.from(spec.editLrs), layout, config, acts: layerActivationsOf(spec) }
+  if (config.kind === 'malmen') st.lifelong = lifelongOf(model, st, keyCov ?? layout.inner.map(() => null))
+  return st
+}
+
+function lifelongOf(model: GPT2LMHeadModel, st: EditorState, keyCov: (Float32Array | null)[]): EditorState['lifelong'] {
+  const { layout, config } = st
+  if (config.mu > 0) {
+    keyCov.forEach((c, k) => {
+      const d = layout.shapes[k][0]
+      if (!c) throw mendError('ERR_INVALID_ARG', `the lifelong mode with mu > 0 needs a key covariance for "${layout.inner[k]}" (MEND.withKeyCovariance)`)
+      if (c.length !== d * d) throw mendError('ERR_SHAPE_MISMATCH', `the key covariance of "${layout.inner[k]}" must be [${d}, ${d}]`)
+    })
+  }
+  const settings: LifelongSettings = { logRidge: layout.inner.map(() => config.logRidge), mu: config.mu, keyCov }
+  return { settings, solver: new LifelongSolver(model, layout, settings, st.handle) }
+}
+
+/** The default fact key of a one-row edit batch: its tokens before the first label. */
+function defaultFactKey(ids: Int32Array, labels: Int32Array, mask: Int32Array | null, B: number, T: number): string | undefined {
+  if (B !== 1) return undefined
+  const out: number[] = []
+  for (let t = 0; t < T; t++) {
+    if (labels[t] !== -100) break
+    if (!mask || mask[t]) out.push(ids[t])
+  }
+  return JSON.stringify(out)
 }
 
 /** @internal EditTrainer marks the controller it was built from: training does not change it. */
@@ -91,10 +128,10 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
 
   /** Loads an editor file (DESIGN §7) and checks it against the model. */
   static async fromPretrained(model: GPT2LMHeadModel, editorPath: string, opts: { innerParams?: string[] } = {}): Promise<MEND<GPT2LMHeadModel>> {
-    const { spec, config } = await loadEditorFile(model, editorPath, opts.innerParams)
+    const { spec, config, keyCov } = await loadEditorFile(model, editorPath, opts.innerParams)
     let state: EditorState
     try {
-      state = editorState(model, spec, config)
+      state = editorState(model, spec, config, keyCov)
     } catch (e) {
       const err = e as Error
       err.message = `${editorPath}: ${err.message}`
@@ -107,6 +144,53 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
   static fromEditorSpec(model: GPT2LMHeadModel, spec: EditorSpec, config: MENDConfig = {}): MEND<GPT2LMHeadModel> {
     const cfg = resolveConfig(model, config)
     return new MEND<GPT2LMHeadModel>(model, cfg, editorState(model, spec, cfg), INTERNAL)
+  }
+
+  /**
+   * A root controller with the same editor network in the lifelong mode ('malmen') with these
+   * solve settings: `keyCov` is C0 = E[x·xᵀ] per inner param (see keyCovariances), weighted by `mu`.
+   */
+  withLifelong(opts: { logRidge?: number; mu?: number; keyCov?: Record<string, Float32Array> } = {}): MEND<GPT2LMHeadModel> {
+    opts = checkOptions(opts, 'MEND.withLifelong', ['logRidge', 'mu', 'keyCov'])
+    const st = this[INTERNAL]
+    const cfg = resolveConfig(this.baseModel, { ...st.config, kind: 'malmen', logRidge: opts.logRidge ?? st.config.logRidge, mu: opts.mu ?? st.config.mu })
+    const prevCov = st.lifelong?.settings.keyCov
+    const keyCov = st.layout.inner.map((name, k) => opts.keyCov?.[name] ?? prevCov?.[k] ?? null)
+    const next: EditorState = { ...st, config: cfg, lifelong: undefined, trainedCopy: undefined }
+    next.lifelong = lifelongOf(this.baseModel, next, keyCov)
+    return new MEND<GPT2LMHeadModel>(this.baseModel, cfg, next, INTERNAL)
+  }
+
+  /** 'mend' (EasyEdit's MEND) or 'malmen' (the lifelong least-squares mode, DESIGN §5b). */
+  get kind(): 'mend' | 'malmen' {
+    return this[INTERNAL].config.kind
+  }
+
+  /** Lifelong mode: the preservation covariance C0 per inner param (null where none). */
+  get keyCovariance(): Record<string, Float32Array | null> | null {
+    const l = this[INTERNAL].lifelong
+    return l ? Object.fromEntries(this[INTERNAL].layout.inner.map((n, k) => [n, l.settings.keyCov[k]])) : null
+  }
+
+  /** Lifelong mode: the edited model of an edit log (records from this editor's edits), solved on the base. */
+  async fromEdits(edits: EditRecord[]): Promise<EditedMEND> {
+    const l = this.requireLifelong('fromEdits')
+    const fm = await FunctionalGPT2LMHeadModel.fromEdits(this.baseModel, edits, { solver: l.solver })
+    return new MEND<FunctionalGPT2LMHeadModel>(fm, this[INTERNAL].config, this[INTERNAL], INTERNAL)
+  }
+
+  /** Loads a saved edit log on this controller's base (lifelong logs are solved by this editor). */
+  async loadEdits(file: string, opts: { allowBaseMismatch?: boolean } = {}): Promise<EditedMEND> {
+    opts = checkOptions(opts, 'MEND.loadEdits', ['allowBaseMismatch'])
+    const l = this[INTERNAL].lifelong
+    const fm = await FunctionalGPT2LMHeadModel.loadEdits(this.baseModel, file, { ...opts, ...(l ? { solver: l.solver } : {}) })
+    return new MEND<FunctionalGPT2LMHeadModel>(fm, this[INTERNAL].config, this[INTERNAL], INTERNAL)
+  }
+
+  private requireLifelong(what: string): NonNullable<EditorState['lifelong']> {
+    const l = this[INTERNAL].lifelong
+    if (!l) throw mendError('ERR_INVALID_ARG', `MEND.${what} is for the lifelong mode (kind 'malmen'); this editor is kind '${this.kind}'`)
+    return l
   }
 
   /** The resolved configuration (inner params in canonical names). */
@@ -139,7 +223,7 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
         '(EditTrainer trains its own copy). To save the trained editor use trainer.bestMEND().save(file) or trainer.toMEND().save(file).',
       { type: 'NodeMendWarning', code: 'NODE_MEND_UNTRAINED_SAVE' })
     }
-    await saveEditorFile(file, this.editorSpec(), this.config, this.baseModel.config, opts.metadata)
+    await saveEditorFile(file, this.editorSpec(), this.config, this.baseModel.config, opts.metadata, this[INTERNAL].lifelong?.settings.keyCov)
   }
 
   /** Delegates to `.model.forward`. */
@@ -157,12 +241,15 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
    * pre-edit pass runs on this controller's model (base + earlier edits), so edits accumulate.
    */
   async edit(batch: Batch, opts: EditOptions = {}): Promise<{ edited: EditedMEND; info: EditInfo }> {
-    opts = checkOptions<EditOptions>(opts, 'MEND.edit', ['returnFactors', 'request'])
+    opts = checkOptions<EditOptions>(opts, 'MEND.edit', ['returnFactors', 'request', 'factKey'])
+    if (opts.factKey !== undefined && typeof opts.factKey !== 'string') throw mendError('ERR_INVALID_ARG', `Expected a string for MEND.edit factKey but received ${typeof opts.factKey}`)
     const t0 = process.hrtime.bigint()
     const st = this[INTERNAL]
     const base = this.baseModel
     const b = prepareBatch(batch, base.config.vocabSize, true)
     const prev = this.model instanceof FunctionalGPT2LMHeadModel ? this.model : null
+    if (st.lifelong) return this.editLifelong(st.lifelong, b, prev, opts, t0)
+    if (prev && prev.solver) throw mendError('ERR_INVALID_ARG', 'MEND.edit: this model holds lifelong edits; edit it with the lifelong editor that made them')
     const overlay = prev ? prev.nativeOverlay : null
     const r = await callNative(() => mendEdit(base.native, overlay, st.handle, b.ids.data, b.ids.B, b.ids.T, b.mask, b.labels!))
     const alphas = st.editLrs
@@ -181,6 +268,32 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
     })
     if (opts.returnFactors) info.factors = factors
     const fm = new FunctionalGPT2LMHeadModel(base, [...(prev ? prev.edits : []), record], r.overlay)
+    const edited = new MEND<FunctionalGPT2LMHeadModel>(fm, st.config, st, INTERNAL)
+    info.timings.totalMs = Number(process.hrtime.bigint() - t0) / 1e6
+    return { edited, info }
+  }
+
+  private async editLifelong(l: NonNullable<EditorState['lifelong']>, b: ReturnType<typeof prepareBatch>, prev: FunctionalGPT2LMHeadModel | null,
+    opts: EditOptions, t0: bigint): Promise<{ edited: EditedMEND; info: EditInfo }> {
+    const st = this[INTERNAL]
+    const base = this.baseModel
+    if (prev && prev.edits.length > 0 && prev.solver !== l.solver) {
+      throw mendError('ERR_INVALID_ARG', 'MEND.edit: this model holds edits of another editor (or of classic MEND); the lifelong mode solves over its own log only')
+    }
+    const r = await callNative(() => malmenPropose(base.native, st.handle, b.ids.data, b.ids.B, b.ids.T, b.mask, b.labels!, null))
+    const rows: Record<string, { k: Tensor; v: Tensor }> = {}
+    const info: EditInfo = { loss: r.loss, keptRows: {}, cos: {}, timings: { preMs: r.timings.preMs, editorMs: r.timings.editorMs, overlayMs: 0, totalMs: 0 } }
+    st.layout.inner.forEach((name, k) => {
+      const [dIn, dOut] = st.layout.shapes[k]
+      rows[name] = { k: { shape: [r.rows[k], dIn], data: r.keys[k] }, v: { shape: [r.rows[k], dOut], data: r.values[k] } }
+      info.keptRows[name] = r.rows[k]
+    })
+    const factKey = opts.factKey ?? defaultFactKey(b.ids.data, b.labels!, b.mask, b.ids.B, b.ids.T)
+    const record: EditRecord = { factors: {}, alphas: {}, request: opts.request, lifelong: { rows, factKey } }
+    const t1 = process.hrtime.bigint()
+    const fm = await l.solver.append(prev && prev.edits.length > 0 ? prev : null, record)
+    info.timings.overlayMs = Number(process.hrtime.bigint() - t1) / 1e6
+    if (opts.returnFactors) info.rows = rows
     const edited = new MEND<FunctionalGPT2LMHeadModel>(fm, st.config, st, INTERNAL)
     info.timings.totalMs = Number(process.hrtime.bigint() - t0) / 1e6
     return { edited, info }

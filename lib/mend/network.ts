@@ -22,6 +22,16 @@ export interface MENDConfig {
   editLr?: number
   /** Seed of the V initialisation (standard normal). Default 0. */
   seed?: number
+  /**
+   * How edits combine (DESIGN §5b): 'mend' — EasyEdit's MEND, each edit adds α·ŨᵀD̃ (the default);
+   * 'malmen' — the lifelong mode, one least-squares solve of the editor's value shifts over the whole
+   * edit log (MALMEN's aggregation), which holds hundreds of sequential edits.
+   */
+  kind?: 'mend' | 'malmen'
+  /** Lifelong mode: log of the ridge e^λ added to the solve's diagonal (every inner param). Default 0. */
+  logRidge?: number
+  /** Lifelong mode: weight of the preservation covariance C0 (needs one, see MEND.withKeyCovariance). Default 0. */
+  mu?: number
 }
 
 /** The activation of one editor layer: EasyEdit's clamp max(·, 0), or the identity (legacy node-mend files). */
@@ -112,14 +122,21 @@ export function freshEditorSpec(layout: EditorLayout, cfg: Required<Omit<MENDCon
 
 export function resolveConfig(model: GPT2LMHeadModel, config: MENDConfig): Required<MENDConfig> {
   if (!config || typeof config !== 'object') throw invalidArg('a MEND config object', 'config', config)
-  config = checkOptions<MENDConfig>(config, 'the MEND config', ['innerParams', 'rank', 'nHidden', 'editLr', 'seed'])
+  config = checkOptions<MENDConfig>(config, 'the MEND config', ['innerParams', 'rank', 'nHidden', 'editLr', 'seed', 'kind', 'logRidge', 'mu'])
   const c: Required<MENDConfig> = {
     innerParams: config.innerParams ?? defaultInnerParams(model.config.nLayer),
     rank: config.rank ?? 1920,
     nHidden: config.nHidden ?? 1,
     editLr: config.editLr ?? 1e-4,
     seed: config.seed ?? 0,
+    kind: config.kind ?? 'mend',
+    logRidge: config.logRidge ?? 0,
+    mu: config.mu ?? 0,
   }
+  if (c.kind !== 'mend' && c.kind !== 'malmen') throw invalidArg("'mend' or 'malmen'", 'kind', c.kind)
+  checkNumber(c.logRidge, 'logRidge', { allowNegative: true })
+  if (!(Math.abs(c.logRidge) <= 30)) throw invalidArg('a number in [-30, 30]', 'logRidge', c.logRidge)
+  checkNumber(c.mu, 'mu')
   checkInt(c.rank, 'rank', 1)
   checkInt(c.nHidden, 'nHidden')
   checkNumber(c.editLr, 'editLr', { allowNegative: true })

@@ -12,12 +12,36 @@ import { GPT2Inference, GPT2LMHeadModel } from './gpt2'
 import { buildOverlay, callNative, materialize, NativeOverlay, safetensorsRead, safetensorsWrite } from '../core/native'
 import { Tensor } from '../core/tensor'
 
-/** One edit in the log: per inner param, Ũ [N, d_in] and D̃ [N, d_out] (before α) and α. */
+/**
+ * One edit in the log. A classic MEND edit holds, per inner param, Ũ [N, d_in] and D̃ [N, d_out]
+ * (before α) and α. A lifelong edit (editor kind "malmen", DESIGN §5b) holds no factors but, per
+ * inner param, its keys K [N, d_in] and value shifts V [N, d_out] on the base, and the fact it edits.
+ */
 export interface EditRecord {
   factors: Record<string, { u: Tensor; d: Tensor }>
   alphas: Record<string, number>
   /** Free-form description of the request (kept in saved edit logs). */
   request?: unknown
+  /** Lifelong edits only. */
+  lifelong?: LifelongRows
+}
+
+/** A lifelong edit's rows: keys and value shifts per inner param, and the fact it edits. */
+export interface LifelongRows {
+  rows: Record<string, { k: Tensor; v: Tensor }>
+  /** The fact this edit sets: a later edit of the same fact supersedes this one. */
+  factKey?: string
+}
+
+/**
+ * Rebuilds edited models whose edits are not independent overlays (the lifelong mode solves over
+ * the whole log): implemented by the MEND controller that made them.
+ */
+export interface EditSolver {
+  /** The edited model of `edits` (oldest first) on the solver's base. */
+  rebuild(edits: EditRecord[]): Promise<FunctionalGPT2LMHeadModel>
+  /** Which edits are live (not superseded by a later edit of the same fact). */
+  live(edits: readonly EditRecord[]): boolean[]
 }
 
 /** metadata.format of a saved edit log. */
@@ -29,13 +53,18 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
   /** The edit log, oldest first. */
   readonly edits: readonly EditRecord[]
   private readonly overlay: NativeOverlay | null
+  /** The lifelong solver and its state (lifelong logs only); internal. */
+  readonly solver: EditSolver | null
+  readonly solverState: unknown
 
   /** Internal: use MEND.edit, loadEdits, without or upTo. */
-  constructor(base: GPT2LMHeadModel, edits: EditRecord[], overlay: NativeOverlay | null) {
+  constructor(base: GPT2LMHeadModel, edits: EditRecord[], overlay: NativeOverlay | null, solver: EditSolver | null = null, solverState: unknown = null) {
     super(base.native, base.config)
     this.base = base
     this.edits = Object.freeze([...edits])
     this.overlay = overlay
+    this.solver = solver
+    this.solverState = solverState
   }
 
   protected get overlayHandle(): NativeOverlay | null {
@@ -48,7 +77,17 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
   }
 
   /** An edited model from an edit log on `base` (rebuilds the overlay). */
-  static async fromEdits(base: GPT2LMHeadModel, edits: EditRecord[]): Promise<FunctionalGPT2LMHeadModel> {
+  static async fromEdits(base: GPT2LMHeadModel, edits: EditRecord[], opts: { solver?: EditSolver } = {}): Promise<FunctionalGPT2LMHeadModel> {
+    if (!Array.isArray(edits)) throw mendError('ERR_INVALID_ARG', `Expected an array of edit records for fromEdits but received ${describe(edits)}`)
+    edits.forEach((e, i) => {
+      if (!e || typeof e !== 'object') throw mendError('ERR_INVALID_ARG', `fromEdits: edit ${i} must be an edit record, got ${describe(e)}`)
+    })
+    const lifelong = edits.filter((e) => e.lifelong !== undefined).length
+    if (lifelong > 0 && lifelong < edits.length) throw mendError('ERR_INVALID_ARG', 'fromEdits: a log mixes lifelong and classic MEND edits')
+    if (lifelong > 0 || opts.solver) {
+      if (!opts.solver) throw mendError('ERR_INVALID_ARG', 'fromEdits: a lifelong edit log is solved by the editor that made it: use mend.fromEdits(edits) or mend.loadEdits(file)')
+      return opts.solver.rebuild(edits)
+    }
     if (edits.length === 0) return new FunctionalGPT2LMHeadModel(base, [], null)
     const index = new Map(base.parameters().map((p, i) => [p.name, i]))
     const factors = edits.map((e, i) => Object.entries(e.factors).map(([name, f]) => {
@@ -70,7 +109,16 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
     if (!Number.isInteger(editIndex) || editIndex < 0 || editIndex >= this.edits.length) {
       throw mendError('ERR_INVALID_ARG', `Expected an edit index in [0, ${this.edits.length}) for without() but received ${describe(editIndex)}`)
     }
-    return FunctionalGPT2LMHeadModel.fromEdits(this.base, this.edits.filter((_, i) => i !== editIndex))
+    return FunctionalGPT2LMHeadModel.fromEdits(this.base, this.edits.filter((_, i) => i !== editIndex), this.solverOpts())
+  }
+
+  /** Which edits of the log hold (false: superseded by a later edit of the same fact; lifelong mode only). */
+  get liveEdits(): boolean[] {
+    return this.solver ? this.solver.live(this.edits) : this.edits.map(() => true)
+  }
+
+  private solverOpts(): { solver?: EditSolver } {
+    return this.solver ? { solver: this.solver } : {}
   }
 
   /** The model with only the first n edits. */
@@ -78,7 +126,7 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
     if (!Number.isInteger(n) || n < 0 || n > this.edits.length) {
       throw mendError('ERR_INVALID_ARG', `Expected a count in [0, ${this.edits.length}] for upTo() but received ${describe(n)}`)
     }
-    return FunctionalGPT2LMHeadModel.fromEdits(this.base, this.edits.slice(0, n))
+    return FunctionalGPT2LMHeadModel.fromEdits(this.base, this.edits.slice(0, n), this.solverOpts())
   }
 
   /** A plain model whose edited weights are merged (W + ΔW); other weights are shared with the base. */
@@ -106,6 +154,13 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
   async saveEdits(file: string): Promise<void> {
     const tensors: { name: string; shape: number[]; data: Float32Array }[] = []
     const meta = this.edits.map((e, i) => {
+      if (e.lifelong) {
+        for (const [name, r] of Object.entries(e.lifelong.rows)) {
+          tensors.push({ name: `edits.${i}.${name}.k`, shape: r.k.shape, data: r.k.data })
+          tensors.push({ name: `edits.${i}.${name}.v`, shape: r.v.shape, data: r.v.data })
+        }
+        return { params: Object.keys(e.lifelong.rows), kind: 'malmen', fact_key: e.lifelong.factKey ?? null, request: e.request ?? null }
+      }
       for (const [name, f] of Object.entries(e.factors)) {
         tensors.push({ name: `edits.${i}.${name}.u`, shape: f.u.shape, data: f.u.data })
         tensors.push({ name: `edits.${i}.${name}.d`, shape: f.d.shape, data: f.d.data })
@@ -113,7 +168,7 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
       return { params: Object.keys(e.factors), alphas: e.alphas, request: e.request ?? null }
     })
     const c = this.config
-    const params = [...new Set(this.edits.flatMap((e) => Object.keys(e.factors)))].sort()
+    const params = [...new Set(this.edits.flatMap((e) => Object.keys(e.lifelong ? e.lifelong.rows : e.factors)))].sort()
     fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true })
     await callNative(() => safetensorsWrite(file, tensors, {
       format: EDITS_FORMAT,
@@ -130,8 +185,8 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
    * different base is ERR_BASE_MISMATCH unless `allowBaseMismatch` (logs written before the
    * fingerprint existed cannot be checked).
    */
-  static async loadEdits(base: GPT2LMHeadModel, file: string, opts: { allowBaseMismatch?: boolean } = {}): Promise<FunctionalGPT2LMHeadModel> {
-    opts = checkOptions(opts, 'loadEdits', ['allowBaseMismatch'])
+  static async loadEdits(base: GPT2LMHeadModel, file: string, opts: { allowBaseMismatch?: boolean; solver?: EditSolver } = {}): Promise<FunctionalGPT2LMHeadModel> {
+    opts = checkOptions(opts, 'loadEdits', ['allowBaseMismatch', 'solver'])
     const r = await callNative(() => safetensorsRead(file))
     if (r.metadata.format !== EDITS_FORMAT) throw mendError('ERR_SAFETENSORS', `${file} is not a node-mend edit log (metadata.format = ${JSON.stringify(r.metadata.format)})`)
     if (r.metadata.base_fingerprint !== undefined && !opts.allowBaseMismatch) {
@@ -149,7 +204,7 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
           'replay it on the model it was made on, or pass { allowBaseMismatch: true } to apply it anyway')
       }
     }
-    let meta: { params: string[]; alphas: Record<string, number>; request: unknown }[]
+    let meta: { params: string[]; alphas: Record<string, number>; request: unknown; kind?: string; fact_key?: string | null }[]
     try {
       meta = JSON.parse(r.metadata.edits)
       if (!Array.isArray(meta)) throw new Error('not a list')
@@ -158,6 +213,20 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
     }
     const shapes = new Map(base.parameters().map((p) => [p.name, p.shape]))
     const edits: EditRecord[] = meta.map((m, i) => {
+      if (m.kind === 'malmen') {
+        const rows: LifelongRows['rows'] = {}
+        for (const name of m.params) {
+          const shape = shapes.get(name)
+          const k = r.tensors[`edits.${i}.${name}.k`], v = r.tensors[`edits.${i}.${name}.v`]
+          if (!k || !v || !k.data || !v.data) throw mendError('ERR_MISSING_TENSOR', `${file}: missing keys or value shifts of edit ${i} for "${name}"`)
+          if (!shape || k.shape[1] !== shape[0] || v.shape[1] !== shape[1] || k.shape[0] !== v.shape[0]) {
+            throw mendError('ERR_SHAPE_MISMATCH', `${file}: rows of edit ${i} for "${name}" do not fit this model`)
+          }
+          for (const t of [k, v]) if (!t.data!.every(Number.isFinite)) throw mendError('ERR_NON_FINITE', `${file}: rows of edit ${i} for "${name}" hold NaN or Inf`)
+          rows[name] = { k: { shape: k.shape, data: k.data }, v: { shape: v.shape, data: v.data } }
+        }
+        return { factors: {}, alphas: {}, request: m.request ?? undefined, lifelong: { rows, factKey: m.fact_key ?? undefined } }
+      }
       const factors: EditRecord['factors'] = {}
       for (const name of m.params) {
         const shape = shapes.get(name)
@@ -171,7 +240,10 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
       }
       return { factors, alphas: m.alphas, request: m.request ?? undefined }
     })
-    return FunctionalGPT2LMHeadModel.fromEdits(base, edits)
+    if (edits.some((e) => e.lifelong) && !opts.solver) {
+      throw mendError('ERR_INVALID_ARG', `${file} is a lifelong edit log: it is solved by the editor that made it, so load it with mend.loadEdits(file)`)
+    }
+    return FunctionalGPT2LMHeadModel.fromEdits(base, edits, opts.solver ? { solver: opts.solver } : {})
   }
 }
 

@@ -49,6 +49,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
   mend::addon::init_model(env, exports);
   mend::addon::init_mend(env, exports);
+  mend::addon::init_lifelong(env, exports);
   mend::addon::init_train(env, exports);
   mend::addon::init_optimizer(env, exports);
   mend::addon::init_safetensors(env, exports);

@@ -19,6 +19,8 @@ Napi::Object wrap_model(Napi::Env env, std::shared_ptr<GPT2Model> m);
 // An overlay handle, or null for null/undefined (*ok = false when v is something else).
 std::shared_ptr<const Overlay> unwrap_overlay(Napi::Env env, Napi::Value v, bool* ok);
 Napi::Object wrap_overlay(Napi::Env env, std::shared_ptr<const Overlay> o);
+// An editor handle (null and a coded JavaScript error when v is not one).
+std::shared_ptr<const MendEditor> unwrap_editor(Napi::Env env, Napi::Value v);
 // Editor specs (the object createEditor takes and NativeEditor.tensors returns) in and out.
 bool read_editor_spec(Napi::Env env, Napi::Object spec, MendEditor* e);  // throws and returns false on bad input
 Napi::Object editor_to_js(Napi::Env env, const MendEditor& e);

@@ -188,14 +188,6 @@ Napi::Value CreateEditor(const Napi::CallbackInfo& info) {
   return o;
 }
 
-std::shared_ptr<const MendEditor> unwrap_editor(Napi::Env env, Napi::Value v) {
-  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(addon_data(env)->editor_ctor.Value())) {
-    make_error(env, code::kInvalidArg, "Expected a native editor").ThrowAsJavaScriptException();
-    return nullptr;
-  }
-  return EditorHandle::Unwrap(v.As<Napi::Object>())->editor;
-}
-
 // mendEdit(model, overlay|null, editor, ids, B, T, mask|null, labels) → Promise<result>
 Napi::Value MendEdit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -294,6 +286,14 @@ Napi::Value Materialize(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+std::shared_ptr<const MendEditor> unwrap_editor(Napi::Env env, Napi::Value v) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(addon_data(env)->editor_ctor.Value())) {
+    make_error(env, code::kInvalidArg, "Expected a native editor").ThrowAsJavaScriptException();
+    return nullptr;
+  }
+  return EditorHandle::Unwrap(v.As<Napi::Object>())->editor;
+}
 
 std::shared_ptr<const Overlay> unwrap_overlay(Napi::Env env, Napi::Value v, bool* ok) {
   *ok = true;

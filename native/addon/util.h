@@ -20,7 +20,7 @@ namespace addon {
 // released at teardown, and each worker thread's environment has its own).
 struct AddonData {
   Napi::FunctionReference error_ctor;  // setErrorClass: errors are `new ctor(code, message)`
-  Napi::FunctionReference model_ctor, overlay_ctor, editor_ctor, trainer_ctor;
+  Napi::FunctionReference model_ctor, overlay_ctor, editor_ctor, trainer_ctor, ridge_ctor;
 };
 inline AddonData* addon_data(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
 

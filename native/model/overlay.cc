@@ -66,6 +66,28 @@ Status Overlay::extend(const GPT2Model& base, const std::shared_ptr<const Overla
   return Status::OK();
 }
 
+Status Overlay::from_merged(const GPT2Model& base, std::map<int, std::vector<float>> merged,
+                            std::shared_ptr<const Overlay>* out) {
+  for (const auto& kv : merged) {
+    if (kv.first < 0 || kv.first >= (int)base.params().size() || base.params()[kv.first].shape.size() != 2)
+      return Status::Error(code::kInvalidArg, "merged weights name a parameter that is not a weight matrix");
+    const auto& shape = base.params()[kv.first].shape;
+    if ((int64_t)kv.second.size() != shape[0] * shape[1])
+      return Status::Error(code::kShape, "merged weights for \"" + base.params()[kv.first].name + "\" do not match its shape");
+  }
+  auto o = std::make_shared<Overlay>();
+  for (auto& kv : merged) {
+    const auto& shape = base.params()[kv.first].shape;
+    Entry& e = o->entries_[kv.first];
+    e.d_in = (int)shape[0];
+    e.d_out = (int)shape[1];
+    e.merged = std::make_shared<const std::vector<float>>(std::move(kv.second));
+  }
+  o->n_edits_ = 1;
+  *out = std::move(o);
+  return Status::OK();
+}
+
 std::map<int, std::vector<float>> Overlay::merged_weights(const GPT2Model& base) const {
   std::map<int, std::vector<float>> out;
   for (const auto& kv : entries_) {

@@ -31,6 +31,10 @@ class Overlay : public WeightDeltas {
   // prev (may be null) plus one more edit; reuses prev's merged weights.
   static Status extend(const GPT2Model& base, const std::shared_ptr<const Overlay>& prev, const Edit& edit,
                        std::shared_ptr<const Overlay>* out);
+  // An overlay of whole edited weights (param -> W + ΔW, each of the param's size): the lifelong
+  // mode's dense solution (mend/lifelong.h). Counts as one edit.
+  static Status from_merged(const GPT2Model& base, std::map<int, std::vector<float>> merged,
+                            std::shared_ptr<const Overlay>* out);
   // Every edited weight as W + Δ (for materialize()).
   std::map<int, std::vector<float>> merged_weights(const GPT2Model& base) const;
 

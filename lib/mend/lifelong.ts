@@ -1,0 +1,115 @@
+/**
+ * The lifelong editing mode (editor kind "malmen", DESIGN §5b): MALMEN's least-squares aggregation
+ * of the editor's value shifts, solved jointly over the whole edit log on the untouched base.
+ *
+ * Every edit contributes, per inner weight, its keys K (the kept input rows on the base) and value
+ * shifts V (v_i = α (k_i·ũ_i) d̃_i, from the same editor network as MEND). The edited weights are
+ * W + ΔW with ΔW = (μ·C0 + e^λ·I + Σ KᵀK)⁻¹ Σ KᵀV over the live edits of the log. Keys and values
+ * are taken on the base, so the result depends on the set of live edits, not on their order; a
+ * later edit of the same fact (the same factKey) supersedes the earlier one, which leaves the sums.
+ * The native state moves from one log to the next by Woodbury updates, so an edit costs the same
+ * at depth 1000 as at depth 0; a replay performs the same updates in the same order, bit for bit.
+ */
+import { mendError } from '../core/errors'
+import { callNative, keyCovariance, NativeEditor, NativeRidge, NativeRidgeUpdate, ridgePrior, ridgeUpdate } from '../core/native'
+import { EditRecord, EditSolver, FunctionalGPT2LMHeadModel } from '../model/functional'
+import { GPT2LMHeadModel } from '../model/gpt2'
+import { EditorLayout } from './network'
+
+/** The lifelong prior of every inner param: S0 = mu·C0 + exp(logRidge)·I. */
+export interface LifelongSettings {
+  /** log of the ridge e^λ added to the diagonal, per inner param. */
+  logRidge: number[]
+  /** Weight of the preservation covariance C0 (0 = none). */
+  mu: number
+  /** C0 = E[x·xᵀ] of each inner param's input over unrelated text ([d_in, d_in]), or null per param (needed when mu > 0). */
+  keyCov: (Float32Array | null)[]
+}
+
+/** The editor kinds: EasyEdit's MEND (summed rank-one updates) and the lifelong least-squares mode. */
+export type EditorKind = 'mend' | 'malmen'
+
+export class LifelongSolver implements EditSolver {
+  private prior: Promise<NativeRidge> | null = null
+
+  constructor(readonly base: GPT2LMHeadModel, readonly layout: EditorLayout, readonly settings: LifelongSettings, readonly editor: NativeEditor) {
+    const n = layout.inner.length
+    if (settings.logRidge.length !== n || settings.keyCov.length !== n) {
+      throw mendError('ERR_INVALID_ARG', `the lifelong settings must give logRidge and keyCov for each of the ${n} inner params`)
+    }
+  }
+
+  /** P0 = S0⁻¹ per inner param (a d_in³ solve, once per controller, on first use). */
+  private priorState(): Promise<NativeRidge> {
+    if (!this.prior) {
+      const s = this.settings
+      this.prior = callNative(() => ridgePrior(this.base.native, this.layout.index.map((param, k) => ({
+        param, logRidge: s.logRidge[k], mu: s.mu, c0: s.mu > 0 ? s.keyCov[k] : null,
+      }))))
+      this.prior.catch(() => { this.prior = null })
+    }
+    return this.prior
+  }
+
+  live(edits: readonly EditRecord[]): boolean[] {
+    const last = new Map<string, number>()
+    edits.forEach((e, i) => { const f = e.lifelong?.factKey; if (f !== undefined) last.set(f, i) })
+    return edits.map((e, i) => { const f = e.lifelong?.factKey; return f === undefined || last.get(f) === i })
+  }
+
+  /** The updates that move a log's state by one more edit: remove the edit it supersedes, then add it. */
+  private updatesFor(record: EditRecord, superseded: EditRecord | undefined): NativeRidgeUpdate[] {
+    const ups: NativeRidgeUpdate[] = []
+    const push = (r: EditRecord, sign: 1 | -1) => {
+      const rows = r.lifelong!.rows
+      this.layout.inner.forEach((name, slot) => {
+        const x = rows[name]
+        if (x && x.k.shape[0] > 0) ups.push({ slot, k: x.k.data, v: x.v.data, sign })
+      })
+    }
+    if (superseded) push(superseded, -1)
+    push(record, 1)
+    return ups
+  }
+
+  /** prev (an edited model of this solver, or null for the base) with one more edit. */
+  async append(prev: FunctionalGPT2LMHeadModel | null, record: EditRecord): Promise<FunctionalGPT2LMHeadModel> {
+    const edits = prev ? [...prev.edits] : []
+    const state = prev && prev.solverState ? (prev.solverState as NativeRidge) : await this.priorState()
+    const live = this.live(edits)
+    const f = record.lifelong!.factKey
+    const sup = f === undefined ? -1 : edits.findIndex((e, i) => live[i] && e.lifelong?.factKey === f)
+    const r = await callNative(() => ridgeUpdate(this.base.native, state, this.updatesFor(record, sup >= 0 ? edits[sup] : undefined)))
+    return new FunctionalGPT2LMHeadModel(this.base, [...edits, record], r.overlay, this, r.state)
+  }
+
+  async rebuild(edits: EditRecord[]): Promise<FunctionalGPT2LMHeadModel> {
+    for (const [i, e] of edits.entries()) {
+      if (!e.lifelong) throw mendError('ERR_INVALID_ARG', `edit ${i} is not a lifelong edit`)
+      for (const name of Object.keys(e.lifelong.rows)) {
+        if (!this.layout.inner.includes(name)) throw mendError('ERR_SHAPE_MISMATCH', `edit ${i} has rows for "${name}", which this editor does not edit`)
+      }
+    }
+    let m: FunctionalGPT2LMHeadModel = new FunctionalGPT2LMHeadModel(this.base, [], null, this, null)
+    for (const e of edits) m = await this.append(m, e)
+    return m
+  }
+}
+
+/**
+ * C0 = E[x·xᵀ] of every inner param's input over `batches` (token rows of unrelated text) on the
+ * base: the lifelong mode's preservation covariance (MEMIT's). Returns one [d_in, d_in] matrix per
+ * inner param and the number of token rows it averages.
+ */
+export async function keyCovariances(base: GPT2LMHeadModel, layout: EditorLayout,
+  batches: { ids: Int32Array; B: number; T: number; mask: Int32Array | null }[]): Promise<{ keyCov: Float32Array[]; rows: number }> {
+  const sums: Float64Array[] = layout.shapes.map(([dIn]) => new Float64Array(dIn * dIn))
+  let rows = 0
+  for (const b of batches) {
+    const r = await callNative(() => keyCovariance(base.native, b.ids, b.B, b.T, b.mask, layout.index))
+    r.sums.forEach((s, k) => { const t = sums[k]; for (let i = 0; i < t.length; i++) t[i] += s[i] })
+    rows += r.count
+  }
+  if (rows === 0) throw mendError('ERR_INVALID_ARG', 'keyCovariances needs at least one token')
+  return { keyCov: sums.map((s) => Float32Array.from(s, (x) => x / rows)), rows }
+}

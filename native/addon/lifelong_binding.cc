@@ -1,0 +1,222 @@
+// lifelong_binding.cc — the lifelong mode (mend/lifelong.h) for JavaScript: the solve state of an
+// edit log (NativeRidge), its prior (ridgePrior), moving it by the rows of edits (ridgeUpdate, which
+// also returns the overlay W + ΔW), and one edit's keys and value shifts on the base (malmenPropose).
+#include <napi.h>
+
+#include <cstring>
+
+#include "addon/batch.h"
+#include "addon/bindings.h"
+#include "addon/handles.h"
+#include "addon/util.h"
+#include "mend/lifelong.h"
+
+namespace mend {
+namespace addon {
+namespace {
+
+class RidgeHandle : public Napi::ObjectWrap<RidgeHandle> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeRidge", {
+        InstanceMethod("nRows", &RidgeHandle::NRows),
+        InstanceMethod("bytes", &RidgeHandle::Bytes),
+    });
+  }
+  explicit RidgeHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RidgeHandle>(info) {}
+  void set(Napi::Env env, std::shared_ptr<const RidgeState> s) {
+    state = std::move(s);
+    reported = (int64_t)bytes_of(*state);
+    if (reported) Napi::MemoryManagement::AdjustExternalMemory(env, reported);
+  }
+  void Finalize(Napi::Env env) override {
+    if (reported) Napi::MemoryManagement::AdjustExternalMemory(env, -reported);
+  }
+  static size_t bytes_of(const RidgeState& s) {
+    size_t n = 0;
+    for (const RidgeParam& p : s.params) n += (p.P.size() + p.dW.size()) * sizeof(double);
+    return n;
+  }
+  std::shared_ptr<const RidgeState> state;
+  int64_t reported = 0;
+
+ private:
+  Napi::Value NRows(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), state->n_rows); }
+  Napi::Value Bytes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), (double)bytes_of(*state)); }
+};
+
+Napi::Object wrap_ridge(Napi::Env env, std::shared_ptr<const RidgeState> s) {
+  Napi::Object h = addon_data(env)->ridge_ctor.New({});
+  RidgeHandle::Unwrap(h)->set(env, std::move(s));
+  return h;
+}
+
+std::shared_ptr<const RidgeState> unwrap_ridge(Napi::Env env, Napi::Value v) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(addon_data(env)->ridge_ctor.Value())) {
+    make_error(env, code::kInvalidArg, "Expected a native lifelong state").ThrowAsJavaScriptException();
+    return nullptr;
+  }
+  return RidgeHandle::Unwrap(v.As<Napi::Object>())->state;
+}
+
+// ridgePrior(model, [{param, logRidge, mu, c0: Float32Array|null}]) → Promise<NativeRidge>
+Napi::Value RidgePrior(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  struct B : Baton {
+    std::shared_ptr<GPT2Model> m; std::vector<RidgePriorSpec> specs; std::shared_ptr<const RidgeState> out;
+    Status run() { return ridge_prior(*m, specs, &out); }
+    Napi::Value result(Napi::Env env) { return wrap_ridge(env, out); }
+  } w;
+  w.m = unwrap_model(env, info[0], "ridgePrior");
+  if (!w.m) return env.Undefined();
+  MEND_CHECK_ARG(env, info[1].IsArray(), "Expected an array of priors for ridgePrior");
+  Napi::Array a = info[1].As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    MEND_CHECK_ARG(env, a.Get(i).IsObject(), "Expected {param, logRidge, mu, c0} priors");
+    Napi::Object o = a.Get(i).As<Napi::Object>();
+    MEND_CHECK_ARG(env, o.Get("param").IsNumber() && o.Get("logRidge").IsNumber() && o.Get("mu").IsNumber(),
+                   "Expected numbers for a prior's param, logRidge and mu");
+    RidgePriorSpec s;
+    s.param = o.Get("param").As<Napi::Number>().Int32Value();
+    s.log_ridge = o.Get("logRidge").As<Napi::Number>().DoubleValue();
+    s.mu = o.Get("mu").As<Napi::Number>().DoubleValue();
+    Napi::Value c0 = o.Get("c0");
+    if (!c0.IsNull() && !c0.IsUndefined()) {
+      MEND_CHECK_ARG(env, is_f32(c0), "Expected a Float32Array or null for a prior's c0");
+      s.c0 = copy_f32(c0);
+    }
+    w.specs.push_back(std::move(s));
+  }
+  return queue_async(env, std::move(w));
+}
+
+// ridgeUpdate(model, state, [{slot, k: Float32Array, v: Float32Array, sign}]) → Promise<{state, overlay}>
+Napi::Value RidgeUpdate_(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  struct B : Baton {
+    std::shared_ptr<GPT2Model> m; std::shared_ptr<const RidgeState> prev, next; std::shared_ptr<const Overlay> ov;
+    std::vector<std::vector<float>> ks, vs; std::vector<RidgeUpdate> ups;
+    Status run() {
+      for (size_t i = 0; i < ups.size(); i++) { ups[i].k = ks[i].data(); ups[i].v = vs[i].data(); }
+      MEND_RETURN_IF_ERROR(ridge_update(*prev, ups, &next));
+      return ridge_overlay(*m, *next, &ov);
+    }
+    Napi::Value result(Napi::Env env) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("state", wrap_ridge(env, next));
+      o.Set("overlay", wrap_overlay(env, ov));
+      return o;
+    }
+  } w;
+  w.m = unwrap_model(env, info[0], "ridgeUpdate");
+  if (!w.m) return env.Undefined();
+  w.prev = unwrap_ridge(env, info[1]);
+  if (!w.prev) return env.Undefined();
+  MEND_CHECK_ARG(env, info[2].IsArray(), "Expected an array of updates for ridgeUpdate");
+  Napi::Array a = info[2].As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    MEND_CHECK_ARG(env, a.Get(i).IsObject(), "Expected {slot, k, v, sign} updates");
+    Napi::Object o = a.Get(i).As<Napi::Object>();
+    MEND_CHECK_ARG(env, o.Get("slot").IsNumber() && o.Get("sign").IsNumber() && is_f32(o.Get("k")) && is_f32(o.Get("v")),
+                   "Expected {slot: number, k: Float32Array, v: Float32Array, sign: number} updates");
+    RidgeUpdate u;
+    u.slot = o.Get("slot").As<Napi::Number>().Int32Value();
+    u.sign = o.Get("sign").As<Napi::Number>().Int32Value();
+    MEND_CHECK_ARG(env, u.slot >= 0 && u.slot < (int)w.prev->params.size(), "an update's slot names no inner weight");
+    const RidgeParam& p = w.prev->params[u.slot];
+    w.ks.push_back(copy_f32(o.Get("k")));
+    w.vs.push_back(copy_f32(o.Get("v")));
+    MEND_CHECK_ARG(env, w.ks.back().size() % p.d_in == 0 && w.vs.back().size() % p.d_out == 0 &&
+                            w.ks.back().size() / p.d_in == w.vs.back().size() / p.d_out,
+                   "an update's keys and value shifts do not match the inner weight's shape");
+    u.rows = (int)(w.ks.back().size() / p.d_in);
+    w.ups.push_back(u);
+  }
+  return queue_async(env, std::move(w));
+}
+
+// malmenPropose(model, editor, ids, B, T, mask|null, labels, keyMask: Int32Array|null) → Promise<result>
+Napi::Value MalmenPropose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  struct B : Baton {
+    std::shared_ptr<GPT2Model> m; std::shared_ptr<const MendEditor> e; OwnedBatch b; std::vector<int32_t> key_mask;
+    Proposal p;
+    Status run() { return malmen_propose(*m, *e, b.view(), key_mask.empty() ? nullptr : key_mask.data(), &p); }
+    Napi::Value result(Napi::Env env) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("loss", p.loss);
+      Napi::Array rows = Napi::Array::New(env, p.rows.size()), ks = Napi::Array::New(env, p.rows.size()),
+                  vs = Napi::Array::New(env, p.rows.size());
+      for (size_t k = 0; k < p.rows.size(); k++) {
+        rows.Set((uint32_t)k, p.rows[k]);
+        ks.Set((uint32_t)k, vector_to_f32(env, std::move(p.keys[k])));
+        vs.Set((uint32_t)k, vector_to_f32(env, std::move(p.values[k])));
+      }
+      o.Set("rows", rows); o.Set("keys", ks); o.Set("values", vs);
+      Napi::Object t = Napi::Object::New(env);
+      t.Set("preMs", p.ms_pre); t.Set("editorMs", p.ms_editor);
+      o.Set("timings", t);
+      return o;
+    }
+  } w;
+  w.m = unwrap_model(env, info[0], "malmenPropose");
+  if (!w.m) return env.Undefined();
+  w.e = unwrap_editor(env, info[1]);
+  if (!w.e) return env.Undefined();
+  if (!read_batch(env, info[2], info[3], info[4], info[5], info[6], "malmenPropose", true, &w.b)) return env.Undefined();
+  Napi::Value km = info[7];
+  if (!km.IsNull() && !km.IsUndefined()) {
+    MEND_CHECK_ARG(env, km.IsTypedArray() && km.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array,
+                   "Expected an Int32Array or null for malmenPropose keyMask");
+    Napi::Int32Array a = km.As<Napi::Int32Array>();
+    MEND_CHECK_ARG(env, (int64_t)a.ElementLength() == (int64_t)w.b.B * w.b.T, "malmenPropose keyMask must have B*T entries");
+    w.key_mask.assign(a.Data(), a.Data() + a.ElementLength());
+  }
+  return queue_async(env, std::move(w));
+}
+
+// keyCovariance(model, ids, B, T, mask|null, params: number[]) → Promise<{sums: Float64Array[], count}>
+Napi::Value KeyCovariance(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  struct B : Baton {
+    std::shared_ptr<GPT2Model> m; OwnedBatch b; std::vector<int> params; std::vector<std::vector<double>> sums; int count = 0;
+    Status run() { return key_covariance(*m, b.view(), params, &sums, &count); }
+    Napi::Value result(Napi::Env env) {
+      Napi::Object o = Napi::Object::New(env);
+      Napi::Array a = Napi::Array::New(env, sums.size());
+      for (size_t i = 0; i < sums.size(); i++) {
+        Napi::Float64Array f = Napi::Float64Array::New(env, sums[i].size());
+        std::memcpy(f.Data(), sums[i].data(), sums[i].size() * sizeof(double));
+        a.Set((uint32_t)i, f);
+      }
+      o.Set("sums", a);
+      o.Set("count", count);
+      return o;
+    }
+  } w;
+  w.m = unwrap_model(env, info[0], "keyCovariance");
+  if (!w.m) return env.Undefined();
+  if (!read_batch(env, info[1], info[2], info[3], info[4], env.Null(), "keyCovariance", false, &w.b)) return env.Undefined();
+  MEND_CHECK_ARG(env, info[5].IsArray(), "Expected an array of parameter indices for keyCovariance");
+  Napi::Array a = info[5].As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    MEND_CHECK_ARG(env, a.Get(i).IsNumber(), "Expected parameter indices for keyCovariance");
+    w.params.push_back(a.Get(i).As<Napi::Number>().Int32Value());
+  }
+  return queue_async(env, std::move(w));
+}
+
+}  // namespace
+
+void init_lifelong(Napi::Env env, Napi::Object exports) {
+  Napi::Function r = RidgeHandle::Define(env);
+  addon_data(env)->ridge_ctor = Napi::Persistent(r);
+  exports.Set("NativeRidge", r);
+  exports.Set("ridgePrior", Napi::Function::New(env, RidgePrior));
+  exports.Set("ridgeUpdate", Napi::Function::New(env, RidgeUpdate_));
+  exports.Set("malmenPropose", Napi::Function::New(env, MalmenPropose));
+  exports.Set("keyCovariance", Napi::Function::New(env, KeyCovariance));
+}
+
+}  // namespace addon
+}  // namespace mend

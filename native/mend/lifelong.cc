@@ -1,0 +1,299 @@
+// lifelong.cc — see lifelong.h.
+#include "mend/lifelong.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/threadpool.h"
+#include "kernels/kernels.h"
+
+namespace mend {
+namespace {
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// In-place Cholesky A = L·Lᵀ of an SPD (n, n) matrix (lower triangle written; upper left as is).
+// Returns false when A is not positive definite.
+bool cholesky(double* A, int n) {
+  for (int j = 0; j < n; j++) {
+    double* aj = A + (size_t)j * n;
+    double d = aj[j];
+    for (int k = 0; k < j; k++) d -= aj[k] * aj[k];
+    if (!(d > 0) || !std::isfinite(d)) return false;
+    d = std::sqrt(d);
+    aj[j] = d;
+    const double inv = 1.0 / d;
+    for (int i = j + 1; i < n; i++) {
+      double* ai = A + (size_t)i * n;
+      double s = ai[j];
+      for (int k = 0; k < j; k++) s -= ai[k] * aj[k];
+      ai[j] = s * inv;
+    }
+  }
+  return true;
+}
+
+// X (n, m) := (L·Lᵀ)⁻¹ X for the Cholesky factor L (n, n), column by column of X.
+void cholesky_solve(const double* L, int n, double* X, int m) {
+  parallel_for(m, [&](int64_t c0, int64_t c1) {
+    std::vector<double> y(n);
+    for (int64_t c = c0; c < c1; c++) {
+      for (int i = 0; i < n; i++) y[i] = X[(size_t)i * m + c];
+      for (int i = 0; i < n; i++) {
+        const double* li = L + (size_t)i * n;
+        double s = y[i];
+        for (int k = 0; k < i; k++) s -= li[k] * y[k];
+        y[i] = s / li[i];
+      }
+      for (int i = n - 1; i >= 0; i--) {
+        double s = y[i];
+        for (int k = i + 1; k < n; k++) s -= L[(size_t)k * n + i] * y[k];
+        y[i] = s / L[(size_t)i * n + i];
+      }
+      for (int i = 0; i < n; i++) X[(size_t)i * m + c] = y[i];
+    }
+  }, 1);
+}
+
+bool all_finite(const float* x, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!std::isfinite(x[i])) return false;
+  return true;
+}
+
+// One Woodbury step on p (see lifelong.h).
+Status apply_update(RidgeParam* p, const RidgeUpdate& u) {
+  const int n = u.rows, din = p->d_in, dout = p->d_out;
+  if (n == 0) return Status::OK();
+  const double s = u.sign;
+  // G = K·P (n, din): row i = Σ_q K[i][q] P[q][:] (P symmetric).
+  std::vector<double> G((size_t)n * din, 0.0);
+  parallel_for(n, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) {
+      double* g = G.data() + (size_t)i * din;
+      const float* k = u.k + (size_t)i * din;
+      for (int q = 0; q < din; q++) {
+        const double kq = k[q];
+        if (kq == 0) continue;
+        const double* pq = p->P.data() + (size_t)q * din;
+        for (int j = 0; j < din; j++) g[j] += kq * pq[j];
+      }
+    }
+  }, 1);
+  // M = I + s·G·Kᵀ (n, n), Cholesky.
+  std::vector<double> M((size_t)n * n);
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j <= i; j++) {
+      const double* g = G.data() + (size_t)i * din;
+      const float* k = u.k + (size_t)j * din;
+      double acc = 0;
+      for (int q = 0; q < din; q++) acc += g[q] * k[q];
+      const double v = (i == j ? 1.0 : 0.0) + s * acc;
+      M[(size_t)i * n + j] = v;
+      M[(size_t)j * n + i] = v;
+    }
+  if (!cholesky(M.data(), n))
+    return Status::Error(code::kInvalidArg, s < 0 ? "removing these key rows does not leave a positive definite system (they were never added)"
+                                                  : "the ridge system of the edit log is not positive definite");
+  // Z = M⁻¹·G (n, din).
+  std::vector<double> Z = G;
+  cholesky_solve(M.data(), n, Z.data(), din);
+  // P' = P − s·Gᵀ·Z, row by row of P.
+  parallel_for(din, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      double* pr = p->P.data() + (size_t)r * din;
+      for (int i = 0; i < n; i++) {
+        const double c = -s * G[(size_t)i * din + r];
+        if (c == 0) continue;
+        const double* z = Z.data() + (size_t)i * din;
+        for (int j = 0; j < din; j++) pr[j] += c * z[j];
+      }
+    }
+  }, 8);
+  // R = V − K·ΔW (n, dout); ΔW' = ΔW + s·Zᵀ·R.
+  std::vector<double> R((size_t)n * dout);
+  parallel_for(n, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) {
+      double* r = R.data() + (size_t)i * dout;
+      const float* v = u.v + (size_t)i * dout;
+      for (int o = 0; o < dout; o++) r[o] = v[o];
+      const float* k = u.k + (size_t)i * din;
+      for (int q = 0; q < din; q++) {
+        const double kq = k[q];
+        if (kq == 0) continue;
+        const double* w = p->dW.data() + (size_t)q * dout;
+        for (int o = 0; o < dout; o++) r[o] -= kq * w[o];
+      }
+    }
+  }, 1);
+  parallel_for(din, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; q++) {
+      double* w = p->dW.data() + (size_t)q * dout;
+      for (int i = 0; i < n; i++) {
+        const double c = s * Z[(size_t)i * din + q];
+        if (c == 0) continue;
+        const double* r = R.data() + (size_t)i * dout;
+        for (int o = 0; o < dout; o++) w[o] += c * r[o];
+      }
+    }
+  }, 8);
+  return Status::OK();
+}
+
+}  // namespace
+
+Status ridge_prior(const GPT2Model& model, const std::vector<RidgePriorSpec>& specs, std::shared_ptr<const RidgeState>* out) {
+  auto st = std::make_shared<RidgeState>();
+  for (const RidgePriorSpec& sp : specs) {
+    if (sp.param < 0 || sp.param >= (int)model.params().size() || model.params()[sp.param].shape.size() != 2)
+      return Status::Error(code::kInvalidArg, "a lifelong prior names a parameter that is not a weight matrix");
+    const auto& shape = model.params()[sp.param].shape;
+    const std::string& name = model.params()[sp.param].name;
+    const int din = (int)shape[0], dout = (int)shape[1];
+    if (!std::isfinite(sp.log_ridge) || sp.log_ridge < -30 || sp.log_ridge > 30)
+      return Status::Error(code::kInvalidArg, "the log ridge of \"" + name + "\" must be a finite number in [-30, 30]");
+    if (!std::isfinite(sp.mu) || sp.mu < 0) return Status::Error(code::kInvalidArg, "mu of \"" + name + "\" must be a finite number >= 0");
+    if (sp.mu > 0 && sp.c0.size() != (size_t)din * din)
+      return Status::Error(code::kShape, "the key covariance of \"" + name + "\" must be (" + std::to_string(din) + ", " +
+                                             std::to_string(din) + ")");
+    if (!all_finite(sp.c0.data(), sp.c0.size()))
+      return Status::Error(code::kNonFinite, "the key covariance of \"" + name + "\" holds NaN or Inf");
+    RidgeParam p;
+    p.param = sp.param;
+    p.d_in = din;
+    p.d_out = dout;
+    p.dW.assign((size_t)din * dout, 0.0);
+    const double ridge = std::exp(sp.log_ridge);
+    if (sp.mu == 0) {
+      p.P.assign((size_t)din * din, 0.0);
+      for (int i = 0; i < din; i++) p.P[(size_t)i * din + i] = 1.0 / ridge;
+    } else {
+      std::vector<double> S0((size_t)din * din);
+      for (size_t i = 0; i < S0.size(); i++) S0[i] = sp.mu * (double)sp.c0[i];
+      for (int i = 0; i < din; i++) S0[(size_t)i * din + i] += ridge;
+      if (!cholesky(S0.data(), din))
+        return Status::Error(code::kInvalidArg, "mu·C0 + e^λ·I of \"" + name + "\" is not positive definite (is C0 a covariance?)");
+      p.P.assign((size_t)din * din, 0.0);
+      for (int i = 0; i < din; i++) p.P[(size_t)i * din + i] = 1.0;
+      cholesky_solve(S0.data(), din, p.P.data(), din);
+      // symmetrise (the two triangles agree to rounding; keep P exactly symmetric)
+      for (int i = 0; i < din; i++)
+        for (int j = 0; j < i; j++) {
+          const double v = 0.5 * (p.P[(size_t)i * din + j] + p.P[(size_t)j * din + i]);
+          p.P[(size_t)i * din + j] = p.P[(size_t)j * din + i] = v;
+        }
+    }
+    st->params.push_back(std::move(p));
+  }
+  *out = std::move(st);
+  return Status::OK();
+}
+
+Status ridge_update(const RidgeState& prev, const std::vector<RidgeUpdate>& ups, std::shared_ptr<const RidgeState>* out) {
+  for (const RidgeUpdate& u : ups) {
+    if (u.slot < 0 || u.slot >= (int)prev.params.size()) return Status::Error(code::kInvalidArg, "a lifelong update names no inner weight");
+    if (u.sign != 1 && u.sign != -1) return Status::Error(code::kInvalidArg, "a lifelong update's sign must be +1 or -1");
+    const RidgeParam& p = prev.params[u.slot];
+    if (u.rows < 0 || (u.rows > 0 && (!u.k || !u.v))) return Status::Error(code::kInvalidArg, "a lifelong update has no rows");
+    if (!all_finite(u.k, (size_t)u.rows * p.d_in) || !all_finite(u.v, (size_t)u.rows * p.d_out))
+      return Status::Error(code::kNonFinite, "the keys or value shifts of an edit hold NaN or Inf");
+  }
+  auto st = std::make_shared<RidgeState>(prev);
+  for (const RidgeUpdate& u : ups) {
+    MEND_RETURN_IF_ERROR(apply_update(&st->params[u.slot], u));
+    st->n_rows += u.sign * u.rows;
+  }
+  for (const RidgeParam& p : st->params)
+    for (double w : p.dW)
+      if (!std::isfinite(w)) return Status::Error(code::kNonFinite, "the lifelong solve produced NaN or Inf");
+  *out = std::move(st);
+  return Status::OK();
+}
+
+Status ridge_overlay(const GPT2Model& base, const RidgeState& s, std::shared_ptr<const Overlay>* out) {
+  std::map<int, std::vector<float>> merged;
+  for (const RidgeParam& p : s.params) {
+    const float* w = base.param(p.param);
+    std::vector<float>& m = merged[p.param];
+    m.resize(p.dW.size());
+    for (size_t i = 0; i < m.size(); i++) m[i] = (float)((double)w[i] + p.dW[i]);
+  }
+  return Overlay::from_merged(base, std::move(merged), out);
+}
+
+Status malmen_propose(const GPT2Model& model, const MendEditor& editor, const Batch& batch, const int32_t* key_mask,
+                      Proposal* out) {
+  MEND_RETURN_IF_ERROR(check_editor(model, editor));
+  const size_t n = editor.inner.size();
+  auto t0 = std::chrono::steady_clock::now();
+  GradOptions go;
+  go.capture = editor.inner;
+  GradResult gr;
+  MEND_RETURN_IF_ERROR(model.loss_and_grad(batch, go, nullptr, &gr));
+  out->loss = gr.loss;
+  out->ms_pre = ms_since(t0);
+
+  t0 = std::chrono::steady_clock::now();
+  EditorPass pass(editor, gr, batch.B * batch.T);
+  for (size_t k = 0; k < n; k++) pass.append_z0(editor, k);
+  MEND_RETURN_IF_ERROR(pass.run(model, editor, false));
+  out->rows.assign(n, 0);
+  out->keys.assign(n, {});
+  out->values.assign(n, {});
+  for (size_t k = 0; k < n; k++) {
+    const GradientTransform& g = editor.transforms[editor.transform_of[k]];
+    const Capture& c = pass.capture(editor, k);
+    const float alpha = editor.edit_lrs[k];
+    for (size_t i = 0; i < pass.keep[k].size(); i++) {
+      const int r = pass.keep[k][i];
+      if (key_mask && key_mask[r] == 0) continue;
+      const float* x = c.x.data() + (size_t)r * g.d_in;
+      const float* ut = pass.u[k].data() + i * g.d_in;
+      const float* dt = pass.d[k].data() + i * g.d_out;
+      double dot = 0;
+      for (int q = 0; q < g.d_in; q++) dot += (double)x[q] * ut[q];
+      const float coef = (float)(alpha * dot);
+      out->keys[k].insert(out->keys[k].end(), x, x + g.d_in);
+      for (int o = 0; o < g.d_out; o++) out->values[k].push_back(coef * dt[o]);
+      out->rows[k]++;
+    }
+  }
+  out->ms_editor = ms_since(t0);
+  return Status::OK();
+}
+
+Status key_covariance(const GPT2Model& model, const Batch& b, const std::vector<int>& params,
+                      std::vector<std::vector<double>>* sums, int* count) {
+  for (int p : params)
+    if (p < 0 || p >= (int)model.params().size() || model.params()[p].shape.size() != 2)
+      return Status::Error(code::kInvalidArg, "keyCovariance names a parameter that is not a weight matrix");
+  // Labels = the tokens themselves (any loss will do: only the captured inputs are used).
+  std::vector<int32_t> labels((size_t)b.B * b.T);
+  for (size_t i = 0; i < labels.size(); i++) labels[i] = (!b.mask || b.mask[i]) ? b.ids[i] : -100;
+  Batch lb = b;
+  lb.labels = labels.data();
+  GradOptions go;
+  go.capture = params;
+  GradResult gr;
+  MEND_RETURN_IF_ERROR(model.loss_and_grad(lb, go, nullptr, &gr));
+  std::vector<int> rows;
+  for (int r = 0; r < b.B * b.T; r++)
+    if (!b.mask || b.mask[r]) rows.push_back(r);
+  sums->resize(params.size());
+  for (size_t i = 0; i < params.size(); i++) {
+    const int din = (int)model.params()[params[i]].shape[0];
+    const Capture& c = gr.captures.at(params[i]);
+    std::vector<float> X((size_t)rows.size() * din), C((size_t)din * din);
+    for (size_t j = 0; j < rows.size(); j++) std::memcpy(X.data() + j * din, c.x.data() + (size_t)rows[j] * din, din * sizeof(float));
+    gemm(true, false, din, din, (int)rows.size(), 1.0f, X.data(), din, X.data(), din, 0.0f, C.data(), din);
+    std::vector<double>& S = (*sums)[i];
+    if (S.size() != (size_t)din * din) S.assign((size_t)din * din, 0.0);
+    for (size_t j = 0; j < C.size(); j++) S[j] += C[j];
+  }
+  *count = (int)rows.size();
+  return Status::OK();
+}
+
+}  // namespace mend

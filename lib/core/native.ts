@@ -80,6 +80,7 @@ export interface NativeTrainer {
   setOptimizerState(s: NativeOptimizerState): void
   setGrads(spec: EditorSpec): void
   steps(): number
+  setMalmenPrior(state: NativeRidge): void
 }
 
 export interface NativeConfig {
@@ -106,11 +107,12 @@ export interface NativeAddon {
   buildOverlay(model: NativeModel, edits: { param: number; a: Float32Array; b: Float32Array }[][]): Promise<NativeOverlay>
   materialize(model: NativeModel, overlay: NativeOverlay | null): Promise<NativeModel>
   ridgePrior(model: NativeModel, priors: NativeRidgePrior[]): Promise<NativeRidge>
+  ridgePrior(model: NativeModel, priors: NativeRidgePrior[], sync: true): NativeRidge
   ridgeUpdate(model: NativeModel, state: NativeRidge, updates: NativeRidgeUpdate[]): Promise<{ state: NativeRidge; overlay: NativeOverlay }>
   malmenPropose(model: NativeModel, editor: NativeEditor, ids: Int32Array, B: number, T: number, mask: Int32Array | null,
                 labels: Int32Array, keyMask: Int32Array | null): Promise<NativeProposal>
   keyCovariance(model: NativeModel, ids: Int32Array, B: number, T: number, mask: Int32Array | null, params: number[]): Promise<{ sums: Float64Array[]; count: number }>
-  createTrainer(model: NativeModel, spec: EditorSpec, opts: { lr: number; lrLr: number; cedit: number; cloc: number; gradClip: number; accumulateBs: number }): NativeTrainer
+  createTrainer(model: NativeModel, spec: EditorSpec, opts: { lr: number; lrLr: number; cedit: number; cloc: number; gradClip: number; accumulateBs: number; malmenPrior?: NativeRidge | null }): NativeTrainer
   adamwUpdate(param: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, lr: number, beta1: number,
               beta2: number, eps: number, weightDecay: number, t: number): void
   optimizerStep(params: Float32Array[], grads: Float32Array[], m: Float32Array[], v: Float32Array[], opts: OptimizerStepOptions): { gradNorm: number }
@@ -183,7 +185,8 @@ export const createEditor: Api['createEditor'] = (model, spec) => native().creat
 export const mendEdit: Api['mendEdit'] = (...a) => native().mendEdit(...a)
 export const buildOverlay: Api['buildOverlay'] = (model, edits) => native().buildOverlay(model, edits)
 export const materialize: Api['materialize'] = (model, overlay) => native().materialize(model, overlay)
-export const ridgePrior: Api['ridgePrior'] = (model, priors) => native().ridgePrior(model, priors)
+export const ridgePrior = (model: NativeModel, priors: NativeRidgePrior[]): Promise<NativeRidge> => native().ridgePrior(model, priors)
+export const ridgePriorSync = (model: NativeModel, priors: NativeRidgePrior[]): NativeRidge => native().ridgePrior(model, priors, true)
 export const ridgeUpdate: Api['ridgeUpdate'] = (model, state, updates) => native().ridgeUpdate(model, state, updates)
 export const malmenPropose: Api['malmenPropose'] = (...a) => native().malmenPropose(...a)
 export const keyCovariance: Api['keyCovariance'] = (...a) => native().keyCovariance(...a)

@@ -11,7 +11,7 @@
  * at depth 1000 as at depth 0; a replay performs the same updates in the same order, bit for bit.
  */
 import { mendError } from '../core/errors'
-import { callNative, keyCovariance, NativeEditor, NativeRidge, NativeRidgeUpdate, ridgePrior, ridgeUpdate } from '../core/native'
+import { callNative, keyCovariance, NativeEditor, NativeRidge, NativeRidgePrior, NativeRidgeUpdate, ridgePrior, ridgePriorSync, ridgeUpdate } from '../core/native'
 import { EditRecord, EditSolver, FunctionalGPT2LMHeadModel } from '../model/functional'
 import { GPT2LMHeadModel } from '../model/gpt2'
 import { EditorLayout } from './network'
@@ -39,16 +39,23 @@ export class LifelongSolver implements EditSolver {
     }
   }
 
+  private priorSpecs(): NativeRidgePrior[] {
+    const s = this.settings
+    return this.layout.index.map((param, k) => ({ param, logRidge: s.logRidge[k], mu: s.mu, c0: s.mu > 0 ? s.keyCov[k] : null }))
+  }
+
   /** P0 = S0⁻¹ per inner param (a d_in³ solve, once per controller, on first use). */
   private priorState(): Promise<NativeRidge> {
     if (!this.prior) {
-      const s = this.settings
-      this.prior = callNative(() => ridgePrior(this.base.native, this.layout.index.map((param, k) => ({
-        param, logRidge: s.logRidge[k], mu: s.mu, c0: s.mu > 0 ? s.keyCov[k] : null,
-      }))))
+      this.prior = callNative(() => ridgePrior(this.base.native, this.priorSpecs()))
       this.prior.catch(() => { this.prior = null })
     }
     return this.prior
+  }
+
+  /** The prior, computed now on this thread (EditTrainer's constructor). */
+  priorStateSync(): NativeRidge {
+    return ridgePriorSync(this.base.native, this.priorSpecs())
   }
 
   live(edits: readonly EditRecord[]): boolean[] {

@@ -95,6 +95,11 @@ function defaultFactKey(ids: Int32Array, labels: Int32Array, mask: Int32Array | 
   return JSON.stringify(out)
 }
 
+/** @internal The lifelong solver of a controller (EditTrainer's prior), or null for classic MEND. */
+export function lifelongSolverOf(mend: MEND): LifelongSolver | null {
+  return mend[INTERNAL].lifelong?.solver ?? null
+}
+
 /** @internal EditTrainer marks the controller it was built from: training does not change it. */
 export function noteTrainedCopy(mend: MEND): void {
   mend[INTERNAL].trainedCopy = true
@@ -141,9 +146,9 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
   }
 
   /** A MEND controller over an editor given as tensors (e.g. one being trained). */
-  static fromEditorSpec(model: GPT2LMHeadModel, spec: EditorSpec, config: MENDConfig = {}): MEND<GPT2LMHeadModel> {
+  static fromEditorSpec(model: GPT2LMHeadModel, spec: EditorSpec, config: MENDConfig = {}, keyCov?: Record<string, Float32Array | null>): MEND<GPT2LMHeadModel> {
     const cfg = resolveConfig(model, config)
-    return new MEND<GPT2LMHeadModel>(model, cfg, editorState(model, spec, cfg), INTERNAL)
+    return new MEND<GPT2LMHeadModel>(model, cfg, editorState(model, spec, cfg, keyCov ? cfg.innerParams.map((n) => keyCov[n] ?? null) : undefined), INTERNAL)
   }
 
   /**

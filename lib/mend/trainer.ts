@@ -17,15 +17,16 @@
  * Saving the controller the trainer was built from, after it has trained, warns
  * (NODE_MEND_UNTRAINED_SAVE).
  */
-import { EditRequest, requestToBatches } from '../data/editdata'
+import { buildEditBatch, buildLocalityBatch, EditRequest, requestToBatches } from '../data/editdata'
 import { CHECKPOINT_FORMAT, editorTensors, LAYER_ACTIVATIONS_KEY, specFromTensors } from './editor-file'
 import { mendError } from '../core/errors'
 import { mulberry32, shuffle } from '../core/random'
 import { Batch, prepareBatch } from '../model/batch'
 import { GPT2LMHeadModel } from '../model/gpt2'
-import { MEND, noteTrainedCopy } from './mend'
+import { lifelongSolverOf, MEND, noteTrainedCopy } from './mend'
 import { layerActivationsOf, MENDConfig } from './network'
-import { callNative, createTrainer, EditorSpec, NativeBatch, NativeTrainer, safetensorsRead, safetensorsWrite } from '../core/native'
+import { callNative, createTrainer, EditorSpec, NativeBatch, NativeRidge, NativeTrainer, safetensorsRead, safetensorsWrite } from '../core/native'
+import { FunctionalGPT2LMHeadModel } from '../model/functional'
 import { GPT2Tokenizer } from '../tokenizer/tokenizer'
 import { checkInt, checkNumber, checkOptions } from '../core/check'
 
@@ -92,6 +93,27 @@ export function trainBatches(tok: GPT2Tokenizer, records: EditRequest[]): { batc
   return { batches, noLocality }
 }
 
+/**
+ * Lifelong-mode (MALMEN) training batches: `editsPerStep` records per TrainBatch, edited jointly in
+ * one solve (edit = their prompts and targets, editOuter = all their rephrasings, loc = all their
+ * locality prompts). Records without a locality prompt or without a rephrasing are skipped.
+ */
+export function lifelongTrainBatches(tok: GPT2Tokenizer, records: EditRequest[], editsPerStep: number): TrainBatch[] {
+  checkInt(editsPerStep, 'lifelongTrainBatches editsPerStep', 1)
+  const usable = records.filter((r) => (r.localityPrompts ?? []).length > 0 && (r.rephrasePrompts ?? []).length > 0)
+  const out: TrainBatch[] = []
+  for (let i = 0; i + editsPerStep <= usable.length; i += editsPerStep) {
+    const g = usable.slice(i, i + editsPerStep)
+    const reph = g.flatMap((r) => r.rephrasePrompts.map((p) => [p, r.targetNew]))
+    out.push({
+      edit: buildEditBatch(tok, g.map((r) => r.prompt), g.map((r) => r.targetNew)),
+      editOuter: buildEditBatch(tok, reph.map((x) => x[0]), reph.map((x) => x[1])),
+      loc: buildLocalityBatch(tok, g.flatMap((r) => r.localityPrompts)),
+    })
+  }
+  return out
+}
+
 export interface StepResult {
   total: number
   edit: number
@@ -123,7 +145,9 @@ export class EditTrainer {
     }
     checkInt(c.accumulateBs, 'EditTrainer accumulateBs', 1)
     this.config = c
-    this.handle = createTrainer(this.model.native, mend.editorSpec(), c)
+    const solver = lifelongSolverOf(mend)
+    if (solver) this.barePrior = solver.priorStateSync()
+    this.handle = createTrainer(this.model.native, mend.editorSpec(), { ...c, malmenPrior: this.barePrior ?? null })
   }
 
   private toNative(b: Batch, needLabels: boolean): NativeBatch {
@@ -165,6 +189,20 @@ export class EditTrainer {
     const n = Math.max(1, batches.length)
     return { total: acc.total / n, edit: acc.edit / n, loc: acc.loc / n, editAcc: acc.editAcc / n }
   }
+
+  /**
+   * Lifelong mode: solve the next training edits on top of an edited model of this editor (a
+   * background log of earlier edits), so that the editor learns to edit a model that already holds
+   * many edits; null returns to the bare prior.
+   */
+  setLifelongBackground(edited: FunctionalGPT2LMHeadModel | null): void {
+    const solver = lifelongSolverOf(this.mend)
+    if (!solver) throw mendError('ERR_INVALID_ARG', 'setLifelongBackground is for lifelong (kind \'malmen\') editors')
+    const state = edited ? (edited.solverState as NativeRidge | null) : null
+    if (edited && !state) throw mendError('ERR_INVALID_ARG', 'setLifelongBackground: expected a model edited by a lifelong editor')
+    this.handle.setMalmenPrior(state ?? (this.barePrior ??= solver.priorStateSync()))
+  }
+  private barePrior: NativeRidge | undefined
 
   /** Training steps taken so far (also after resume). */
   get steps(): number {
@@ -214,7 +252,7 @@ export class EditTrainer {
    * new MEND controller: the trained editor to save (`await trainer.bestMEND().save(file)`).
    */
   bestMEND(): MEND {
-    return MEND.fromEditorSpec(this.model, this.bestSpec ?? this.handle.tensors(), this.mend.config)
+    return MEND.fromEditorSpec(this.model, this.bestSpec ?? this.handle.tensors(), this.mend.config, this.mend.keyCovariance ?? undefined)
   }
 
   /**
@@ -275,7 +313,7 @@ export class EditTrainer {
    * keeps its untrained editor).
    */
   toMEND(): MEND {
-    return MEND.fromEditorSpec(this.model, this.handle.tensors(), this.mend.config)
+    return MEND.fromEditorSpec(this.model, this.handle.tensors(), this.mend.config, this.mend.keyCovariance ?? undefined)
   }
 
   /** Internal: the native trainer (tests read accumulated gradients). */

@@ -7,6 +7,7 @@
 
 #include "addon/util.h"
 #include "mend/editor.h"
+#include "mend/lifelong.h"
 #include "model/gpt2.h"
 #include "model/overlay.h"
 
@@ -21,6 +22,8 @@ std::shared_ptr<const Overlay> unwrap_overlay(Napi::Env env, Napi::Value v, bool
 Napi::Object wrap_overlay(Napi::Env env, std::shared_ptr<const Overlay> o);
 // An editor handle (null and a coded JavaScript error when v is not one).
 std::shared_ptr<const MendEditor> unwrap_editor(Napi::Env env, Napi::Value v);
+// A lifelong state handle (NativeRidge; null and a coded JavaScript error when v is not one).
+std::shared_ptr<const RidgeState> unwrap_ridge(Napi::Env env, Napi::Value v);
 // Editor specs (the object createEditor takes and NativeEditor.tensors returns) in and out.
 bool read_editor_spec(Napi::Env env, Napi::Object spec, MendEditor* e);  // throws and returns false on bad input
 Napi::Object editor_to_js(Napi::Env env, const MendEditor& e);

@@ -51,17 +51,11 @@ Napi::Object wrap_ridge(Napi::Env env, std::shared_ptr<const RidgeState> s) {
   return h;
 }
 
-std::shared_ptr<const RidgeState> unwrap_ridge(Napi::Env env, Napi::Value v) {
-  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(addon_data(env)->ridge_ctor.Value())) {
-    make_error(env, code::kInvalidArg, "Expected a native lifelong state").ThrowAsJavaScriptException();
-    return nullptr;
-  }
-  return RidgeHandle::Unwrap(v.As<Napi::Object>())->state;
-}
-
-// ridgePrior(model, [{param, logRidge, mu, c0: Float32Array|null}]) → Promise<NativeRidge>
+// ridgePrior(model, [{param, logRidge, mu, c0: Float32Array|null}], sync?) → Promise<NativeRidge>, or
+// the NativeRidge itself when sync (for EditTrainer's constructor: one d_in³ solve per inner param).
 Napi::Value RidgePrior(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  const bool sync = info.Length() > 2 && info[2].ToBoolean().Value();
   struct B : Baton {
     std::shared_ptr<GPT2Model> m; std::vector<RidgePriorSpec> specs; std::shared_ptr<const RidgeState> out;
     Status run() { return ridge_prior(*m, specs, &out); }
@@ -86,6 +80,10 @@ Napi::Value RidgePrior(const Napi::CallbackInfo& info) {
       s.c0 = copy_f32(c0);
     }
     w.specs.push_back(std::move(s));
+  }
+  if (sync) {
+    MEND_THROW_IF_ERROR(env, w.run());
+    return w.result(env);
   }
   return queue_async(env, std::move(w));
 }
@@ -207,6 +205,14 @@ Napi::Value KeyCovariance(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+std::shared_ptr<const RidgeState> unwrap_ridge(Napi::Env env, Napi::Value v) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(addon_data(env)->ridge_ctor.Value())) {
+    make_error(env, code::kInvalidArg, "Expected a native lifelong state").ThrowAsJavaScriptException();
+    return nullptr;
+  }
+  return RidgeHandle::Unwrap(v.As<Napi::Object>())->state;
+}
 
 void init_lifelong(Napi::Env env, Napi::Object exports) {
   Napi::Function r = RidgeHandle::Define(env);

@@ -32,6 +32,7 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
         InstanceMethod("setOptimizerState", &TrainerHandle::SetOptimizerState),
         InstanceMethod("setGrads", &TrainerHandle::SetGrads),
         InstanceMethod("steps", &TrainerHandle::Steps),
+        InstanceMethod("setMalmenPrior", &TrainerHandle::SetMalmenPrior),
     });
   }
   explicit TrainerHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TrainerHandle>(info) {}
@@ -96,6 +97,16 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
   Napi::Value Grads(const Napi::CallbackInfo& info) {
     if (!idle(info.Env())) return info.Env().Undefined();
     return editor_to_js(info.Env(), ref->trainer->grads());
+  }
+
+  // setMalmenPrior(NativeRidge): the lifelong state the next steps solve on top of.
+  Napi::Value SetMalmenPrior(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!idle(env)) return env.Undefined();
+    auto p = unwrap_ridge(env, info[0]);
+    if (!p) return env.Undefined();
+    MEND_THROW_IF_ERROR(env, ref->trainer->set_malmen_prior(p));
+    return env.Undefined();
   }
 
   Napi::Value Steps(const Napi::CallbackInfo& info) {
@@ -163,6 +174,11 @@ Napi::Value CreateTrainer(const Napi::CallbackInfo& info) {
   opt.lr = num("lr", opt.lr); opt.lr_lr = num("lrLr", opt.lr_lr); opt.cedit = num("cedit", opt.cedit);
   opt.cloc = num("cloc", opt.cloc); opt.grad_clip = num("gradClip", opt.grad_clip);
   opt.accumulate_bs = (int)num("accumulateBs", (float)opt.accumulate_bs);
+  Napi::Value pv = o.Get("malmenPrior");
+  if (!pv.IsUndefined() && !pv.IsNull()) {
+    opt.malmen_prior = unwrap_ridge(env, pv);
+    if (!opt.malmen_prior) return env.Undefined();
+  }
   auto ref = std::make_shared<TrainerRef>();
   MEND_THROW_IF_ERROR(env, EditorTrainer::create(model, std::move(editor), opt, &ref->trainer));
   Napi::Object h = addon_data(env)->trainer_ctor.New({});

@@ -2,6 +2,7 @@
 #include "mend/lifelong.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 
 #include "core/threadpool.h"
@@ -13,6 +14,8 @@ namespace {
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
+
+}  // namespace
 
 // In-place Cholesky A = L·Lᵀ of an SPD (n, n) matrix (lower triangle written; upper left as is).
 // Returns false when A is not positive definite.
@@ -35,27 +38,40 @@ bool cholesky(double* A, int n) {
   return true;
 }
 
-// X (n, m) := (L·Lᵀ)⁻¹ X for the Cholesky factor L (n, n), column by column of X.
+// X (n, m) := (L·Lᵀ)⁻¹ X for the Cholesky factor L (n, n). Row-oriented substitutions (each step an
+// axpy over a contiguous block of X's row), with X's columns split into blocks across threads.
 void cholesky_solve(const double* L, int n, double* X, int m) {
-  parallel_for(m, [&](int64_t c0, int64_t c1) {
-    std::vector<double> y(n);
-    for (int64_t c = c0; c < c1; c++) {
-      for (int i = 0; i < n; i++) y[i] = X[(size_t)i * m + c];
-      for (int i = 0; i < n; i++) {
-        const double* li = L + (size_t)i * n;
-        double s = y[i];
-        for (int k = 0; k < i; k++) s -= li[k] * y[k];
-        y[i] = s / li[i];
+  const int64_t blocks = (m + 63) / 64;
+  parallel_for(blocks, [&](int64_t b0, int64_t b1) {
+    const int c0 = (int)(b0 * 64), c1 = (int)std::min<int64_t>(m, b1 * 64), w = c1 - c0;
+    if (w <= 0) return;
+    for (int i = 0; i < n; i++) {  // L·Y = X
+      double* xi = X + (size_t)i * m + c0;
+      const double* li = L + (size_t)i * n;
+      for (int k = 0; k < i; k++) {
+        const double l = li[k];
+        if (l == 0) continue;
+        const double* xk = X + (size_t)k * m + c0;
+        for (int c = 0; c < w; c++) xi[c] -= l * xk[c];
       }
-      for (int i = n - 1; i >= 0; i--) {
-        double s = y[i];
-        for (int k = i + 1; k < n; k++) s -= L[(size_t)k * n + i] * y[k];
-        y[i] = s / L[(size_t)i * n + i];
+      const double inv = 1.0 / li[i];
+      for (int c = 0; c < w; c++) xi[c] *= inv;
+    }
+    for (int i = n - 1; i >= 0; i--) {  // Lᵀ·X = Y
+      double* xi = X + (size_t)i * m + c0;
+      for (int k = i + 1; k < n; k++) {
+        const double l = L[(size_t)k * n + i];
+        if (l == 0) continue;
+        const double* xk = X + (size_t)k * m + c0;
+        for (int c = 0; c < w; c++) xi[c] -= l * xk[c];
       }
-      for (int i = 0; i < n; i++) X[(size_t)i * m + c] = y[i];
+      const double inv = 1.0 / L[(size_t)i * n + i];
+      for (int c = 0; c < w; c++) xi[c] *= inv;
     }
   }, 1);
 }
+
+namespace {
 
 bool all_finite(const float* x, size_t n) {
   for (size_t i = 0; i < n; i++)

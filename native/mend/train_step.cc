@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "kernels/kernels.h"
+#include "mend/lifelong.h"
 #include "model/overlay.h"
 
 namespace mend {
@@ -152,6 +153,170 @@ Status mend_train_step(const GPT2Model& model, MendEditor* editor, const TrainBa
     }
     if (!pass.mode[s].empty())
       transform_backward(g, dz.data(), pass.mode[s].data(), (int)pass.mode[s].size(), pass.acts[s], &grads->transforms[s]);
+  }
+  return Status::OK();
+}
+
+// The lifelong (MALMEN) solve of one inner param in a training step, and its adjoint.
+struct SolveK {
+  int n = 0, din = 0, dout = 0;
+  std::vector<float> K, A, dW;   // (n, din) keys, (n, din) A = K·P0, (din, dout) ΔW
+  std::vector<double> L;         // (n, n) Cholesky factor of M = I + A·Kᵀ
+  std::vector<float> c;          // (n) c_i = α (k_i·ũ_i)
+  std::vector<double> kdu;       // (n) k_i·ũ_i
+};
+
+Status malmen_train_step(const GPT2Model& model, MendEditor* editor, const RidgeState& prior, const TrainBatches& batches,
+                         float cedit, float cloc, bool update_stats, MendGrads* grads, float grad_scale, TrainStepResult* out) {
+  MEND_RETURN_IF_ERROR(check_editor(model, *editor));
+  MEND_RETURN_IF_ERROR(model.check_batch(batches.loc, false));
+  const size_t n = editor->inner.size();
+  if (prior.params.size() != n) return Status::Error(code::kInvalidArg, "the lifelong prior does not match the editor's inner params");
+  for (size_t k = 0; k < n; k++)
+    if (prior.params[k].param != editor->inner[k]) return Status::Error(code::kInvalidArg, "the lifelong prior does not match the editor's inner params");
+  const int V = model.config().vocab_size;
+
+  // 1-3. Pre-edit pass on the base, statistics, editor forward with saved activations.
+  GradOptions go;
+  go.capture = editor->inner;
+  GradResult pre;
+  MEND_RETURN_IF_ERROR(model.loss_and_grad(batches.edit, go, nullptr, &pre));
+  out->pre_loss = pre.loss;
+  EditorPass pass(*editor, pre, batches.edit.B * batches.edit.T);
+  for (size_t k = 0; k < n; k++) {
+    if (update_stats)
+      MEND_RETURN_IF_ERROR(update_statistics(&editor->transforms[editor->transform_of[k]], pass.capture(*editor, k), pass.keep[k]));
+    pass.append_z0(*editor, k);
+  }
+  MEND_RETURN_IF_ERROR(pass.run(model, *editor, true));
+
+  // 4. The joint solve per inner param: ΔW = Aᵀ·M⁻¹·V.
+  std::vector<SolveK> sol(n);
+  std::map<int, std::vector<float>> merged;
+  for (size_t k = 0; k < n; k++) {
+    SolveK& S = sol[k];
+    const RidgeParam& P0 = prior.params[k];
+    S.n = (int)pass.keep[k].size();
+    S.din = P0.d_in;
+    S.dout = P0.d_out;
+    const Capture& cap = pass.capture(*editor, k);
+    const float alpha = editor->edit_lrs[k];
+    S.K.resize((size_t)S.n * S.din);
+    S.c.resize(S.n);
+    S.kdu.resize(S.n);
+    std::vector<float> Vv((size_t)S.n * S.dout);
+    for (int i = 0; i < S.n; i++) {
+      const float* x = cap.x.data() + (size_t)pass.keep[k][i] * S.din;
+      std::memcpy(S.K.data() + (size_t)i * S.din, x, S.din * sizeof(float));
+      const float* ut = pass.u[k].data() + (size_t)i * S.din;
+      double dot = 0;
+      for (int q = 0; q < S.din; q++) dot += (double)x[q] * ut[q];
+      S.kdu[i] = dot;
+      S.c[i] = (float)(alpha * dot);
+      const float* dt = pass.d[k].data() + (size_t)i * S.dout;
+      for (int o = 0; o < S.dout; o++) Vv[(size_t)i * S.dout + o] = S.c[i] * dt[o];
+    }
+    std::vector<float> P0f(P0.P.begin(), P0.P.end());
+    S.A.assign((size_t)S.n * S.din, 0.0f);
+    S.dW.assign((size_t)S.din * S.dout, 0.0f);
+    if (S.n > 0) {
+      gemm(false, false, S.n, S.din, S.din, 1.0f, S.K.data(), S.din, P0f.data(), S.din, 0.0f, S.A.data(), S.din);
+      std::vector<float> Mf((size_t)S.n * S.n);
+      gemm(false, true, S.n, S.n, S.din, 1.0f, S.A.data(), S.din, S.K.data(), S.din, 0.0f, Mf.data(), S.n);
+      S.L.resize((size_t)S.n * S.n);
+      for (int i = 0; i < S.n; i++)
+        for (int j = 0; j < S.n; j++) {
+          // symmetrise (A·Kᵀ = K·P0·Kᵀ is symmetric up to rounding)
+          const double v = 0.5 * ((double)Mf[(size_t)i * S.n + j] + (double)Mf[(size_t)j * S.n + i]);
+          S.L[(size_t)i * S.n + j] = v + (i == j ? 1.0 : 0.0);
+        }
+      if (!cholesky(S.L.data(), S.n)) return Status::Error(code::kNonFinite, "the lifelong solve of a training step is not positive definite");
+      // X = M⁻¹·(V − K·ΔW0): the rows on top of the prior's own solution ΔW0 (zero for a bare prior;
+      // a trained-on background of earlier edits otherwise).
+      std::vector<double> X(Vv.begin(), Vv.end());
+      for (int i = 0; i < S.n; i++) {
+        double* xi = X.data() + (size_t)i * S.dout;
+        const float* ki = S.K.data() + (size_t)i * S.din;
+        for (int q = 0; q < S.din; q++) {
+          if (ki[q] == 0) continue;
+          const double* w0 = P0.dW.data() + (size_t)q * S.dout;
+          for (int o = 0; o < S.dout; o++) xi[o] -= ki[q] * w0[o];
+        }
+      }
+      cholesky_solve(S.L.data(), S.n, X.data(), S.dout);
+      std::vector<float> Xf(X.begin(), X.end());
+      gemm(true, false, S.din, S.dout, S.n, 1.0f, S.A.data(), S.din, Xf.data(), S.dout, 0.0f, S.dW.data(), S.dout);
+    }
+    for (size_t i = 0; i < S.dW.size(); i++) S.dW[i] += (float)P0.dW[i];
+    const float* w = model.param(editor->inner[k]);
+    std::vector<float>& m = merged[editor->inner[k]];
+    m.resize(S.dW.size());
+    for (size_t i = 0; i < m.size(); i++) m[i] = w[i] + S.dW[i];
+    for (float x : m)
+      if (!std::isfinite(x)) return Status::Error(code::kNonFinite, "the lifelong solve of a training step produced NaN or Inf");
+  }
+  std::shared_ptr<const Overlay> ov;
+  MEND_RETURN_IF_ERROR(Overlay::from_merged(model, std::move(merged), &ov));
+
+  // 5. Post-edit passes (as mend_train_step).
+  const Batch& eb = batches.edit_outer ? *batches.edit_outer : batches.edit;
+  GradOptions ge;
+  ge.capture = editor->inner;
+  ge.want_logits = true;
+  GradResult post;
+  MEND_RETURN_IF_ERROR(model.loss_and_grad(eb, ge, ov.get(), &post));
+  out->edit = post.loss;
+  out->edit_acc = token_accuracy(post.logits, eb, V);
+  ForwardResult base_loc;
+  ForwardOptions fo;
+  MEND_RETURN_IF_ERROR(model.forward(batches.loc, fo, nullptr, &base_loc));
+  GradOptions gl;
+  gl.capture = editor->inner;
+  gl.kl_target = base_loc.logits.data();
+  GradResult loc;
+  MEND_RETURN_IF_ERROR(model.loss_and_grad(batches.loc, gl, ov.get(), &loc));
+  out->loc = loc.loss;
+  out->total = cedit * out->edit + cloc * out->loc;
+  if (!grads) return Status::OK();
+
+  // 6. Outer gradients through the solve, then back through the editor layers.
+  const size_t T = editor->transforms.size();
+  for (size_t t = 0; t < T; t++) {
+    const GradientTransform& g = editor->transforms[t];
+    std::vector<float> dz(pass.z[t].size(), 0.0f);
+    size_t row = 0;
+    for (size_t k : pass.members[t]) {
+      SolveK& S = sol[k];
+      if (S.n == 0) continue;
+      // G = c_edit·X'ᵀD' + c_loc·X'ᵀD' (din, dout)
+      std::vector<float> G((size_t)S.din * S.dout, 0.0f);
+      const Capture& ce = post.captures.at(editor->inner[k]);
+      const Capture& cl = loc.captures.at(editor->inner[k]);
+      gemm(true, false, S.din, S.dout, eb.B * eb.T, cedit, ce.x.data(), S.din, ce.d.data(), S.dout, 0.0f, G.data(), S.dout);
+      gemm(true, false, S.din, S.dout, batches.loc.B * batches.loc.T, cloc, cl.x.data(), S.din, cl.d.data(), S.dout, 1.0f,
+           G.data(), S.dout);
+      // ∂V = M⁻¹·(A·G)
+      std::vector<float> AG((size_t)S.n * S.dout);
+      gemm(false, false, S.n, S.dout, S.din, 1.0f, S.A.data(), S.din, G.data(), S.dout, 0.0f, AG.data(), S.dout);
+      std::vector<double> dV(AG.begin(), AG.end());
+      cholesky_solve(S.L.data(), S.n, dV.data(), S.dout);
+      const float alpha = editor->edit_lrs[k];
+      double dalpha = 0;
+      for (int i = 0; i < S.n; i++, row++) {
+        const double* dv = dV.data() + (size_t)i * S.dout;
+        const float* dt = pass.d[k].data() + (size_t)i * S.dout;
+        const float* kx = S.K.data() + (size_t)i * S.din;
+        double dc = 0;
+        for (int o = 0; o < S.dout; o++) dc += dv[o] * dt[o];
+        dalpha += S.kdu[i] * dc;
+        float* d = dz.data() + row * g.D();
+        for (int q = 0; q < g.d_in; q++) d[q] = (float)(alpha * dc * kx[q]) * grad_scale;
+        for (int o = 0; o < g.d_out; o++) d[g.d_in + o] = (float)(S.c[i] * dv[o]) * grad_scale;
+      }
+      grads->edit_lrs[k] += (float)(dalpha * grad_scale);
+    }
+    if (!pass.mode[t].empty())
+      transform_backward(g, dz.data(), pass.mode[t].data(), (int)pass.mode[t].size(), pass.acts[t], &grads->transforms[t]);
   }
   return Status::OK();
 }

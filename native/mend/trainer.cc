@@ -27,8 +27,11 @@ Status EditorTrainer::step(const TrainBatches& b, bool update_stats, bool train,
   // Statistics are updated in place: keep a copy to restore if the step fails.
   std::vector<GradientTransform> saved;
   if (update_stats) saved = editor_.transforms;
-  Status s = mend_train_step(*model_, &editor_, b, opt_.cedit, opt_.cloc, update_stats, train ? &grads_ : nullptr,
-                             1.0f / opt_.accumulate_bs, &out->losses);
+  Status s = opt_.malmen_prior
+                 ? malmen_train_step(*model_, &editor_, *opt_.malmen_prior, b, opt_.cedit, opt_.cloc, update_stats,
+                                     train ? &grads_ : nullptr, 1.0f / opt_.accumulate_bs, &out->losses)
+                 : mend_train_step(*model_, &editor_, b, opt_.cedit, opt_.cloc, update_stats, train ? &grads_ : nullptr,
+                                   1.0f / opt_.accumulate_bs, &out->losses);
   if (!s.ok()) {
     if (update_stats) editor_.transforms = std::move(saved);
     return s;
@@ -60,6 +63,17 @@ void EditorTrainer::apply_gradients(TrainerStepResult* out) {
     clip_and_adamw(ps, out->grad_norm, opt_.grad_clip, AdamWOptions{}, adam_.t);
   }
   grads_.clear();
+}
+
+Status EditorTrainer::set_malmen_prior(std::shared_ptr<const RidgeState> prior) {
+  if (!opt_.malmen_prior) return Status::Error(code::kInvalidArg, "this trainer trains a classic MEND editor (no lifelong prior)");
+  if (!prior || prior->params.size() != editor_.inner.size())
+    return Status::Error(code::kInvalidArg, "the lifelong state does not match the editor's inner params");
+  for (size_t k = 0; k < editor_.inner.size(); k++)
+    if (prior->params[k].param != editor_.inner[k])
+      return Status::Error(code::kInvalidArg, "the lifelong state does not match the editor's inner params");
+  opt_.malmen_prior = std::move(prior);
+  return Status::OK();
 }
 
 MendEditor EditorTrainer::grads() const {

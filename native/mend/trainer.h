@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "mend/lifelong.h"
 #include "mend/train_step.h"
 
 namespace mend {
@@ -16,6 +17,8 @@ struct TrainerOptions {
   float lr = 1e-6f, lr_lr = 1e-4f, cedit = 0.1f, cloc = 1.0f;
   float grad_clip = 100.0f;  // clips at this norm; 0 clips every gradient to zero (as torch's clip_grad_norm_)
   int accumulate_bs = 10;
+  // Lifelong mode (editor kind "malmen"): the solve's prior P0 per inner param; null = classic MEND.
+  std::shared_ptr<const RidgeState> malmen_prior;
 };
 
 struct AdamState {
@@ -38,6 +41,10 @@ class EditorTrainer {
   // One step on an edit batch (editOuter optional) and a locality batch. train = false: losses only
   // (no statistics update, no gradients). On failure the statistics are as before the call.
   Status step(const TrainBatches& b, bool update_stats, bool train, TrainerStepResult* out);
+
+  // Lifelong mode: the state the training edits are solved on top of (the bare prior, or the state
+  // of a background log of edits); it must have the editor's inner params.
+  Status set_malmen_prior(std::shared_ptr<const RidgeState> prior);
 
   const MendEditor& editor() const { return editor_; }
   // The accumulated gradients, laid out like the editor.

@@ -1,0 +1,296 @@
+// The lifelong mode (editor kind 'malmen', DESIGN §5b): the joint solve against a float64
+// reference, the value shifts against the editor's own factors, order independence, supersession
+// of a re-edited fact, exact undo and bit-exact replay at depth, the outer gradients through the
+// solve against central differences, the editor file round trip, misuse, and a toy run where the
+// lifelong mode holds sequential edits that classic MEND loses.
+import t from 'tap'
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+import { GPT2LMHeadModel, MEND, EditTrainer, FunctionalGPT2LMHeadModel } from '../lib/index'
+import { native, EditorSpec, NativeBatch, NativeRidge } from '../lib/core/native'
+import { randn, rng } from './helpers/reference'
+import type { EditRecord } from '../lib/model/functional'
+
+const cfg = { nLayer: 2, nHead: 2, nEmbd: 8, vocabSize: 37, nPositions: 24 }
+const inner = ['transformer.h.1.mlp.c_proj.weight', 'transformer.h.1.mlp.c_fc.weight', 'transformer.h.0.mlp.c_fc.weight']
+
+function randomSpec(spec: EditorSpec, r: () => number): EditorSpec {
+  const fill = (a: Float32Array, f: () => number) => { for (let i = 0; i < a.length; i++) a[i] = f() }
+  for (const tr of spec.transforms) {
+    for (const L of tr.layers) {
+      fill(L.u, () => 0.3 * randn(r)); fill(L.v, () => 0.3 * randn(r)); fill(L.bias, () => 0.1 * randn(r))
+      fill(L.scale, () => 1 + 0.2 * randn(r)); fill(L.shift, () => 0.1 * randn(r))
+    }
+    fill(tr.uMean, () => 0.05 * randn(r)); fill(tr.vMean, () => 1e-3 * randn(r))
+    fill(tr.uStd, () => 0.5 + r()); fill(tr.vStd, () => 0.01 + 0.02 * r())
+    tr.k = 10
+  }
+  fill(spec.editLrs, () => 0.15 + 0.1 * r())
+  return spec
+}
+
+/** A random SPD "covariance" (d, d): E[x xᵀ] of 4d random rows. */
+function randomCov(d: number, r: () => number): Float32Array {
+  const n = 4 * d, X = Array.from({ length: n }, () => Array.from({ length: d }, () => randn(r)))
+  const C = new Float32Array(d * d)
+  for (let i = 0; i < d; i++) for (let j = 0; j < d; j++) { let s = 0; for (const x of X) s += x[i] * x[j]; C[i * d + j] = s / n }
+  return C
+}
+
+function fact(r: () => number, T = 7, nTarget = 2) {
+  const ids = Array.from({ length: T }, () => Math.floor(r() * cfg.vocabSize))
+  return { inputIds: [ids], attentionMask: [ids.map(() => 1)], labels: [ids.map((v, i) => (i >= T - nTarget ? v : -100))] }
+}
+
+async function setup(seed: number, mu = 2, logRidge = Math.log(0.5)) {
+  const model = await GPT2LMHeadModel.random(cfg, seed)
+  const r = rng(seed + 100)
+  const spec = randomSpec(new MEND(model, { innerParams: inner, rank: 4 }).editorSpec(), r)
+  const classic = MEND.fromEditorSpec(model, spec, { innerParams: inner, rank: 4 })
+  const keyCov: Record<string, Float32Array> = {}
+  for (const name of inner) keyCov[name] = randomCov(model.parameter(name).shape[0], r)
+  const ll = classic.withLifelong({ logRidge, mu, keyCov })
+  return { model, r, classic, ll, keyCov, spec }
+}
+
+/** ΔW of every inner param of an edited model (materialized weights − base), float64. */
+async function deltas(model: GPT2LMHeadModel, edited: FunctionalGPT2LMHeadModel): Promise<Record<string, Float64Array>> {
+  const m = await edited.materialize()
+  const out: Record<string, Float64Array> = {}
+  for (const name of inner) {
+    const a = m.parameter(name).data, b = model.parameter(name).data
+    out[name] = Float64Array.from(a, (x, i) => x - b[i])
+  }
+  return out
+}
+
+/** (μC0 + e^λ I + ΣKᵀK)⁻¹ ΣKᵀV in float64 by Gauss-Jordan on the normal equations. */
+function referenceSolve(din: number, dout: number, rows: { k: Float32Array; v: Float32Array }[], C0: Float32Array, mu: number, ridge: number): Float64Array {
+  const S = new Float64Array(din * din), T = new Float64Array(din * dout)
+  for (let i = 0; i < din * din; i++) S[i] = mu * C0[i]
+  for (let i = 0; i < din; i++) S[i * din + i] += ridge
+  for (const { k, v } of rows) {
+    const n = k.length / din
+    for (let r = 0; r < n; r++) for (let p = 0; p < din; p++) {
+      const kp = k[r * din + p]
+      for (let q = 0; q < din; q++) S[p * din + q] += kp * k[r * din + q]
+      for (let o = 0; o < dout; o++) T[p * dout + o] += kp * v[r * dout + o]
+    }
+  }
+  // solve S X = T
+  const A = Float64Array.from(S), X = Float64Array.from(T)
+  for (let c = 0; c < din; c++) {
+    let piv = c
+    for (let i = c + 1; i < din; i++) if (Math.abs(A[i * din + c]) > Math.abs(A[piv * din + c])) piv = i
+    for (let j = 0; j < din; j++) { const x = A[c * din + j]; A[c * din + j] = A[piv * din + j]; A[piv * din + j] = x }
+    for (let j = 0; j < dout; j++) { const x = X[c * dout + j]; X[c * dout + j] = X[piv * dout + j]; X[piv * dout + j] = x }
+    const d = A[c * din + c]
+    for (let i = 0; i < din; i++) {
+      if (i === c) continue
+      const f = A[i * din + c] / d
+      if (f === 0) continue
+      for (let j = 0; j < din; j++) A[i * din + j] -= f * A[c * din + j]
+      for (let j = 0; j < dout; j++) X[i * dout + j] -= f * X[c * dout + j]
+    }
+  }
+  for (let i = 0; i < din; i++) for (let j = 0; j < dout; j++) X[i * dout + j] /= A[i * din + i]
+  return X
+}
+
+function relErr(a: ArrayLike<number>, b: ArrayLike<number>): { err: number; max: number } {
+  let d = 0, m = 0
+  for (let i = 0; i < a.length; i++) { d = Math.max(d, Math.abs(a[i] - b[i])); m = Math.max(m, Math.abs(b[i])) }
+  return { err: d / Math.max(m, 1e-30), max: d }
+}
+
+t.test('the joint solve over the log matches a float64 reference, and the value shifts are α(k·ũ)d̃', async (t) => {
+  const { model, r, classic, ll, keyCov } = await setup(1)
+  t.equal(ll.kind, 'malmen'); t.equal(classic.kind, 'mend')
+  let cur = ll as MEND
+  const facts = Array.from({ length: 6 }, () => fact(r))
+  for (const f of facts) cur = (await cur.edit(f)).edited
+  const fm = cur.model as FunctionalGPT2LMHeadModel
+  t.equal(fm.edits.length, 6)
+  const got = await deltas(model, fm)
+  for (const name of inner) {
+    const [din, dout] = model.parameter(name).shape
+    const ref = referenceSolve(din, dout, fm.edits.map((e) => ({ k: e.lifelong!.rows[name].k.data, v: e.lifelong!.rows[name].v.data })), keyCov[name], 2, 0.5)
+    // W + ΔW is stored in float32: allow its rounding (|W|·2⁻²⁴) on top of float32 keys.
+    const W = model.parameter(name).data
+    let worst = 0, max = 0
+    for (let i = 0; i < ref.length; i++) {
+      const tol = 2 ** -23 * Math.abs(W[i] + ref[i]) + 1e-6 * Math.abs(ref[i])
+      worst = Math.max(worst, Math.abs(got[name][i] - ref[i]) / (tol + 1e-12)); max = Math.max(max, Math.abs(got[name][i] - ref[i]))
+    }
+    t.ok(worst <= 1, `ΔW of ${name} (${din}×${dout}) after 6 edits vs float64 reference: max |diff| ${max.toExponential(2)} (${worst.toFixed(2)} of the float32 bound)`)
+  }
+  // The value shifts against the classic editor's own factors on the base: v_i = α (k_i·ũ_i) d̃_i.
+  const f0 = facts[0]
+  const { info } = await classic.edit(f0, { returnFactors: true })
+  const { info: li } = await ll.edit(f0, { returnFactors: true })
+  const g = await model.lossAndGrad(f0, { params: [], capture: inner })
+  inner.forEach((name, k) => {
+    const [din, dout] = model.parameter(name).shape
+    const { u, d } = info.factors![name]
+    const rows = li.rows![name]
+    const alpha = classic.editorSpec().editLrs[k]
+    const x = g.captures[name].x.data
+    const kept: number[] = []
+    for (let i = 0; i < x.length / din; i++) {
+      const xs = x.subarray(i * din, (i + 1) * din), ds = g.captures[name].d.data.subarray(i * dout, (i + 1) * dout)
+      if (xs.some((v) => v !== 0) && ds.some((v) => v !== 0)) kept.push(i)
+    }
+    t.equal(rows.k.shape[0], kept.length, `${name}: one key per kept row (${kept.length})`)
+    const want = new Float64Array(kept.length * dout), keys = new Float64Array(kept.length * din)
+    kept.forEach((ri, i) => {
+      let dot = 0
+      for (let q = 0; q < din; q++) { dot += x[ri * din + q] * u.data[i * din + q]; keys[i * din + q] = x[ri * din + q] }
+      for (let o = 0; o < dout; o++) want[i * dout + o] = alpha * dot * d.data[i * dout + o]
+    })
+    const ek = relErr(rows.k.data, keys), ev = relErr(rows.v.data, want)
+    t.ok(ek.max === 0 && ev.err < 1e-5, `${name}: keys are the captured rows (max |diff| ${ek.max}), values v = α(k·ũ)d̃ (rel ${ev.err.toExponential(2)})`)
+  })
+})
+
+t.test('order independence, supersession, exact undo at depth and bit-exact replay', async (t) => {
+  const { model, r, ll } = await setup(2)
+  const facts = Array.from({ length: 5 }, () => fact(r))
+  const run = async (order: number[]) => {
+    let cur = ll as MEND
+    for (const i of order) cur = (await cur.edit(facts[i], { request: { i } })).edited
+    return cur.model as FunctionalGPT2LMHeadModel
+  }
+  const a = await run([0, 1, 2, 3, 4]), b = await run([3, 1, 4, 0, 2])
+  const da = await deltas(model, a), db = await deltas(model, b)
+  for (const name of inner) {
+    const e = relErr(db[name], da[name])
+    t.ok(e.err < 1e-5, `${name}: ΔW of the same 5 edits in another order agrees to ${e.err.toExponential(2)} (float64 state, float32 weights)`)
+  }
+
+  // Supersession: the same prompt edited twice; the second wins, the first leaves the solve.
+  const first = fact(r), second = { ...first, inputIds: [first.inputIds[0].map((v, i) => (i >= 5 ? (v + 1) % cfg.vocabSize : v))] }
+  second.labels = [second.inputIds[0].map((v, i) => (i >= 5 ? v : -100))]
+  let cur = (await ll.edit(facts[0])).edited
+  cur = (await cur.edit(first)).edited
+  cur = (await cur.edit(second)).edited
+  const fm = cur.model as FunctionalGPT2LMHeadModel
+  t.same(fm.liveEdits, [true, false, true], 'the re-edit supersedes the first edit of the fact')
+  const only = ((await (await ll.edit(facts[0])).edited.edit(second)).edited.model) as FunctionalGPT2LMHeadModel
+  const ds = await deltas(model, fm), dOnly = await deltas(model, only)
+  for (const name of inner) {
+    const e = relErr(ds[name], dOnly[name])
+    t.ok(e.err < 1e-5, `${name}: superseded = never made (rel ${e.err.toExponential(2)})`)
+  }
+  const back = await fm.without(2)
+  t.same(back.liveEdits, [true, true], 'removing the re-edit brings the first edit back')
+  const firstOnly = ((await (await ll.edit(facts[0])).edited.edit(first)).edited.model) as FunctionalGPT2LMHeadModel
+  const probe = fact(r, 9, 3)
+  const lb = (await back.forward(probe)).logits.data, lf = (await firstOnly.forward(probe)).logits.data
+  t.ok(lb.every((v, i) => v === lf[i]), 'without(re-edit) is bit-identical to the log without it')
+
+  // Depth 40: without(i) is bit-identical to a fresh log without edit i; a saved log replays bit for bit.
+  let deep = ll as MEND
+  const many = Array.from({ length: 40 }, () => fact(r))
+  for (const f of many) deep = (await deep.edit(f)).edited
+  const dm = deep.model as FunctionalGPT2LMHeadModel
+  const w17 = await dm.without(17)
+  let fresh = ll as MEND
+  for (const [i, f] of many.entries()) if (i !== 17) fresh = (await fresh.edit(f)).edited
+  const x1 = (await w17.forward(probe)).logits.data, x2 = (await (fresh.model as FunctionalGPT2LMHeadModel).forward(probe)).logits.data
+  t.ok(x1.every((v, i) => v === x2[i]), 'without(17) at depth 40 is bit-identical to the 39 other edits made afresh')
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mend-ll-'))
+  t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
+  const file = path.join(tmp, 'log.safetensors')
+  await dm.saveEdits(file)
+  const replay = await ll.loadEdits(file)
+  const y1 = (await dm.forward(probe)).logits.data, y2 = (await replay.model.forward(probe)).logits.data
+  t.ok(y1.every((v, i) => v === y2[i]), 'a saved lifelong log replays bit for bit')
+  await t.rejects(FunctionalGPT2LMHeadModel.loadEdits(model, file), { code: 'ERR_INVALID_ARG' }, 'a lifelong log needs its editor to load')
+  await t.rejects(FunctionalGPT2LMHeadModel.fromEdits(model, dm.edits as EditRecord[]), { code: 'ERR_INVALID_ARG' }, 'fromEdits of lifelong records without the editor')
+  await t.rejects((deep as MEND).edit({ ...many[0], labels: [many[0].labels[0].map(() => -100)] }), { code: 'ERR_NO_TARGET_TOKENS' })
+})
+
+t.test('the editor file records the lifelong kind and its key covariance', async (t) => {
+  const { model, r, ll } = await setup(3)
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mend-ll-'))
+  t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
+  const file = path.join(tmp, 'editor.safetensors')
+  await ll.save(file)
+  const back = await MEND.fromPretrained(model, file)
+  t.equal(back.kind, 'malmen'); t.equal(back.config.mu, 2); t.equal(back.config.logRidge, Math.log(0.5))
+  const f = fact(r)
+  const a = (await (await ll.edit(f)).edited.model.forward(f)).logits.data
+  const b = (await (await back.edit(f)).edited.model.forward(f)).logits.data
+  t.ok(a.every((v, i) => v === b[i]), 'a reloaded lifelong editor edits bit-identically')
+  t.throws(() => ll.withLifelong({ mu: 1, keyCov: { [inner[0]]: new Float32Array(3) } }), { code: 'ERR_SHAPE_MISMATCH' })
+  t.throws(() => new MEND(model, { innerParams: inner, rank: 4, kind: 'malmen', mu: 1 }), { code: 'ERR_INVALID_ARG' }, 'mu > 0 without a key covariance')
+  t.throws(() => new MEND(model, { innerParams: inner, kind: 'other' as 'mend' }), { code: 'ERR_INVALID_ARG' })
+})
+
+function batch(r: () => number, B: number, T: number, nTarget: number): NativeBatch {
+  const ids = new Int32Array(B * T).map(() => Math.floor(r() * cfg.vocabSize))
+  const labels = ids.map((v, i) => (i % T >= T - nTarget ? v : -100))
+  return { ids, B, T, mask: new Int32Array(B * T).fill(1), labels }
+}
+function clone(spec: EditorSpec): EditorSpec {
+  return {
+    ...spec, editLrs: Float32Array.from(spec.editLrs),
+    transforms: spec.transforms.map((tr) => ({
+      ...tr, uMean: Float32Array.from(tr.uMean), vMean: Float32Array.from(tr.vMean), uStd: Float32Array.from(tr.uStd),
+      vStd: Float32Array.from(tr.vStd), uS: Float32Array.from(tr.uS), vS: Float32Array.from(tr.vS),
+      layers: tr.layers.map((L) => ({ ...L, u: Float32Array.from(L.u), v: Float32Array.from(L.v), bias: Float32Array.from(L.bias), scale: Float32Array.from(L.scale), shift: Float32Array.from(L.shift) })),
+    })),
+  }
+}
+function groups(spec: EditorSpec): [string, Float32Array][] {
+  const out: [string, Float32Array][] = []
+  spec.transforms.forEach((tr) => tr.layers.forEach((L, j) => {
+    for (const k of ['u', 'v', 'bias', 'scale', 'shift'] as const) out.push([`mend.(${tr.dIn}, ${tr.dOut}).layers.${j}.${k}`, L[k]])
+  }))
+  out.push(['edit_lrs', spec.editLrs])
+  return out
+}
+
+t.test('outer gradients through the lifelong solve match central differences', async (t) => {
+  const { model, r, spec, keyCov } = await setup(4, 1.5, Math.log(0.3))
+  // Solved on top of a background log of 3 edits (the state EditTrainer.setLifelongBackground uses).
+  const ll = MEND.fromEditorSpec(model, spec, { innerParams: inner, rank: 4, kind: 'malmen', mu: 1.5, logRidge: Math.log(0.3) }, keyCov)
+  let bg = ll as MEND
+  for (let i = 0; i < 3; i++) bg = (await bg.edit(fact(r))).edited
+  const prior = (bg.model as FunctionalGPT2LMHeadModel).solverState as NativeRidge
+  const edit = batch(r, 3, 7, 2), outer = batch(r, 2, 6, 2), loc = batch(r, 2, 6, 0)
+  loc.labels = null
+  const opts = { lr: 0, lrLr: 0, cedit: 0.7, cloc: 1.3, gradClip: 1e9, accumulateBs: 1000, malmenPrior: prior }
+  const loss = async (s: EditorSpec) => (await native().createTrainer(model.native, s, opts).step(edit, outer, loc, { train: false })).total
+  const tr = native().createTrainer(model.native, clone(spec), opts)
+  const res = await tr.step(edit, outer, loc, { train: true, updateStats: false })
+  t.ok(Math.abs(res.total - (await loss(spec))) < 1e-6 * Math.abs(res.total), `training and evaluation give the same loss ${res.total}`)
+  t.ok(res.loc > 0 && res.edit > 0, `L_edit ${res.edit.toFixed(4)}, KL_loc ${res.loc.toExponential(3)}`)
+  const grads = groups(tr.grads()), base = groups(spec)
+  let worst = 0
+  for (let gi = 0; gi < base.length; gi++) {
+    const [name, w] = base[gi]
+    const g = grads[gi][1]
+    const d = new Float64Array(w.length).map(() => randn(r))
+    const norm = Math.sqrt(d.reduce((a, x) => a + x * x, 0))
+    let dot = 0
+    for (let i = 0; i < w.length; i++) { d[i] /= norm; dot += g[i] * 1000 * d[i] }
+    // The loss is strongly curved through the solve (M⁻¹ of the keys): a smaller step than test/40's.
+    const eps = name === 'edit_lrs' ? 1e-3 : 2e-3
+    const plus = clone(spec), minus = clone(spec)
+    const pw = groups(plus)[gi][1], mw = groups(minus)[gi][1]
+    for (let i = 0; i < w.length; i++) { pw[i] = w[i] + eps * d[i]; mw[i] = w[i] - eps * d[i] }
+    const fd = ((await loss(plus)) - (await loss(minus))) / (2 * eps)
+    const quantum = 2 ** (Math.floor(Math.log2(res.total)) - 23) / (2 * eps)
+    const err = Math.abs(dot - fd) / (Math.max(Math.abs(fd), 1e-3) + 4 * quantum / 3e-2)
+    worst = Math.max(worst, err)
+    t.ok(err < 3e-2, `${name}: <∇L, d> = ${dot.toExponential(4)}, central difference = ${fd.toExponential(4)} (± ${quantum.toExponential(1)} float32 quantum), rel err ${err.toExponential(2)}`)
+  }
+  t.comment(`largest relative error: ${worst.toExponential(2)}`)
+  // EditTrainer takes the prior from a lifelong controller.
+  const trainer = new EditTrainer(ll, { accumulateBs: 1000 })
+  trainer.setLifelongBackground(bg.model as FunctionalGPT2LMHeadModel)
+  const ev = await trainer.evaluate({ edit: { inputIds: [Array.from(edit.ids.subarray(0, 7))], labels: [Array.from(edit.labels!.subarray(0, 7))] }, loc: { inputIds: [Array.from(loc.ids.subarray(0, 6))] } })
+  t.ok(Number.isFinite(ev.total), `a lifelong EditTrainer evaluates (total ${ev.total.toFixed(4)})`)
+})

@@ -8,7 +8,10 @@
  *   2. a small GPT-2 pretrained on the training phrasings              (config.json, model.safetensors,
  *                                                                       tokenizer_config.json)
  *   3. a MEND editor trained with EditTrainer on training-subject edits (mend-editor.safetensors)
- *   4. the evaluation on held-out-subject edits                          (metrics.json, report.md, plot.svg)
+ *   4. the lifelong (kind 'malmen') editor: the preservation covariance C0 of the training-subject
+ *      corpus, and the MEND editor trained on through the joint solve, on top of a background log
+ *      of training edits                                               (malmen-editor.safetensors)
+ *   5. the evaluation of both on held-out-subject edits                 (metrics.json, report.md, plot.svg)
  *
  * Needs the compiled package (dist/, `npm run build:ts`) and the native addon.
  */
@@ -50,7 +53,16 @@ program.name('build-assets').description('Rebuild the bundled WorldFacts GPT-2 a
   .option('--cedit <x>', 'edit loss weight', num('--cedit'), 1)
   .option('--cloc <x>', 'locality loss weight', num('--cloc'), 1)
   .option('--accumulate-bs <n>', 'editor training steps per optimizer step', int('--accumulate-bs'), 10)
+  .option('--lifelong-steps <n>', 'lifelong editor training steps', int('--lifelong-steps'), 600)
+  .option('--lifelong-edits <n>', 'edits solved jointly per lifelong training step', int('--lifelong-edits'), 16)
+  .option('--lifelong-background <n>', 'edits in the background log of lifelong training', int('--lifelong-background'), 400)
+  .option('--lifelong-mu <x>', 'weight of the preservation covariance', num('--lifelong-mu'), 1000)
+  .option('--lifelong-log-ridge <x>', 'log of the solve\'s ridge', num('--lifelong-log-ridge'), -1.6)
+  .option('--lifelong-lr <x>', 'lifelong editor learning rate (Adam)', num('--lifelong-lr'), 1e-5)
+  .option('--lifelong-cloc <x>', 'lifelong locality loss weight', num('--lifelong-cloc'), 5)
+  .option('--skip-classic', 'reuse mend-editor.safetensors in --out; only build the lifelong editor and evaluate')
   .option('--eval-n <n>', 'held-out edits evaluated (single edits)', int('--eval-n'), 200)
+  .option('--eval-sequential <n>', 'sequential edits evaluated (both editors, the same edits)', int('--eval-sequential'), 100)
   .option('--threads <n>', 'native threads (default: all cores)', int('--threads'))
   .option('--skip-pretrain', 'reuse the model in --out; only retrain the editor and evaluate')
   .parse(process.argv)
@@ -114,42 +126,79 @@ async function main() {
   log(`fact accuracy (greedy): training phrasings ${pct(accTrain.accuracy)} of ${accTrain.n}, held-out phrasings ${pct(accHeld.accuracy)} of ${accHeld.n} (${secs(t)} s)`)
   for (const r of Object.keys(accTrain.byRelation)) log(`  ${r.padEnd(13)} train ${pct(accTrain.byRelation[r])}  held-out ${pct(accHeld.byRelation[r])}`)
 
-  // the last min(--edit-blocks, n_layer) blocks
-  const editBlocks = Math.min(Math.max(1, o.editBlocks), model.config.nLayer)
+  const editorFile = path.join(o.out, 'mend-editor.safetensors')
+  let classic
+  if (o.skipClassic) {
+    classic = await m.MEND.fromPretrained(model, editorFile)
+    log(`reusing the MEND editor ${editorFile}`)
+  } else {
+    // the last min(--edit-blocks, n_layer) blocks
+    const editBlocks = Math.min(Math.max(1, o.editBlocks), model.config.nLayer)
+    t = Date.now()
+    let lastE = Date.now()
+    const ed = await fm.trainFactEditor(model, tok, wf, {
+      seed: o.seed,
+      mend: {
+        rank: o.editorRank, editLr: o.editLr,
+        innerParams: Array.from({ length: editBlocks }, (_, k) => model.config.nLayer - editBlocks + k)
+          .flatMap((b) => [`transformer.h.${b}.mlp.c_proj.weight`, `transformer.h.${b}.mlp.c_fc.weight`]),
+      },
+      trainer: { maxIters: o.editorSteps, valInterval: 250, lr: o.editorLr, lrLr: o.editorLrLr, cedit: o.cedit, cloc: o.cloc, accumulateBs: o.accumulateBs },
+      onProgress: (p) => {
+        if (p.val || Date.now() - lastE > 10000 || p.step === p.maxIters) {
+          const v = p.val ? ` | val edit ${p.val.edit.toFixed(3)} loc ${p.val.loc.toFixed(4)} acc ${pct(p.val.editAcc)}` : ''
+          log(`editor step ${p.step}/${p.maxIters} edit ${p.edit.toFixed(3)} loc ${p.loc.toFixed(4)} acc ${pct(p.editAcc)}${v}`)
+          lastE = Date.now()
+        }
+      },
+    })
+    timings.editor_s = Number(secs(t))
+    await ed.mend.save(editorFile)
+    log(`editor trained (${ed.steps} steps, best at ${ed.best ? ed.best.step : '—'}) and saved in ${timings.editor_s} s`)
+
+  classic = ed.mend
+  }
+
+  // The lifelong editor: C0, then the MEND network trained on through the joint solve.
   t = Date.now()
-  let lastE = Date.now()
-  const ed = await fm.trainFactEditor(model, tok, wf, {
-    seed: o.seed,
-    mend: {
-      rank: o.editorRank, editLr: o.editLr,
-      innerParams: Array.from({ length: editBlocks }, (_, k) => model.config.nLayer - editBlocks + k)
-        .flatMap((b) => [`transformer.h.${b}.mlp.c_proj.weight`, `transformer.h.${b}.mlp.c_fc.weight`]),
-    },
-    trainer: { maxIters: o.editorSteps, valInterval: 250, lr: o.editorLr, lrLr: o.editorLrLr, cedit: o.cedit, cloc: o.cloc, accumulateBs: o.accumulateBs },
+  const cov = await fm.worldFactsKeyCovariance(classic, tok, wf)
+  log(`preservation covariance C0 from ${cov.rows} corpus tokens of the training subjects (${secs(t)} s)`)
+  let lastL = Date.now()
+  const ll = await fm.trainLifelongEditor(classic, tok, wf, {
+    seed: o.seed, mu: o.lifelongMu, logRidge: o.lifelongLogRidge, keyCov: cov.keyCov,
+    editsPerStep: o.lifelongEdits, backgroundEdits: o.lifelongBackground,
+    trainer: { maxIters: o.lifelongSteps, valInterval: 100, lr: o.lifelongLr, lrLr: o.editorLrLr, cedit: 1, cloc: o.lifelongCloc, accumulateBs: 1 },
     onProgress: (p) => {
-      if (p.val || Date.now() - lastE > 10000 || p.step === p.maxIters) {
+      if (p.val || Date.now() - lastL > 10000 || p.step === p.maxIters) {
         const v = p.val ? ` | val edit ${p.val.edit.toFixed(3)} loc ${p.val.loc.toFixed(4)} acc ${pct(p.val.editAcc)}` : ''
-        log(`editor step ${p.step}/${p.maxIters} edit ${p.edit.toFixed(3)} loc ${p.loc.toFixed(4)} acc ${pct(p.editAcc)}${v}`)
-        lastE = Date.now()
+        log(`lifelong step ${p.step}/${p.maxIters} edit ${p.edit.toFixed(3)} loc ${p.loc.toFixed(4)} acc ${pct(p.editAcc)}${v}`)
+        lastL = Date.now()
       }
     },
   })
-  timings.editor_s = Number(secs(t))
-  const editorFile = path.join(o.out, 'mend-editor.safetensors')
-  await ed.mend.save(editorFile)
-  log(`editor trained (${ed.steps} steps, best at ${ed.best ? ed.best.step : '—'}) and saved in ${timings.editor_s} s`)
+  timings.lifelong_s = Number(secs(t))
+  await ll.mend.save(path.join(o.out, 'malmen-editor.safetensors'))
+  log(`lifelong editor trained (${ll.steps} steps, best at ${ll.best ? ll.best.step : '—'}) and saved in ${timings.lifelong_s} s`)
 
   t = Date.now()
-  const editor = await m.Editor.fromPretrained({ model, editor: ed.mend, tokenizer: tok })
-  const reqs = fm.worldFactsEvalRequests(wf, o.seed + 2).slice(0, o.evalN)
-  const res = await m.evaluateEditor(editor, reqs, { sequential: Math.min(100, reqs.length) })
+  const reqs = fm.worldFactsEvalRequests(wf, o.seed + 2).slice(0, Math.max(o.evalN, o.evalSequential))
+  const seqN = Math.min(o.evalSequential, reqs.length)
+  const results = {}
+  for (const [name, mend] of [['lifelong', ll.mend], ['mend', classic]]) {
+    const editor = await m.Editor.fromPretrained({ model, editor: mend, tokenizer: tok })
+    results[name] = await m.evaluateEditor(editor, reqs, { sequential: seqN })
+    log(`evaluated the ${name} editor on ${reqs.length} edits (${seqN} sequential)`)
+  }
   timings.eval_s = Number(secs(t))
-  const report = m.markdownReport(res, `Bundled WorldFacts model: MEND on ${reqs.length} held-out-subject edits`)
+  const report = m.markdownReport(results.lifelong, `Bundled WorldFacts model: the lifelong (malmen) editor on held-out-subject edits`) + '\n' +
+    m.markdownReport(results.mend, 'The classic MEND editor on the same edits').replace(/^# /, '## ')
   fs.writeFileSync(path.join(o.out, 'report.md'), report)
-  fs.writeFileSync(path.join(o.out, 'plot.svg'), m.svgPlot(res.sequential))
+  fs.writeFileSync(path.join(o.out, 'plot.svg'), m.svgPlot(results.lifelong.sequential, 'sequential editing: lifelong (solid) and MEND (dashed)',
+    { rows: results.mend.sequential, label: 'MEND', mainLabel: 'lifelong (malmen)' }))
   fs.writeFileSync(path.join(o.out, 'metrics.json'), JSON.stringify({
-    config: { ...o, out: undefined, skipPretrain: undefined }, threads: m.numThreads(),
-    factAccuracy: { train: accTrain, heldOut: accHeld }, editor: { steps: ed.steps, best: ed.best }, eval: res, timings_s: timings,
+    config: { ...o, out: undefined, skipPretrain: undefined, skipClassic: undefined }, threads: m.numThreads(),
+    factAccuracy: { train: accTrain, heldOut: accHeld }, lifelong: { steps: ll.steps, best: ll.best, c0Rows: cov.rows },
+    eval: { lifelong: results.lifelong, mend: results.mend }, timings_s: timings,
     total_s: Number(secs(t0)),
   }, null, 2) + '\n')
   process.stdout.write('\n' + report + '\n')

@@ -17,7 +17,8 @@ import { GPT2Tokenizer } from '../tokenizer/tokenizer'
 import { EditTrainer, Progress, TrainBatch, trainBatches } from '../mend/trainer'
 import { loadMENDHparams } from '../mend/hparams'
 import { BaseEditor, greedyCompletions } from '../easyedit/base-editor'
-import { evaluateEditor, markdownReport, svgPlot } from '../easyedit/eval'
+import { EvalResult, evaluateEditor, markdownReport, svgPlot } from '../easyedit/eval'
+import { BUNDLED_MEND_EDITOR_FILE } from '../data/assets'
 import { runDemo } from './demo'
 import { worldFactsEvalRequests } from './factmodel'
 import * as path from 'path'
@@ -203,6 +204,10 @@ async function evalCmd(opts: Record<string, any>): Promise<void> {
     data: opts.data ? path.resolve(opts.data) : 'WorldFacts held-out-subject edits (worldFactsEvalRequests, seed 2)',
     requests: records.length, sequential: opts.sequential ?? 0,
   }
+  // The second editor of the comparison: --compare, or for the bundled editor (no --editor, no
+  // --model) the bundled classic MEND editor, on the same edits (--no-compare skips it).
+  let compareFile: string | undefined = typeof opts.compare === 'string' ? opts.compare : undefined
+  if (opts.compare === true && opts.editor === undefined && opts.model === undefined && fs.existsSync(BUNDLED_MEND_EDITOR_FILE)) compareFile = BUNDLED_MEND_EDITOR_FILE
   const res = await evaluateEditor(editor, records, {
     sequential: opts.sequential, provenance,
     onProgress: (done, total) => {
@@ -210,11 +215,32 @@ async function evalCmd(opts: Record<string, any>): Promise<void> {
     },
   })
   bar?.stop()
+  let cmp: EvalResult | undefined
+  let cmpKind = 'mend'
+  if (compareFile) {
+    process.stderr.write(`comparing with ${compareFile}\n`)
+    const other = new BaseEditor(await MEND.fromPretrained(editor.model as GPT2LMHeadModel, path.resolve(compareFile)), editor.tokenizer)
+    cmpKind = other.mend.kind
+    started = false
+    cmp = await evaluateEditor(other, records, {
+      sequential: opts.sequential,
+      provenance: { ...provenance, editor: path.resolve(compareFile), editorConfig: { ...other.mend.config, layerActivations: other.mend.layerActivations } },
+      onProgress: (done, total) => { if (bar) { if (!started) { bar.start(total, 0); started = true } bar.update(done) } },
+    })
+    bar?.stop()
+  }
   fs.mkdirSync(opts.outDir, { recursive: true })
-  const report = markdownReport(res, `node-mend eval: ${opts.data === undefined ? 'WorldFacts held-out-subject edits' : path.basename(opts.data)}`)
-  fs.writeFileSync(path.join(opts.outDir, 'results.json'), JSON.stringify(res, null, 2) + '\n')
+  const title = `node-mend eval: ${opts.data === undefined ? 'WorldFacts held-out-subject edits' : path.basename(opts.data)}`
+  const kindName = (k: string) => (k === 'malmen' ? 'lifelong (malmen)' : 'MEND')
+  let report = markdownReport(res, cmp ? `${title} — ${kindName(editor.mend.kind)} editor` : title)
+  if (cmp) report += '\n' + markdownReport(cmp, `compared with: ${kindName(cmpKind)} editor (${path.basename(compareFile!)})`).replace(/^# /, '## ')
+  fs.writeFileSync(path.join(opts.outDir, 'results.json'), JSON.stringify(cmp ? { ...res, compare: cmp } : res, null, 2) + '\n')
   fs.writeFileSync(path.join(opts.outDir, 'report.md'), report)
-  if (res.sequential.length) fs.writeFileSync(path.join(opts.outDir, 'plot.svg'), svgPlot(res.sequential))
+  if (res.sequential.length) {
+    const plotTitle = cmp ? `sequential editing: ${kindName(editor.mend.kind)} (solid) and ${kindName(cmpKind)} (dashed)` : 'MEND under sequential editing'
+    fs.writeFileSync(path.join(opts.outDir, 'plot.svg'), svgPlot(res.sequential, plotTitle,
+      cmp ? { rows: cmp.sequential, label: kindName(cmpKind), mainLabel: kindName(editor.mend.kind) } : undefined))
+  }
   process.stdout.write(report)
   process.stderr.write(`wrote ${path.join(opts.outDir, 'report.md')}, results.json${res.sequential.length ? ' and plot.svg' : ''}\n`)
 }
@@ -278,6 +304,8 @@ export function main(argv: string[]): Promise<void> {
     .option('--format <f>', 'auto, zsre or counterfact', 'auto')
     .option('-n, --n <count>', 'evaluate only the first n requests', num('--n', true))
     .option('--sequential <n>', 'also measure after 1, 2, 5, 10, … up to n accumulated edits', num('--sequential', true))
+    .option('--compare <file>', 'a second editor file evaluated on the same edits (default with the bundled editor: the bundled classic MEND editor)')
+    .option('--no-compare', 'no second editor')
     .option('--out-dir <dir>', 'where to write report.md, results.json and plot.svg', 'mend-eval')
     .option('--threads <n>', 'native threads', num('--threads', true))
     .option('--no-progress', 'no progress bar')

@@ -7,7 +7,7 @@
  * Everything is seeded; the same machine and thread count give the same bytes.
  */
 import { trainByteLevelBPE, BPEVocabulary } from '../tokenizer/bpe'
-import { EditRequest } from '../data/editdata'
+import { buildEditBatch, EditRequest } from '../data/editdata'
 import { buildWorldFacts, editRequests, fillTemplate, portabilityPrompts, requestRelation, trainingCorpus, WorldFacts } from '../data/worldfacts'
 import { teacherForcedPredictions } from '../easyedit/base-editor'
 import { mendError } from '../core/errors'
@@ -17,7 +17,10 @@ import { GPT2LMHeadModel } from '../model/gpt2'
 import { MEND, MENDConfig } from '../mend/mend'
 import { Pretrainer } from '../model/pretrain'
 import { ENDOFTEXT, GPT2Tokenizer } from '../tokenizer/tokenizer'
-import { EditTrainer, EditTrainerConfig, Progress, TrainBatch, trainBatches } from '../mend/trainer'
+import { EditTrainer, EditTrainerConfig, lifelongTrainBatches, Progress, TrainBatch, trainBatches } from '../mend/trainer'
+import { FunctionalGPT2LMHeadModel } from '../model/functional'
+import { keyCovariances } from '../mend/lifelong'
+import { editorLayout } from '../mend/network'
 
 // ---------------------------------------------------------------------------------------------
 // Vocabulary
@@ -165,4 +168,107 @@ export async function trainFactEditor(model: GPT2LMHeadModel, tok: GPT2Tokenizer
  */
 export function worldFactsEvalRequests(wf: WorldFacts = buildWorldFacts(), seed = 2): EditRequest[] {
   return editRequests(wf, { subjects: 'heldOut', seed }).map((r) => ({ ...r, portabilityPrompts: portabilityPrompts(wf, r) }))
+}
+
+export interface LifelongEditorOptions {
+  /** Edits solved jointly per training step. Default 16. */
+  editsPerStep?: number
+  /** Edits in the background log the training edits are solved on top of. Default 400. */
+  backgroundEdits?: number
+  /** Rebuild the background (with the editor as trained so far) every this many steps. Default 50. */
+  backgroundEvery?: number
+  /** Training requests set aside for validation (by the sequential-edit loss). Default 64. */
+  valRequests?: number
+  /** Solve settings of the lifelong mode. */
+  logRidge?: number
+  mu?: number
+  keyCov?: Record<string, Float32Array>
+  trainer?: EditTrainerConfig
+  seed?: number
+  onProgress?: (p: Progress & { background?: number }) => void
+}
+
+/**
+ * Trains a lifelong (kind 'malmen') editor for a WorldFacts model from an editor network (usually
+ * the classic MEND editor of the same model): every step solves `editsPerStep` training edits
+ * jointly on top of a background log of `backgroundEdits` other training edits (of other subjects,
+ * made with the editor as trained so far and rebuilt every `backgroundEvery` steps), and trains the
+ * editor through the solve on their rephrasings' loss and the locality KL. The best editor on the
+ * validation requests (training subjects' edits set aside, solved on a background) is returned.
+ */
+export async function trainLifelongEditor(init: MEND, tok: GPT2Tokenizer, wf: WorldFacts, opts: LifelongEditorOptions = {}): Promise<{ mend: MEND; steps: number; best?: { step: number; loss: number } }> {
+  const seed = opts.seed ?? 0
+  const E = opts.editsPerStep ?? 16, M = opts.backgroundEdits ?? 400, every = opts.backgroundEvery ?? 50
+  const all = editorTrainingRequests(wf, 'train', seed)
+  const rng = mulberry32(seed * 7919 + 17)
+  const order = shuffle(rng, all.map((_, i) => i))
+  const nVal = opts.valRequests ?? 64
+  const val = order.slice(0, nVal).map((i) => all[i])
+  const train = order.slice(nVal).map((i) => all[i])
+  const ll = init.withLifelong({ logRidge: opts.logRidge ?? init.config.logRidge, mu: opts.mu ?? init.config.mu, keyCov: opts.keyCov })
+  const trainer = new EditTrainer(ll, { seed, ...opts.trainer })
+  const maxIters = trainer.config.maxIters, valInterval = trainer.config.valInterval
+  const valBatches = lifelongTrainBatches(tok, val, E)
+  const subjects = [...new Set(train.map((r) => r.subject!))]
+  let pool: EditRequest[] = train
+  let best: { step: number; loss: number } | undefined
+  let bestMEND = trainer.toMEND()
+  const background = async (bgReqs: EditRequest[]) => {
+    let cur: MEND = trainer.toMEND()
+    for (const r of bgReqs) cur = (await cur.edit(buildEditBatch(tok, [r.prompt], [r.targetNew]))).edited
+    trainer.setLifelongBackground(cur.model as FunctionalGPT2LMHeadModel)
+  }
+  let batches: TrainBatch[] = []
+  for (let step = 0; step < maxIters; step++) {
+    let bgSize: number | undefined
+    if (step % every === 0 && M > 0) {
+      // Background subjects and batch subjects are disjoint: a background edit never sets a batch's fact.
+      const subj = shuffle(rng, [...subjects])
+      const bgSet = new Set(subj.slice(0, Math.floor(subj.length / 2)))
+      const bgReqs = shuffle(rng, train.filter((r) => bgSet.has(r.subject!))).slice(0, M)
+      // ... and a batch's locality facts are not background facts (their KL would measure the background edits).
+      const bgNames = [...bgSet]
+      pool = train.filter((r) => !bgSet.has(r.subject!)).map((r) => ({ ...r, localityPrompts: r.localityPrompts.filter((l) => !bgNames.some((n) => l.prompt.includes(n))) }))
+        .filter((r) => r.localityPrompts.length > 0)
+      await background(bgReqs)
+      bgSize = bgReqs.length
+      batches = []
+    }
+    if (batches.length === 0) batches = lifelongTrainBatches(tok, shuffle(rng, [...pool]), E)
+    const r = await trainer.trainStep(batches.pop()!)
+    const p: Progress & { background?: number } = { ...r, step: step + 1, maxIters }
+    if (bgSize !== undefined) p.background = bgSize
+    if ((step + 1) % valInterval === 0 || step + 1 === maxIters) {
+      const v = await trainer.validate(valBatches)
+      p.val = v
+      const key = trainer.config.cedit * v.edit + trainer.config.cloc * v.loc
+      if (!best || key < best.loss) { best = { step: step + 1, loss: key }; bestMEND = trainer.toMEND() }
+      p.best = best.loss
+    }
+    opts.onProgress?.(p)
+  }
+  return { mend: bestMEND, steps: maxIters, best }
+}
+
+/**
+ * The lifelong mode's preservation covariance for a WorldFacts model: C0 = E[x·xᵀ] of every inner
+ * param's input over the training-corpus sentences of the training subjects (text the model was
+ * trained on; no sentence about a held-out subject, so nothing about an evaluation edit).
+ */
+export async function worldFactsKeyCovariance(mend: MEND, tok: GPT2Tokenizer, wf: WorldFacts, opts: { sentences?: number; batchSize?: number } = {}): Promise<{ keyCov: Record<string, Float32Array>; rows: number }> {
+  const held = wf.heldOutSubjects
+  const sents = trainingCorpus(wf).filter((s) => !held.some((h) => s.includes(h))).slice(0, opts.sentences ?? Infinity)
+  const bs = opts.batchSize ?? 32
+  const batches = []
+  for (let i = 0; i < sents.length; i += bs) {
+    const rows = sents.slice(i, i + bs).map((s) => tok.encode(s))
+    const T = Math.max(...rows.map((r) => r.length)), B = rows.length
+    const ids = new Int32Array(B * T), mask = new Int32Array(B * T)
+    rows.forEach((r, b) => r.forEach((v, t) => { ids[b * T + t] = v; mask[b * T + t] = 1 }))
+    batches.push({ ids, B, T, mask })
+  }
+  const model = mend.baseModel
+  const layout = editorLayout(model, mend.config.innerParams)
+  const { keyCov, rows } = await keyCovariances(model, layout, batches)
+  return { keyCov: Object.fromEntries(layout.inner.map((n, k) => [n, keyCov[k]])), rows }
 }

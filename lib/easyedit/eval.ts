@@ -100,9 +100,9 @@ export function markdownReport(r: EvalResult, title: string): string {
 }
 
 /** A small SVG line plot of reliability, generalization, locality and greedy match (%) against the number of sequential edits (log axis). */
-export function svgPlot(rows: MetricRow[], title = 'MEND under sequential editing'): string {
+export function svgPlot(rows: MetricRow[], title = 'MEND under sequential editing', compare?: { rows: MetricRow[]; label: string; mainLabel: string }): string {
   const W = 480, H = 300, L = 50, R = 20, T = 28, B = 40
-  const xs = rows.map((r) => r.edits)
+  const xs = [...new Set([...rows, ...(compare?.rows ?? [])].map((r) => r.edits))].sort((a, b) => a - b)
   const lx = (k: number) => (xs.length < 2 ? L : L + ((Math.log10(k) - Math.log10(xs[0])) / (Math.log10(xs[xs.length - 1]) - Math.log10(xs[0]) || 1)) * (W - L - R))
   const ly = (v: number) => T + (1 - v) * (H - T - B)
   const series: [string, string, (r: MetricRow) => number | undefined][] = [
@@ -116,12 +116,20 @@ export function svgPlot(rows: MetricRow[], title = 'MEND under sequential editin
   parts.push(`<text x="${(L + W - R) / 2}" y="${H - 6}" text-anchor="middle">sequential edits (log scale)</text>`)
   parts.push(`<text x="${(L + W - R) / 2}" y="${T - 6}" text-anchor="middle" font-size="12" font-weight="bold">${title.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')}</text>`)
   parts.push(`<text x="12" y="${(T + ly(0)) / 2}" text-anchor="middle" transform="rotate(-90 12 ${(T + ly(0)) / 2})">metric after the last edit (%)</text>`)
-  series.forEach(([name, color, f], i) => {
-    const pts = rows.filter((r) => f(r) !== undefined).map((r) => `${lx(r.edits).toFixed(1)},${ly(f(r)!).toFixed(1)}`)
-    if (pts.length) parts.push(`<polyline fill="none" stroke="${color}" stroke-width="2" points="${pts.join(' ')}"/>`)
-    for (const p of pts) { const [x, y] = p.split(','); parts.push(`<circle cx="${x}" cy="${y}" r="3" fill="${color}"/>`) }
-    parts.push(`<text x="${W - R - 90}" y="${T + 14 + 14 * i}" fill="${color}">${name}</text>`)
+  const draw = (rs: MetricRow[], dash: boolean) => series.forEach(([, color, f]) => {
+    const pts = rs.filter((r) => f(r) !== undefined).map((r) => `${lx(r.edits).toFixed(1)},${ly(f(r)!).toFixed(1)}`)
+    if (pts.length) parts.push(`<polyline fill="none" stroke="${color}" stroke-width="2"${dash ? ' stroke-dasharray="5,4"' : ''} points="${pts.join(' ')}"/>`)
+    for (const p of pts) { const [x, y] = p.split(','); parts.push(dash ? `<rect x="${+x - 2.5}" y="${+y - 2.5}" width="5" height="5" fill="${color}"/>` : `<circle cx="${x}" cy="${y}" r="3" fill="${color}"/>`) }
   })
+  draw(rows, false)
+  if (compare) draw(compare.rows, true)
+  series.forEach(([name, color], i) => parts.push(`<text x="${W - R - 90}" y="${T + 14 + 14 * i}" fill="${color}">${name}</text>`))
+  if (compare) {
+    const esc = (x: string) => x.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
+    const y0 = T + 14 + 14 * series.length
+    parts.push(`<line x1="${W - R - 90}" y1="${y0 - 4}" x2="${W - R - 70}" y2="${y0 - 4}" stroke="black" stroke-width="2"/><text x="${W - R - 66}" y="${y0}">${esc(compare.mainLabel)}</text>`)
+    parts.push(`<line x1="${W - R - 90}" y1="${y0 + 10}" x2="${W - R - 70}" y2="${y0 + 10}" stroke="black" stroke-width="2" stroke-dasharray="5,4"/><text x="${W - R - 66}" y="${y0 + 14}">${esc(compare.label)}</text>`)
+  }
   parts.push('</svg>')
   return parts.join('\n') + '\n'
 }

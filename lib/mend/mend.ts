@@ -27,6 +27,11 @@ export interface EditOptions {
    * first label); a batch of several rows supersedes nothing unless a key is given.
    */
   factKey?: string
+  /**
+   * Lifelong mode: which token rows serve as keys ([B][T] of 0/1, default all kept rows), e.g. the
+   * subject's tokens only.
+   */
+  keyMask?: number[][]
 }
 
 export interface EditInfo {
@@ -246,7 +251,7 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
    * pre-edit pass runs on this controller's model (base + earlier edits), so edits accumulate.
    */
   async edit(batch: Batch, opts: EditOptions = {}): Promise<{ edited: EditedMEND; info: EditInfo }> {
-    opts = checkOptions<EditOptions>(opts, 'MEND.edit', ['returnFactors', 'request', 'factKey'])
+    opts = checkOptions<EditOptions>(opts, 'MEND.edit', ['returnFactors', 'request', 'factKey', 'keyMask'])
     if (opts.factKey !== undefined && typeof opts.factKey !== 'string') throw mendError('ERR_INVALID_ARG', `Expected a string for MEND.edit factKey but received ${typeof opts.factKey}`)
     const t0 = process.hrtime.bigint()
     const st = this[INTERNAL]
@@ -285,7 +290,17 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
     if (prev && prev.edits.length > 0 && prev.solver !== l.solver) {
       throw mendError('ERR_INVALID_ARG', 'MEND.edit: this model holds edits of another editor (or of classic MEND); the lifelong mode solves over its own log only')
     }
-    const r = await callNative(() => malmenPropose(base.native, st.handle, b.ids.data, b.ids.B, b.ids.T, b.mask, b.labels!, null))
+    let keyMask: Int32Array | null = null
+    if (opts.keyMask !== undefined) {
+      const { B, T } = b.ids
+      const km = opts.keyMask
+      if (!Array.isArray(km) || km.length !== B || !km.every((row) => Array.isArray(row) && row.length <= T)) {
+        throw mendError('ERR_INVALID_ARG', `Expected MEND.edit keyMask as ${B} rows of at most ${T} 0/1 values`)
+      }
+      keyMask = new Int32Array(B * T)
+      km.forEach((row, i) => row.forEach((v, t) => { keyMask![i * T + t] = v ? 1 : 0 }))
+    }
+    const r = await callNative(() => malmenPropose(base.native, st.handle, b.ids.data, b.ids.B, b.ids.T, b.mask, b.labels!, keyMask))
     const rows: Record<string, { k: Tensor; v: Tensor }> = {}
     const info: EditInfo = { loss: r.loss, keptRows: {}, cos: {}, timings: { preMs: r.timings.preMs, editorMs: r.timings.editorMs, overlayMs: 0, totalMs: 0 } }
     st.layout.inner.forEach((name, k) => {

@@ -179,6 +179,7 @@ Status malmen_train_step(const GPT2Model& model, MendEditor* editor, const Ridge
   // 1-3. Pre-edit pass on the base, statistics, editor forward with saved activations.
   GradOptions go;
   go.capture = editor->inner;
+  go.per_row_mean = true;  // every row is its own edit: its gradient as if edited alone
   GradResult pre;
   MEND_RETURN_IF_ERROR(model.loss_and_grad(batches.edit, go, nullptr, &pre));
   out->pre_loss = pre.loss;
@@ -267,9 +268,24 @@ Status malmen_train_step(const GPT2Model& model, MendEditor* editor, const Ridge
   MEND_RETURN_IF_ERROR(model.loss_and_grad(eb, ge, ov.get(), &post));
   out->edit = post.loss;
   out->edit_acc = token_accuracy(post.logits, eb, V);
+  // The locality reference is the model before this step's edits: the base plus the background
+  // log (RLEdit's KL against the model before step t), so the loss measures these edits' damage.
+  std::shared_ptr<const Overlay> bg;
+  {
+    std::map<int, std::vector<float>> m0;
+    bool any = false;
+    for (size_t k = 0; k < n; k++) {
+      const RidgeParam& P0 = prior.params[k];
+      const float* w = model.param(P0.param);
+      std::vector<float>& m = m0[P0.param];
+      m.resize(P0.dW.size());
+      for (size_t i = 0; i < m.size(); i++) { m[i] = (float)((double)w[i] + P0.dW[i]); any = any || P0.dW[i] != 0; }
+    }
+    if (any) MEND_RETURN_IF_ERROR(Overlay::from_merged(model, std::move(m0), &bg));
+  }
   ForwardResult base_loc;
   ForwardOptions fo;
-  MEND_RETURN_IF_ERROR(model.forward(batches.loc, fo, nullptr, &base_loc));
+  MEND_RETURN_IF_ERROR(model.forward(batches.loc, fo, bg.get(), &base_loc));
   GradOptions gl;
   gl.capture = editor->inner;
   gl.kl_target = base_loc.logits.data();

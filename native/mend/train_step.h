@@ -32,7 +32,8 @@ struct RidgeState;
 // jointly on top of `prior` — a RidgeState (lifelong.h): the bare prior P0 = S0⁻¹ with ΔW0 = 0, or
 // the state of a background log of earlier edits (P0, ΔW0), so that the editor learns to edit a
 // model that already holds many edits: ΔW = ΔW0 + Aᵀ·M⁻¹·(V − K·ΔW0) with A = K·P0, M = I + A·Kᵀ,
-// V the value shifts v_i = α (k_i·ũ_i) d̃_i. The post-edit losses are as in
+// V the value shifts v_i = α (k_i·ũ_i) d̃_i. The locality KL is taken against the model before these
+// edits (the base plus the background log), as RLEdit does. The post-edit losses are as in
 // mend_train_step; the outer gradients flow through the solve: with G = ∂L/∂ΔW = Σ X'ᵀD',
 // ∂L/∂V = M⁻¹·A·G, then ∂L/∂d̃_i = c_i ∂v_i, ∂L/∂ũ_i = α (∂v_i·d̃_i) k_i, ∂L/∂α = Σ (k_i·ũ_i)(∂v_i·d̃_i).
 Status malmen_train_step(const GPT2Model& model, MendEditor* editor, const RidgeState& prior, const TrainBatches& batches,

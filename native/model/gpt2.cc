@@ -266,7 +266,18 @@ Status GPT2Model::loss_and_grad(const Batch& b, const GradOptions& opt, const We
   // dlogits in place, then into the final hidden state and the tied embedding.
   float* dlogits = logits.data();
   if (kl) kl_backward(dlogits, dlogits, opt.kl_target, lse.data(), b.mask, out->n_targets, N, V);
-  else crossentropy_backward(dlogits, dlogits, tg.data(), 1.0f / out->n_targets, N, V);
+  else if (!opt.per_row_mean) crossentropy_backward(dlogits, dlogits, tg.data(), 1.0f / out->n_targets, N, V);
+  else {
+    crossentropy_backward(dlogits, dlogits, tg.data(), 1.0f, N, V);
+    for (int r = 0; r < B; r++) {
+      int n = 0;
+      for (int t = 0; t < T; t++) n += tg[(size_t)r * T + t] >= 0;
+      if (n == 0) continue;
+      const float inv = 1.0f / n;
+      float* row = dlogits + (size_t)r * T * V;
+      for (size_t i = 0; i < (size_t)T * V; i++) row[i] *= inv;
+    }
+  }
   FloatBuf dlnf((size_t)N * C);
   lm_head_backward(dlnf.data(), g.wte, dlogits, acts.lnf, w.wte, N, C, V);
   logits.clear();

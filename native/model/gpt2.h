@@ -57,6 +57,10 @@ struct GradOptions {
   // KL(softmax(kl_target) ‖ softmax(logits)) with kl_target (B,T,V) the unedited model's logits,
   // and labels are not used.
   const float* kl_target = nullptr;
+  // Cross-entropy mode: the gradient of Σ_rows (mean CE of the row) instead of the mean over all
+  // target tokens, so that every row's gradient is the one it would have alone (a batch of
+  // independent edits: the lifelong mode's training step, as MALMEN's per-edit backward).
+  bool per_row_mean = false;
 };
 struct Capture {
   std::vector<float> x;  // (B*T, d_in)  layer input rows

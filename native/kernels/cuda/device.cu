@@ -1,0 +1,75 @@
+// device.cu — the CUDA runtime behind kernels_cuda.h: is a device there (and if not, why), memory,
+// copies and the error check that turns a failed launch into a Status.
+#include <cstdio>
+#include <string>
+
+#include "kernels/cuda/common.cuh"
+
+namespace mend {
+namespace cuda {
+namespace {
+
+Status from(cudaError_t e, const std::string& what) {
+  if (e == cudaSuccess) return Status::OK();
+  return Status::Error(code::kInternal, what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+}
+
+}  // namespace
+
+bool device_available(std::string* why) {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // not sticky: clear it so later checks do not report it
+    if (why) {
+      *why = std::string("the CUDA runtime found no usable GPU: ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
+    }
+    return false;
+  }
+  if (n == 0) {
+    if (why) *why = "the CUDA runtime reports 0 devices";
+    return false;
+  }
+  return true;
+}
+
+std::string device_description() {
+  std::string why;
+  if (!device_available(&why)) return "";
+  cudaDeviceProp p;
+  if (cudaGetDeviceProperties(&p, 0) != cudaSuccess) return "";
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%s (sm_%d%d, %d SMs, %.1f GiB)", p.name, p.major, p.minor, p.multiProcessorCount,
+                p.totalGlobalMem / 1073741824.0);
+  return buf;
+}
+
+Status synchronize(const char* what) {
+  MEND_RETURN_IF_ERROR(from(cudaGetLastError(), std::string(what) + " (launch)"));
+  return from(cudaStreamSynchronize(stream()), what);
+}
+
+Status device_alloc(void** p, size_t bytes) {
+  return from(cudaMalloc(p, bytes ? bytes : 1), "cudaMalloc of " + std::to_string(bytes) + " bytes");
+}
+
+void device_free(void* p) {
+  if (p) cudaFree(p);
+}
+
+Status copy_to_device(void* dst, const void* src, size_t bytes) {
+  MEND_RETURN_IF_ERROR(from(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()), "copy to the device"));
+  return from(cudaStreamSynchronize(stream()), "copy to the device");
+}
+
+Status copy_to_host(void* dst, const void* src, size_t bytes) {
+  MEND_RETURN_IF_ERROR(from(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream()), "copy to the host"));
+  return from(cudaStreamSynchronize(stream()), "copy to the host");
+}
+
+Status device_memset(void* dst, int value, size_t bytes) {
+  return from(cudaMemsetAsync(dst, value, bytes, stream()), "cudaMemset");
+}
+
+}  // namespace cuda
+}  // namespace mend

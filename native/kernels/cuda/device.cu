@@ -22,7 +22,17 @@ bool device_available(std::string* why) {
   if (e != cudaSuccess) {
     cudaGetLastError();  // not sticky: clear it so later checks do not report it
     if (why) {
-      *why = std::string("the CUDA runtime found no usable GPU: ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
+      int drv = 0, rt = 0;
+      cudaDriverGetVersion(&drv);
+      cudaRuntimeGetVersion(&rt);
+      cudaGetLastError();
+      auto ver = [](int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); };
+      std::string hint;
+      if (drv == 0) hint = "no NVIDIA driver (libcuda.so) was found";
+      else if (e == cudaErrorInsufficientDriver) hint = "the NVIDIA driver supports CUDA " + ver(drv) + ", older than this build's runtime " + ver(rt);
+      else if (e == cudaErrorNoDevice) hint = "the driver (CUDA " + ver(drv) + ") sees no GPU";
+      *why = "the CUDA runtime found no usable GPU: " + (hint.empty() ? std::string() : hint + "; ") + cudaGetErrorName(e) + " (" +
+             cudaGetErrorString(e) + ")";
     }
     return false;
   }

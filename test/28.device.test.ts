@@ -1,9 +1,10 @@
 // 28.device — the `device` option of the model constructors (fromPretrained, random, fromTensors):
 // 'cpu' is the default; 'cuda' without a usable GPU (or without the CUDA backend in this addon) is
 // ERR_NO_DEVICE saying why, never a silent run on the CPU; where a GPU is present it is refused as
-// not implemented yet (the CUDA kernels exist, a device-resident model does not); any other device
+// not implemented yet (the CUDA kernels exist, a model the API runs on the GPU does not); any other device
 // is ERR_INVALID_ARG. Also runs the CUDA op test executable when this build has one: it compares
-// every CUDA op with the CPU op where a GPU is present, and prints a visible SKIP where none is.
+// every CUDA op with the CPU op where a GPU is present, and prints a visible SKIP where none is;
+// and its host-shim twin, which checks the plumbing everywhere.
 import t from 'tap'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
@@ -85,4 +86,19 @@ t.test('the CUDA ops against the CPU ops (mend_cuda_ops_test)', { skip: fs.exist
     t.match(out, /\d+ passed, 0 failed/, 'every case passes')
     if (r.status !== 0) t.comment(out.split('\n').filter((l) => /FAIL/.test(l)).join('\n'))
   }
+})
+
+// The same test over a host shim of the CUDA API (CPU kernels behind it): built in every testing
+// build, so the test's plumbing and the device forward's composition (model/gpt2_cuda.cc against
+// model/gpt2.cc) are checked here too; it runs no CUDA kernel.
+const shimTest = path.join(__dirname, '..', 'build', 'Release', 'mend_cuda_shim_test')
+t.test('the CUDA op test and the device forward over the host shim (mend_cuda_shim_test)', { skip: fs.existsSync(shimTest) ? false : 'not built' }, async (t) => {
+  const r = spawnSync(shimTest, [], { encoding: 'utf8', timeout: 300_000 })
+  const out = `${r.stdout ?? ''}${r.stderr ?? ''}`
+  t.equal(r.status, 0, `exit status ${r.status}`)
+  t.match(out, /on the host shim/, 'runs over the shim')
+  t.match(out, /model gpt2 forward .* logits .* OK/, 'the device forward composes the ops as the CPU model does')
+  const m = out.match(/(\d+) passed, (\d+) failed/)
+  t.ok(m && Number(m[1]) > 100 && m[2] === '0', m ? m[0] : 'no summary line')
+  if (r.status !== 0) t.comment(out.split('\n').filter((l) => /FAIL/.test(l)).join('\n'))
 })

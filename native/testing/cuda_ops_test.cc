@@ -19,6 +19,8 @@
 #include "kernels/cuda/kernels_cuda.h"
 #include "kernels/kernels.h"
 #include "kernels/rng.h"
+#include "model/gpt2.h"
+#include "model/gpt2_cuda.h"
 
 namespace {
 
@@ -485,6 +487,45 @@ void test_sampling(Rng& rng) {
   expect("repetition_penalty_forward logits", dlog.host(), logits, 0);
 }
 
+// The whole forward: GPT2Model::forward (CPU) against CudaGPT2::forward on the same random model and a
+// padded batch with labels: logits where the mask is 1 (padding queries see no key on both, but
+// compare them too: both give output 0 there) and the loss.
+void test_model(Rng& rng) {
+  if (!selected("model")) return;
+  GPT2Config cfg;
+  cfg.n_layer = 3; cfg.n_head = 3; cfg.n_embd = 96; cfg.n_inner = 200; cfg.vocab_size = 1001; cfg.n_positions = 40;
+  cfg.layer_norm_eps = 1e-6f;
+  std::shared_ptr<GPT2Model> m;
+  Status s = GPT2Model::random(cfg, 7, &m);
+  std::unique_ptr<cuda::CudaGPT2> g;
+  if (s.ok()) s = cuda::CudaGPT2::upload(*m, &g);
+  if (!s.ok()) {
+    std::printf("  %-58s %s FAIL\n", "model upload", s.message.c_str());
+    g_failed++;
+    return;
+  }
+  const int B = 3, T = 17;
+  std::vector<int32_t> ids(B * T), mask(B * T, 1), labels(B * T);
+  for (auto& i : ids) i = (int32_t)(rng.next() % cfg.vocab_size);
+  for (int t = 0; t < 4; t++) mask[1 * T + t] = 0;          // row 1: left padding
+  for (int t = T - 3; t < T; t++) mask[2 * T + t] = 0;      // row 2: right padding
+  for (int i = 0; i < B * T; i++) labels[i] = mask[i] ? ids[i] : -100;
+  Batch b;
+  b.ids = ids.data(); b.mask = mask.data(); b.labels = labels.data(); b.B = B; b.T = T;
+  ForwardResult cpu, gpu;
+  s = m->forward(b, ForwardOptions{}, nullptr, &cpu);
+  if (s.ok()) s = g->forward(b, &gpu);
+  if (!s.ok()) {
+    std::printf("  %-58s %s FAIL\n", "model forward", s.message.c_str());
+    g_failed++;
+    return;
+  }
+  const std::string name = "model gpt2 forward " + sz({cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.vocab_size}) + " B,T=" + sz({B, T});
+  expect(name + " logits", Vec(gpu.logits.begin(), gpu.logits.end()), Vec(cpu.logits.begin(), cpu.logits.end()));
+  expect(name + " loss", Vec{gpu.loss}, Vec{cpu.loss});
+  expect_int(name + " targets", gpu.n_targets, cpu.n_targets);
+}
+
 // GEMM rate at GPT-2 shapes (not a test: a line to read next to cuBLAS/torch on the device)
 void bench_gemm() {
   struct S { int M, N, K; const char* what; };
@@ -530,6 +571,7 @@ int main(int argc, char** argv) {
   test_losses(rng);
   test_mend_layer(rng);
   test_sampling(rng);
+  test_model(rng);
   if (bench) bench_gemm();
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed ? 1 : 0;

@@ -4,7 +4,7 @@
 // largest absolute difference is printed. "+=" outputs start from the same random values on both
 // sides (so accumulation is checked), "=" outputs start as NaN on the device (so every element must
 // be written). Built by CMake when NODE_MEND_CUDA is on (target mend_cuda_ops_test).
-//   mend_cuda_ops_test [--filter SUBSTRING] [--bench]
+//   mend_cuda_ops_test [--filter SUBSTRING] [--skip SUBSTRING] [--bench]   (cases by name)
 // Exit 0 when every case passes, 1 when any fails; "SKIP: no CUDA device (why)" and exit 0 where the
 // runtime finds no GPU, so CI machines without one stay green but say so.
 #include <chrono>
@@ -29,6 +29,7 @@ using Vec = std::vector<float>;
 
 int g_failed = 0, g_passed = 0;
 const char* g_filter = nullptr;
+const char* g_skip = nullptr;
 
 // ---- device buffers ------------------------------------------------------------------------------
 
@@ -64,7 +65,9 @@ Vec randn(Rng& rng, size_t n, float scale = 1.0f) {
 }
 Vec nans(size_t n) { return Vec(n, std::numeric_limits<float>::quiet_NaN()); }
 
-bool selected(const std::string& name) { return !g_filter || name.find(g_filter) != std::string::npos; }
+bool selected(const std::string& name) {
+  return (!g_filter || name.find(g_filter) != std::string::npos) && (!g_skip || name.find(g_skip) == std::string::npos);
+}
 
 // Compares one output tensor; prints a line; counts it.
 void expect(const std::string& name, const Vec& got, const Vec& want, double tol = 1e-7) {
@@ -552,6 +555,7 @@ int main(int argc, char** argv) {
   bool bench = false;
   for (int i = 1; i < argc; i++) {
     if (!std::strcmp(argv[i], "--filter") && i + 1 < argc) g_filter = argv[++i];
+    else if (!std::strcmp(argv[i], "--skip") && i + 1 < argc) g_skip = argv[++i];
     else if (!std::strcmp(argv[i], "--bench")) bench = true;
   }
   std::string why;

@@ -23,6 +23,7 @@ Status device_alloc(void** p, size_t bytes) {
 void device_free(void* p) { std::free(p); }
 Status copy_to_device(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); return Status::OK(); }
 Status copy_to_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); return Status::OK(); }
+Status copy_device(void* dst, const void* src, size_t bytes) { std::memmove(dst, src, bytes); return Status::OK(); }
 Status device_memset(void* dst, int value, size_t bytes) { std::memset(dst, value, bytes); return Status::OK(); }
 
 void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,

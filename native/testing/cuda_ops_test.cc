@@ -21,6 +21,8 @@
 #include "kernels/rng.h"
 #include "model/gpt2.h"
 #include "model/gpt2_cuda.h"
+#include "mend/editor.h"
+#include "mend/editor_cuda.h"
 
 namespace {
 
@@ -529,6 +531,59 @@ void test_model(Rng& rng) {
   expect_int(name + " targets", gpu.n_targets, cpu.n_targets);
 }
 
+// The editor network (one GradientTransform, two LRLinear layers, two modes): transform_forward and
+// transform_backward on the device against mend/editor.cc's on the CPU.
+void test_editor(Rng& rng) {
+  for (int relu = 0; relu < 2; relu++) {
+    const std::string name = std::string("editor transform (37,23) rank 11, 2 modes") + (relu ? " clamp" : " identity");
+    if (!selected(name)) continue;
+    GradientTransform g;
+    g.d_in = 37; g.d_out = 23; g.rank = 11; g.n_modes = 2;
+    const int D = g.D(), Ns = 19;
+    for (int j = 0; j < 2; j++) {
+      MendLayer L;
+      L.u = randn(rng, (size_t)D * g.rank, 0.3f);  // nonzero, so the layers do something
+      L.v = randn(rng, (size_t)g.rank * D);
+      L.bias = randn(rng, D, 0.1f);
+      L.scale = randn(rng, (size_t)g.n_modes * D);
+      L.shift = randn(rng, (size_t)g.n_modes * D, 0.1f);
+      L.relu = relu;
+      g.layers.push_back(L);
+    }
+    std::vector<int> mode(Ns);
+    for (auto& m : mode) m = (int)(rng.next() % g.n_modes);
+    Vec z = randn(rng, (size_t)Ns * D), dz = randn(rng, (size_t)Ns * D);
+    std::unique_ptr<cuda::DeviceTransform> dg, dgrad;
+    Status s = cuda::DeviceTransform::upload(g, &dg);
+    if (s.ok()) s = cuda::DeviceTransform::zeros(g, &dgrad);
+    Dev<float> dz_(z), ddz(dz);
+    Dev<int32_t> dmode(std::vector<int32_t>(mode.begin(), mode.end()));
+    std::vector<std::unique_ptr<cuda::DeviceLayerActs>> dacts;
+    if (s.ok()) s = cuda::transform_forward(*dg, dz_.p, dmode.p, Ns, &dacts);
+    std::vector<LayerActs> acts;
+    transform_forward(g, z.data(), mode.data(), Ns, &acts);
+    if (s.ok()) s = cuda::transform_backward(*dg, ddz.p, dmode.p, Ns, dacts, dgrad.get());
+    std::vector<MendGrads::Layer> gl(2), dgl;
+    for (int j = 0; j < 2; j++)
+      gl[j] = {Vec(g.layers[j].u.size()), Vec(g.layers[j].v.size()), Vec(D), Vec(g.layers[j].scale.size()), Vec(g.layers[j].shift.size())};
+    transform_backward(g, dz.data(), mode.data(), Ns, acts, &gl);
+    if (s.ok()) s = dgrad->download(&dgl);
+    if (!s.ok()) {
+      std::printf("  %-58s %s FAIL\n", name.c_str(), s.message.c_str());
+      g_failed++;
+      continue;
+    }
+    expect(name + " forward z", dz_.host(), z);
+    expect(name + " backward dz", ddz.host(), dz);
+    const char* names[5] = {"u", "v", "bias", "mode_scale", "mode_shift"};
+    for (int j = 0; j < 2; j++) {
+      const Vec* want[5] = {&gl[j].u, &gl[j].v, &gl[j].bias, &gl[j].scale, &gl[j].shift};
+      const Vec* got[5] = {&dgl[j].u, &dgl[j].v, &dgl[j].bias, &dgl[j].scale, &dgl[j].shift};
+      for (int i = 0; i < 5; i++) expect(name + " grad layers." + std::to_string(j) + "." + names[i], *got[i], *want[i]);
+    }
+  }
+}
+
 // GEMM rate at GPT-2 shapes (not a test: a line to read next to cuBLAS/torch on the device)
 void bench_gemm() {
   struct S { int M, N, K; const char* what; };
@@ -576,6 +631,7 @@ int main(int argc, char** argv) {
   test_mend_layer(rng);
   test_sampling(rng);
   test_model(rng);
+  test_editor(rng);
   if (bench) bench_gemm();
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed ? 1 : 0;

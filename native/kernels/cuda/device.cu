@@ -77,6 +77,10 @@ Status copy_to_host(void* dst, const void* src, size_t bytes) {
   return from(cudaStreamSynchronize(stream()), "copy to the host");
 }
 
+Status copy_device(void* dst, const void* src, size_t bytes) {
+  return from(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream()), "device-to-device copy");
+}
+
 Status device_memset(void* dst, int value, size_t bytes) {
   return from(cudaMemsetAsync(dst, value, bytes, stream()), "cudaMemset");
 }

@@ -29,6 +29,7 @@ Status device_alloc(void** p, size_t bytes);
 void device_free(void* p);
 Status copy_to_device(void* dst, const void* src, size_t bytes);
 Status copy_to_host(void* dst, const void* src, size_t bytes);
+Status copy_device(void* dst, const void* src, size_t bytes);  // device to device, queued on the stream
 Status device_memset(void* dst, int value, size_t bytes);
 
 // ---- gemm.cu ----------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 # the call). In one go, well inside the lease:
 #   1. builds the CUDA backend and its op test there with cmake + nvcc (NODE_MEND_ADDONS=OFF: no Node
 #      needed; sm_90 + PTX), and runs mend_cuda_ops_test --bench (every CUDA op vs the CPU op by
-#      normalised MSE, forward and backward; then the tiled GEMM's rate at GPT-2 shapes);
+#      normalised MSE, forward and backward, the device forward and editor network; both GEMM
+#      backends, tiled and cuBLAS, checked and timed at GPT-2 shapes);
 #   2. compares node-mend's CPU logits and loss (fixtures written here by hf-fixture.js) with
 #      transformers' GPT2LMHeadModel on the same weights, on the CPU and on the GPU
 #      (scripts/hf-compare.py);
@@ -26,6 +27,16 @@ stamp "== machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
 nvcc --version | tail -2; cmake --version | head -1
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), '| transformers', transformers.__version__)" || true
+
+# cuBLAS for the op test's second GEMM backend: the toolkit's, else the one PyTorch's wheels carry
+if ! ldconfig -p 2>/dev/null | grep -q 'libcublas\.so' && [ -z "${NODE_MEND_CUBLAS:-}" ]; then
+  lib="$(python3 -c "
+import glob, importlib.util, os
+s = importlib.util.find_spec('nvidia.cublas')
+p = [f for d in (s.submodule_search_locations if s else []) for f in glob.glob(os.path.join(d, 'lib', 'libcublas.so*'))]
+print(sorted(p)[0] if p else '')" 2>/dev/null)"
+  [ -n "$lib" ] && export NODE_MEND_CUBLAS="$lib" && echo "cuBLAS: $lib"
+fi
 
 stamp "== 1. build the CUDA op test with nvcc there"
 build=/tmp/mend-cuda-build

@@ -119,14 +119,15 @@ std::string sz(std::initializer_list<long> v) {
 
 // ---- cases ---------------------------------------------------------------------------------------
 
-void test_gemm(Rng& rng) {
+void test_gemm(Rng& rng, bool use_cublas) {
   struct C { int M, N, K; };
   const C cases[] = {{1, 1, 1}, {17, 33, 45}, {64, 64, 64}, {130, 67, 259}, {5, 1003, 37}, {257, 3, 129}};
+  const std::string which = use_cublas ? "gemm cublas " : "gemm ";
   for (const C& c : cases)
     for (int ta = 0; ta < 2; ta++)
       for (int tb = 0; tb < 2; tb++)
         for (float beta : {0.0f, 1.0f, 0.3f}) {
-          const std::string name = "gemm " + sz({c.M, c.N, c.K}) + (ta ? " Aᵀ" : " A") + (tb ? " Bᵀ" : " B") +
+          const std::string name = which + sz({c.M, c.N, c.K}) + (ta ? " Aᵀ" : " A") + (tb ? " Bᵀ" : " B") +
                                    " beta=" + std::to_string(beta).substr(0, 3);
           if (!selected(name)) continue;
           const int lda = (ta ? c.M : c.K) + 3, ldb = (tb ? c.K : c.N) + 1, ldc = c.N + 2;
@@ -134,7 +135,15 @@ void test_gemm(Rng& rng) {
           Vec Cc = beta == 0 ? nans((size_t)c.M * ldc) : randn(rng, (size_t)c.M * ldc);
           Dev<float> dA(A), dB(B), dC(Cc);
           gemm(ta, tb, c.M, c.N, c.K, 0.7f, A.data(), lda, B.data(), ldb, beta, Cc.data(), ldc);
-          cuda::gemm(ta, tb, c.M, c.N, c.K, 0.7f, dA.p, lda, dB.p, ldb, beta, dC.p, ldc);
+          if (use_cublas) {
+            if (!cuda::gemm_cublas(ta, tb, c.M, c.N, c.K, 0.7f, dA.p, lda, dB.p, ldb, beta, dC.p, ldc)) {
+              std::printf("  %-58s cublasSgemm failed FAIL\n", name.c_str());
+              g_failed++;
+              continue;
+            }
+          } else {
+            cuda::gemm_tiled(ta, tb, c.M, c.N, c.K, 0.7f, dA.p, lda, dB.p, ldb, beta, dC.p, ldc);
+          }
           sync(name.c_str());
           // the padding columns of C are never written: compare them too (NaN == NaN there)
           expect(name, dC.host(), Cc);
@@ -585,22 +594,28 @@ void test_editor(Rng& rng) {
 }
 
 // GEMM rate at GPT-2 shapes (not a test: a line to read next to cuBLAS/torch on the device)
-void bench_gemm() {
+void bench_gemm(bool have_cublas) {
   struct S { int M, N, K; const char* what; };
   const S shapes[] = {{1024, 3072, 768, "c_fc gpt2 B8T128"}, {1024, 50257, 768, "lm_head gpt2 B8T128"},
                       {16, 6400, 1600, "c_fc gpt2-xl B1T16"}, {4096, 4096, 4096, "square 4096"}};
   for (const S& s : shapes) {
     Rng rng(1);
     Dev<float> A(randn(rng, (size_t)s.M * s.K)), B(randn(rng, (size_t)s.K * s.N)), C(Vec((size_t)s.M * s.N));
-    cuda::gemm(false, false, s.M, s.N, s.K, 1.f, A.p, s.K, B.p, s.N, 0.f, C.p, s.N);
-    sync("bench warm-up");
-    const int reps = 10;
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < reps; i++) cuda::gemm(false, false, s.M, s.N, s.K, 1.f, A.p, s.K, B.p, s.N, 0.f, C.p, s.N);
-    sync("bench");
-    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
-    std::printf("  bench gemm %-22s %5d x %5d x %5d  %8.3f ms  %7.1f GFLOP/s\n", s.what, s.M, s.N, s.K, sec * 1e3,
-                2.0 * s.M * s.N * s.K / sec / 1e9);
+    for (int cb = 0; cb < (have_cublas ? 2 : 1); cb++) {
+      auto run = [&] {
+        if (cb) cuda::gemm_cublas(false, false, s.M, s.N, s.K, 1.f, A.p, s.K, B.p, s.N, 0.f, C.p, s.N);
+        else cuda::gemm_tiled(false, false, s.M, s.N, s.K, 1.f, A.p, s.K, B.p, s.N, 0.f, C.p, s.N);
+      };
+      run();
+      sync("bench warm-up");
+      const int reps = 10;
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < reps; i++) run();
+      sync("bench");
+      const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
+      std::printf("  bench gemm %-6s %-22s %5d x %5d x %5d  %8.3f ms  %7.1f GFLOP/s\n", cb ? "cublas" : "tiled", s.what,
+                  s.M, s.N, s.K, sec * 1e3, 2.0 * s.M * s.N * s.K / sec / 1e9);
+    }
   }
 }
 
@@ -618,10 +633,14 @@ int main(int argc, char** argv) {
     std::printf("SKIP: no CUDA device (%s)\n", why.c_str());
     return 0;
   }
-  std::printf("CUDA ops vs CPU ops on %s; gemm: %s vs %s\n", cuda::device_description().c_str(), cuda::gemm_backend(),
+  std::printf("CUDA ops vs CPU ops on %s; gemm (the other ops): %s vs %s\n", cuda::device_description().c_str(), cuda::gemm_backend(),
               gemm_backend());
   Rng rng(42);
-  test_gemm(rng);
+  test_gemm(rng, false);
+  std::string no_cublas;
+  const bool have_cublas = cuda::cublas_available(&no_cublas);
+  if (have_cublas) test_gemm(rng, true);
+  else std::printf("  cuBLAS cases skipped: %s\n", no_cublas.c_str());
   test_encoder(rng);
   test_layernorm(rng);
   test_linear(rng);
@@ -632,7 +651,7 @@ int main(int argc, char** argv) {
   test_sampling(rng);
   test_model(rng);
   test_editor(rng);
-  if (bench) bench_gemm();
+  if (bench) bench_gemm(have_cublas);
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed ? 1 : 0;
 }

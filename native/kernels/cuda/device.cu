@@ -1,6 +1,7 @@
 // device.cu — the CUDA runtime behind kernels_cuda.h: is a device there (and if not, why), memory,
 // copies and the error check that turns a failed launch into a Status.
 #include <cstdio>
+#include <mutex>
 #include <string>
 
 #include "kernels/cuda/common.cuh"
@@ -54,7 +55,25 @@ std::string device_description() {
   return buf;
 }
 
+namespace {
+std::mutex g_noted_mu;
+std::string g_noted;  // the first note_error() message not yet reported
+}  // namespace
+
+void note_error(const std::string& message) {
+  std::lock_guard<std::mutex> lock(g_noted_mu);
+  if (g_noted.empty()) g_noted = message;
+}
+
 Status synchronize(const char* what) {
+  {
+    std::lock_guard<std::mutex> lock(g_noted_mu);
+    if (!g_noted.empty()) {
+      Status s = Status::Error(code::kInternal, std::string(what) + ": " + g_noted);
+      g_noted.clear();
+      return s;
+    }
+  }
   MEND_RETURN_IF_ERROR(from(cudaGetLastError(), std::string(what) + " (launch)"));
   return from(cudaStreamSynchronize(stream()), what);
 }

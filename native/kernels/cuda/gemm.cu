@@ -1,12 +1,20 @@
 // gemm.cu — C(M,N) = alpha · op(A)(M,K) · op(B)(K,N) + beta · C, row-major, fp32 (kernels.h's gemm).
-// Our own tiled kernel rather than cuBLAS: this build machine's CUDA has no cuBLAS headers, so cuBLAS
-// would mean dlopen with hand-declared entry points and a run-time dependency; this kernel needs
-// nothing but cudart and is exact fp32 FMA (no TF32). Each block computes a 64×64 tile of C with 256
+// Two backends. The default is our own tiled kernel: it needs nothing but cudart and is plain fp32 FMA
+// (no TF32). NODE_MEND_CUDA_GEMM=cublas uses cuBLAS instead, loaded at run time (dlopen of
+// libcublas.so.N: this build machine's CUDA has no cuBLAS headers, so its entry points are declared
+// here), with pedantic math (fp32, no TF32); absent, synchronize() says so. The op test checks and
+// times both, to choose by measurement. Each block computes a 64×64 tile of C with 256
 // threads, 4×4 outputs per thread, stepping K by 16 through shared memory; the tile loads are
 // coalesced along whichever dimension is contiguous for that transpose. Speed is well below
 // cuBLAS's (no tensor cores, no double buffering): measure it on the device (bench/, the op test's
 // timing line) before relying on it for GPT-2 XL.
 // beta == 0: C is not read (NaN-safe overwrite), as on the CPU.
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
 #include "kernels/cuda/common.cuh"
 
 namespace mend {
@@ -86,8 +94,8 @@ __global__ void scale_kernel(float* C, int M, int N, int ldc, float beta) {
 
 }  // namespace
 
-void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
-          float beta, float* C, int ldc) {
+void gemm_tiled(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
+                int ldb, float beta, float* C, int ldc) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || alpha == 0.f) {
     if (beta != 1.f) scale_kernel<<<grid_for((int64_t)M * N, 256), 256, 0, stream()>>>(C, M, N, ldc, beta);
@@ -100,7 +108,113 @@ void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const floa
   else gemm_kernel<true, true><<<grid, kThreads, 0, stream()>>>(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-const char* gemm_backend() { return "cuda-tiled-fp32"; }
+// ---- cuBLAS, loaded at run time ------------------------------------------------------------------
+// The build machine has no cuBLAS headers, so the five entry points used are declared here with
+// their C ABI (cublas_api.h: handles are pointers, enums are int, status 0 = success).
+namespace {
+
+using cublasCreate_t = int (*)(void**);
+using cublasSetStream_t = int (*)(void*, cudaStream_t);
+using cublasSetMathMode_t = int (*)(void*, int);
+using cublasSgemm_t = int (*)(void*, int, int, int, int, int, const float*, const float*, int, const float*, int,
+                              const float*, float*, int);
+constexpr int kOpN = 0, kOpT = 1;        // CUBLAS_OP_N, CUBLAS_OP_T
+constexpr int kPedanticMath = 2;         // CUBLAS_PEDANTIC_MATH: plain fp32, never TF32
+
+struct Cublas {
+  bool ok = false;
+  std::string why;
+  cublasCreate_t create = nullptr;
+  cublasSetStream_t set_stream = nullptr;
+  cublasSetMathMode_t set_math = nullptr;
+  cublasSgemm_t sgemm = nullptr;
+};
+
+const Cublas& cublas() {
+  static const Cublas lib = [] {
+    Cublas c;
+    std::vector<std::string> names;
+    if (const char* p = std::getenv("NODE_MEND_CUBLAS")) names.push_back(p);
+    for (const char* n : {"libcublas.so.13", "libcublas.so.12", "libcublas.so", "/usr/local/cuda/lib64/libcublas.so"})
+      names.push_back(n);
+    void* h = nullptr;
+    std::string tried;
+    for (const std::string& n : names) {
+      h = dlopen(n.c_str(), RTLD_NOW | RTLD_LOCAL);
+      if (h) break;
+      tried += (tried.empty() ? "" : ", ") + n;
+    }
+    if (!h) {
+      c.why = "libcublas could not be loaded (tried " + tried + "; NODE_MEND_CUBLAS=/path/libcublas.so.N names one)";
+      return c;
+    }
+    c.create = reinterpret_cast<cublasCreate_t>(dlsym(h, "cublasCreate_v2"));
+    c.set_stream = reinterpret_cast<cublasSetStream_t>(dlsym(h, "cublasSetStream_v2"));
+    c.set_math = reinterpret_cast<cublasSetMathMode_t>(dlsym(h, "cublasSetMathMode"));
+    c.sgemm = reinterpret_cast<cublasSgemm_t>(dlsym(h, "cublasSgemm_v2"));
+    c.ok = c.create && c.set_stream && c.set_math && c.sgemm;
+    if (!c.ok) c.why = "libcublas lacks cublasCreate_v2 / cublasSetStream_v2 / cublasSetMathMode / cublasSgemm_v2";
+    return c;
+  }();
+  return lib;
+}
+
+// One handle per host thread (a handle must not be used by two threads at once); never destroyed:
+// it lives as long as the thread, like the thread's default stream it is bound to.
+void* thread_handle() {
+  thread_local void* h = nullptr;
+  thread_local bool tried = false;
+  if (!tried) {
+    tried = true;
+    const Cublas& c = cublas();
+    if (c.ok && c.create(&h) == 0) {
+      c.set_stream(h, stream());
+      c.set_math(h, kPedanticMath);
+    } else {
+      h = nullptr;
+    }
+  }
+  return h;
+}
+
+// NODE_MEND_CUDA_GEMM=cublas selects cuBLAS; anything else (or unset) the tiled kernel.
+bool want_cublas() {
+  static const bool w = [] {
+    const char* e = std::getenv("NODE_MEND_CUDA_GEMM");
+    return e && std::string(e) == "cublas";
+  }();
+  return w;
+}
+
+}  // namespace
+
+bool cublas_available(std::string* why) {
+  const Cublas& c = cublas();
+  if (!c.ok && why) *why = c.why;
+  return c.ok;
+}
+
+bool gemm_cublas(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
+                 int ldb, float beta, float* C, int ldc) {
+  if (M <= 0 || N <= 0) return true;
+  void* h = thread_handle();
+  if (!h) return false;
+  // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: swap the operands, keep the flags.
+  return cublas().sgemm(h, transB ? kOpT : kOpN, transA ? kOpT : kOpN, N, M, K, &alpha, B, ldb, A, lda, &beta, C, ldc) == 0;
+}
+
+void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+          float beta, float* C, int ldc) {
+  if (want_cublas()) {
+    // requested and absent (or failing): recorded for synchronize(), never a silent switch
+    if (!gemm_cublas(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) note_error("NODE_MEND_CUDA_GEMM=cublas: " +
+      (cublas().ok ? std::string("cublasSgemm failed") : cublas().why));
+    return;
+  }
+  gemm_tiled(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+const char* gemm_backend() { return want_cublas() ? "cublas-fp32 (pedantic math)" : "cuda-tiled-fp32"; }
 
 }  // namespace cuda
 }  // namespace mend

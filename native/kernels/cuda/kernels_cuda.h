@@ -31,11 +31,20 @@ Status copy_to_device(void* dst, const void* src, size_t bytes);
 Status copy_to_host(void* dst, const void* src, size_t bytes);
 Status copy_device(void* dst, const void* src, size_t bytes);  // device to device, queued on the stream
 Status device_memset(void* dst, int value, size_t bytes);
+// An error found outside a launch (a requested library missing): synchronize() reports the first one.
+void note_error(const std::string& message);
 
 // ---- gemm.cu ----------------------------------------------------------------------------------
+// The backend NODE_MEND_CUDA_GEMM selects: the tiled kernel (default) or cuBLAS ("cublas").
 void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
           const float* B, int ldb, float beta, float* C, int ldc);
-const char* gemm_backend();  // "cuda-tiled-fp32"
+const char* gemm_backend();  // "cuda-tiled-fp32" or "cublas-fp32 (pedantic math)"
+// The two backends by name. gemm_cublas returns false when cuBLAS is absent or the call failed.
+void gemm_tiled(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
+                const float* B, int ldb, float beta, float* C, int ldc);
+bool gemm_cublas(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
+                 const float* B, int ldb, float beta, float* C, int ldc);
+bool cublas_available(std::string* why);  // libcublas loads (else why not)
 
 // ---- encoder.cu -------------------------------------------------------------------------------
 void encoder_positions(int32_t* pos, int32_t* n_real, const int32_t* mask, int B, int T);

@@ -56,14 +56,14 @@ stamp "== 1b. the same test under compute-sanitizer memcheck (out-of-bounds and 
 # skipped. The bench and the largest attention case are left out to keep it short.
 san="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer /opt/nvidia/*/compute-sanitizer 2>/dev/null | head -1)"
 if [ -x "$build/mend_cuda_ops_test" ] && [ -n "$san" ]; then
-  timeout 240 "$san" --tool memcheck --error-exitcode 9 "$build/mend_cuda_ops_test" --skip "(1,1024" \
+  timeout 150 "$san" --tool memcheck --error-exitcode 9 "$build/mend_cuda_ops_test" --skip "(1,1024" \
     >"$OUT/memcheck.log" 2>&1
   rc=$?
   tail -4 "$OUT/memcheck.log"
   case $rc in
     0) echo "memcheck: clean" ;;
     9) grep -m 20 -E "Invalid|ERROR|out of bounds|Address" "$OUT/memcheck.log"; failed+=("memcheck errors") ;;
-    124) echo "memcheck: timed out after 240 s (not counted as a failure)" ;;
+    124) echo "memcheck: timed out after 150 s (not counted as a failure)" ;;
     *) echo "memcheck did not run here (rc $rc; see memcheck.log), not counted" ;;
   esac
 else

@@ -2,6 +2,7 @@
  * node-mend: knowledge editing for GPT-2 language models with MEND.
  */
 export { GPT2LMHeadModel } from './model/gpt2'
+export type { ModelOptions } from './model/gpt2'
 export type { Batch, ForwardOptions, ForwardOutput, LossAndGradOptions, LossAndGradOutput, GenerateOptions, ParamInfo } from './model/gpt2'
 export type { GPT2Config } from './model/config'
 export type { Tensor, IdsInput } from './core/tensor'
@@ -23,6 +24,8 @@ export type { EditTrainerConfig, TrainBatch, StepResult } from './mend/trainer'
 export { MendError } from './core/errors'
 
 export { numThreads, setNumThreads, gemmBackend } from './core/native'
+export { cudaInfo, DEVICES } from './core/device'
+export type { Device, CudaInfo } from './core/device'
 export * from './data/editdata'
 export * from './data/worldfacts'
 export { BaseEditor, editorRequest, greedyCompletions, summaryMetrics, teacherForcedPredictions } from './easyedit/base-editor'

@@ -50,6 +50,11 @@ if (missing.length) fail(`cannot build the native addon; missing:\n  - ${missing
 
 const cmakeJs = require.resolve('cmake-js/bin/cmake-js')
 const args = [cmakeJs, 'compile', '--directory', root, '--log-level', 'warn', `--CDNODE_MEND_TESTING=${testing ? 'ON' : 'OFF'}`]
+// The CUDA backend builds where CMake finds nvcc; NODE_MEND_CUDA=0 turns it off, =1 requires it.
+if (process.env.NODE_MEND_CUDA !== undefined && process.env.NODE_MEND_CUDA !== '') {
+  const on = !['0', 'off', 'false', 'no'].includes(String(process.env.NODE_MEND_CUDA).toLowerCase())
+  args.push(`--CDNODE_MEND_CUDA=${on ? 'ON' : 'OFF'}`)
+}
 if (process.env.NODE_MEND_DEBUG) args.push('--debug')
 const jobs = process.env.CMAKE_BUILD_PARALLEL_LEVEL || String(require('os').availableParallelism?.() || 2)
 const t0 = Date.now()
@@ -66,4 +71,6 @@ for (const f of targets) {
     fail(`the built addon ${path.relative(root, f)} does not load: ${e.message}`)
   }
 }
-console.log(`node-mend: ${targets.map((f) => path.basename(f)).join(' and ')} built in ${((Date.now() - t0) / 1000).toFixed(1)} s`)
+const cuda = require(out).cudaInfo()
+console.log(`node-mend: ${targets.map((f) => path.basename(f)).join(' and ')} built in ${((Date.now() - t0) / 1000).toFixed(1)} s` +
+  ` (CUDA backend: ${cuda.built ? 'built' + (cuda.available ? ', ' + cuda.device : '; no GPU here') : 'not built'})`)

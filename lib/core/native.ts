@@ -92,6 +92,7 @@ export interface NativeAddon {
   numThreads(): number
   setNumThreads(n: number): void
   gemmBackend(): string
+  cudaInfo(): { built: boolean; available: boolean; reason: string; device: string }
   loadModel(path: string, config: NativeConfig): Promise<NativeModel>
   randomModel(config: NativeConfig, seed: number): Promise<NativeModel>
   createModel(config: NativeConfig, tensors: Record<string, Float32Array>): Promise<NativeModel>

@@ -11,6 +11,7 @@ import { Batch, padRows, prepareBatch } from './batch'
 import { canonicalParamName, isConv1DWeight } from './names'
 import { IdsInput, Tensor } from '../core/tensor'
 import { checkInt, checkNumber, checkOptions, invalidArg } from '../core/check'
+import { checkDevice, Device } from '../core/device'
 
 export type { Batch } from './batch'
 
@@ -203,6 +204,17 @@ export function canonicalName(n: string, shapes: Map<string, number[]>, what: st
   return c
 }
 
+/** Options of the model constructors (fromPretrained, random, fromTensors). */
+export interface ModelOptions {
+  /** 'cpu' (the default) or 'cuda' (refused with ERR_NO_DEVICE where it cannot run; lib/core/device.ts). */
+  device?: Device
+}
+
+function modelOptions(opts: unknown, what: string): Device {
+  const o = checkOptions<ModelOptions>(opts, what, ['device'])
+  return checkDevice(o.device, what)
+}
+
 export class GPT2LMHeadModel extends GPT2Inference {
   /** The config.json keys this model was loaded with (kept by savePretrained). */
   readonly rawConfig: Record<string, unknown>
@@ -217,9 +229,18 @@ export class GPT2LMHeadModel extends GPT2Inference {
     return null
   }
 
-  /** Loads a Hugging Face GPT-2 directory (config.json + model.safetensors). */
-  static async fromPretrained(dir: string): Promise<GPT2LMHeadModel> {
+  /** Where this model's weights live and its compute runs (only 'cpu' today; see lib/core/device.ts). */
+  get device(): Device {
+    return 'cpu'
+  }
+
+  /**
+   * Loads a Hugging Face GPT-2 directory (config.json + model.safetensors). `device` (default 'cpu'):
+   * 'cuda' throws ERR_NO_DEVICE without a usable GPU (it never falls back to the CPU).
+   */
+  static async fromPretrained(dir: string, opts: ModelOptions = {}): Promise<GPT2LMHeadModel> {
     if (typeof dir !== 'string') throw invalidArg('a directory path', 'GPT2LMHeadModel.fromPretrained', dir)
+    modelOptions(opts, 'GPT2LMHeadModel.fromPretrained')
     const { config, raw } = readHFConfig(path.join(dir, 'config.json'))
     const weights = path.join(dir, 'model.safetensors')
     if (!fs.existsSync(weights)) {
@@ -230,8 +251,18 @@ export class GPT2LMHeadModel extends GPT2Inference {
     return new GPT2LMHeadModel(handle, config, raw)
   }
 
-  /** A model with Hugging Face's initialisation, deterministic for a seed (tests, benchmarks). */
-  static async random(config: GPT2Config | Record<string, unknown>, seed = 0): Promise<GPT2LMHeadModel> {
+  /**
+   * A model with Hugging Face's initialisation, deterministic for a seed (tests, benchmarks).
+   * `random(config, seed, { device })`, or `random(config, { seed, device })`.
+   */
+  static async random(config: GPT2Config | Record<string, unknown>, seed: number | (ModelOptions & { seed?: number }) = 0,
+                      opts: ModelOptions = {}): Promise<GPT2LMHeadModel> {
+    if (typeof seed === 'object' && seed !== null) {
+      const o = checkOptions<ModelOptions & { seed?: number }>(seed, 'GPT2LMHeadModel.random', ['seed', 'device'])
+      opts = { device: o.device }
+      seed = o.seed ?? 0
+    }
+    modelOptions(opts, 'GPT2LMHeadModel.random')
     const { config: c, raw } = resolveGPT2Config(config, 'GPT2LMHeadModel.random')
     checkInt(seed, 'seed')
     const handle = await callNative(() => randomModel(toNativeConfig(c), seed))
@@ -239,7 +270,9 @@ export class GPT2LMHeadModel extends GPT2Inference {
   }
 
   /** A model owning the given parameters (canonical or GPT2Model names; every parameter required; copied). */
-  static async fromTensors(config: GPT2Config | Record<string, unknown>, tensors: Record<string, Float32Array>): Promise<GPT2LMHeadModel> {
+  static async fromTensors(config: GPT2Config | Record<string, unknown>, tensors: Record<string, Float32Array>,
+                           opts: ModelOptions = {}): Promise<GPT2LMHeadModel> {
+    modelOptions(opts, 'GPT2LMHeadModel.fromTensors')
     const { config: c, raw } = resolveGPT2Config(config, 'GPT2LMHeadModel.fromTensors')
     const handle = await callNative(() => createModel(toNativeConfig(c), tensors))
     return new GPT2LMHeadModel(handle, { ...c }, raw)

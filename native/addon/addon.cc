@@ -6,6 +6,9 @@
 #include "addon/util.h"
 #include "core/threadpool.h"
 #include "kernels/kernels.h"
+#ifdef NODE_MEND_HAVE_CUDA
+#include "kernels/cuda/kernels_cuda.h"
+#endif
 
 namespace {
 
@@ -27,6 +30,29 @@ Napi::Value GemmBackend(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), mend::gemm_backend());
 }
 
+// cudaInfo() -> { built, available, reason, device }: whether this addon has the CUDA backend and,
+// if so, whether the runtime finds a GPU (reason says why not). Exported by every build, so the
+// node-gyp (CPU-only) and cmake-js addons have the same exports.
+Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+#ifdef NODE_MEND_HAVE_CUDA
+  std::string why;
+  const bool available = mend::cuda::device_available(&why);
+  o.Set("built", true);
+  o.Set("available", available);
+  o.Set("reason", available ? std::string() : why);
+  o.Set("device", available ? mend::cuda::device_description() : std::string());
+#else
+  o.Set("built", false);
+  o.Set("available", false);
+  o.Set("reason", "this node-mend addon was built without the CUDA backend (CMake found no nvcc, or NODE_MEND_CUDA=OFF, "
+                  "or it was built by node-gyp, which is CPU-only)");
+  o.Set("device", "");
+#endif
+  return o;
+}
+
 // setErrorClass(ctor | null): native errors are constructed as `new ctor(code, message)` from now on
 // in this environment (the library passes its MendError); null goes back to Error with `.code`.
 Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
@@ -46,6 +72,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("numThreads", Napi::Function::New(env, NumThreads, "numThreads"));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads, "setNumThreads"));
   exports.Set("gemmBackend", Napi::Function::New(env, GemmBackend, "gemmBackend"));
+  exports.Set("cudaInfo", Napi::Function::New(env, CudaInfo, "cudaInfo"));
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
   mend::addon::init_model(env, exports);
   mend::addon::init_mend(env, exports);

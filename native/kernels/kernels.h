@@ -6,7 +6,8 @@
 // several threads at once (no global mutable state besides the pool and gemm_force_portable, which
 // only the testing addon exports).
 // Every numeric op of the GPT-2 model is here; the model (model/gpt2.cc) only composes them.
-// The CUDA twin of each function goes in kernels/cuda/<op>.cu with the same signature (none yet).
+// The CUDA twin of each function is in kernels/cuda/<op>.cu with the same signature, in namespace
+// mend::cuda, over device pointers (kernels/cuda/kernels_cuda.h; built only where nvcc is found).
 #pragma once
 #include <cstdint>
 
@@ -109,6 +110,17 @@ int kl_forward(float* loss, double* lse, const float* logits, const float* targe
 // dlogits (N,V) = (softmax(logits) - softmax(target)) / count, 0 on masked rows; may alias logits
 void kl_backward(float* dlogits, const float* logits, const float* target, const double* lse, const int32_t* mask,
                  int count, int N, int V);
+
+// ---- mend_layer.cc (the element-wise part of one MEND editor layer, DESIGN §5) -----------------
+// pre = (p + bias) ⊙ scale[mode[i]] + shift[mode[i]]; p (Ns,D) = p + bias (in place, saved for
+// backward); z (Ns,D) += act(pre), act = max(·, 0) when clamp, else the identity.
+// scale, shift (n_modes,D); mode (Ns).
+void mend_layer_forward(float* z, float* p, const float* bias, const float* scale, const float* shift,
+                        const int32_t* mode, int Ns, int D, bool clamp);
+// dp (Ns,D) = da ⊙ scale[mode], da = dz where pre >= 0 (clamp; everywhere without), dbias (D) +=,
+// dscale (n_modes,D) += da ⊙ p, dshift (n_modes,D) += da; p as saved by the forward.
+void mend_layer_backward(float* dp, float* dbias, float* dscale, float* dshift, const float* dz, const float* p,
+                         const float* scale, const float* shift, const int32_t* mode, int Ns, int D, bool clamp);
 
 // ---- sampling.cc (next token; not differentiable) --------------------------------------------
 // out (B) = per row with done[r] == 0 (done may be null), in row order: argmax (first maximum) when

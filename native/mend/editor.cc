@@ -128,19 +128,7 @@ void transform_forward(const GradientTransform& g, float* z, const int* mode, in
     if (acts) (*acts)[j].z.assign(z, z + (size_t)Ns * D);
     gemm(false, true, Ns, r, D, 1.0f, z, D, L.v.data(), D, 0.0f, h.data(), r);    // (Ns,r) = z·Vᵀ
     gemm(false, true, Ns, D, r, 1.0f, h.data(), r, L.u.data(), r, 0.0f, pre.data(), D);  // (Ns,D) = h·Uᵀ
-    parallel_for(Ns, [&](int64_t b0, int64_t e0) {
-      for (int64_t i = b0; i < e0; i++) {
-        const float* sc = L.scale.data() + (size_t)mode[i] * D;
-        const float* sh = L.shift.data() + (size_t)mode[i] * D;
-        float* p = pre.data() + (size_t)i * D;
-        float* zr = z + (size_t)i * D;
-        for (int k = 0; k < D; k++) {
-          p[k] += L.bias[k];
-          const float a = p[k] * sc[k] + sh[k];
-          zr[k] += L.relu ? (a > 0 ? a : 0.0f) : a;
-        }
-      }
-    });
+    mend_layer_forward(z, pre.data(), L.bias.data(), L.scale.data(), L.shift.data(), mode, Ns, D, L.relu);
     if (acts) { (*acts)[j].h = h; (*acts)[j].p = pre; }
   }
 }
@@ -154,23 +142,8 @@ void transform_backward(const GradientTransform& g, float* dz, const int* mode, 
     const LayerActs& a = acts[j];
     MendGrads::Layer& G = (*gl)[j];
     // da = dz ⊙ act'(a) (the clamp passes gradient where a >= 0); dp = da ⊙ scale.
-    for (int i = 0; i < Ns; i++) {
-      const float* sc = L.scale.data() + (size_t)mode[i] * D;
-      const float* sh = L.shift.data() + (size_t)mode[i] * D;
-      float* gsc = G.scale.data() + (size_t)mode[i] * D;
-      float* gsh = G.shift.data() + (size_t)mode[i] * D;
-      const float* p = a.p.data() + (size_t)i * D;
-      const float* dzr = dz + (size_t)i * D;
-      float* dpr = dp.data() + (size_t)i * D;
-      for (int k = 0; k < D; k++) {
-        const float pre = p[k] * sc[k] + sh[k];
-        const float da = (!L.relu || pre >= 0) ? dzr[k] : 0.0f;
-        gsh[k] += da;
-        gsc[k] += da * p[k];
-        dpr[k] = da * sc[k];
-        G.bias[k] += dpr[k];
-      }
-    }
+    mend_layer_backward(dp.data(), G.bias.data(), G.scale.data(), G.shift.data(), dz, a.p.data(), L.scale.data(),
+                        L.shift.data(), mode, Ns, D, L.relu);
     gemm(true, false, D, r, Ns, 1.0f, dp.data(), D, a.h.data(), r, 1.0f, G.u.data(), r);   // dU (D,r) += dpᵀ·h
     gemm(false, false, Ns, r, D, 1.0f, dp.data(), D, L.u.data(), r, 0.0f, dh.data(), r);  // dh (Ns,r) = dp·U
     gemm(true, false, r, D, Ns, 1.0f, dh.data(), r, a.z.data(), D, 1.0f, G.v.data(), D);   // dV (r,D) += dhᵀ·z

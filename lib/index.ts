@@ -37,7 +37,7 @@ export { evaluateEditor, evaluate, markdownReport, svgPlot } from './easyedit/ev
 export type { EvalResult, MetricRow } from './easyedit/eval'
 export { Pretrainer } from './model/pretrain'
 export type { PretrainConfig } from './model/pretrain'
-export { factVocabulary, corpusRows, pretrainFactModel, factAccuracy, editorTrainingRequests, trainFactEditor, worldFactsEvalRequests } from './app/factmodel'
+export { factVocabulary, corpusRows, pretrainFactModel, factAccuracy, editorTrainingRequests, trainFactEditor, trainLifelongEditor, worldFactsKeyCovariance, worldFactsEvalRequests } from './app/factmodel'
 export type { FactPretrainOptions, FactAccuracy, FactEditorOptions } from './app/factmodel'
 export { BUNDLED_MODEL_DIR, BUNDLED_EDITOR_FILE, bundledAssetsPresent } from './data/assets'
 export { runDemo } from './app/demo'

@@ -6,9 +6,10 @@ import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { spawnSync } from 'child_process'
-import { BaseEditor, GPT2LMHeadModel, MEND } from '../lib/index'
+import { BaseEditor, GPT2LMHeadModel, GPT2Tokenizer, MEND, editorRequest } from '../lib/index'
+import { worldFactsEvalRequests } from '../lib/app/factmodel'
 import { runDemo } from '../lib/app/demo'
-import { bundledAssetsPresent, BUNDLED_EDITOR_FILE, BUNDLED_MODEL_DIR } from '../lib/data/assets'
+import { bundledAssetsPresent, BUNDLED_EDITOR_FILE, BUNDLED_MEND_EDITOR_FILE, BUNDLED_MODEL_DIR } from '../lib/data/assets'
 import { runMain } from './helpers/cli'
 import { writeTinyModelDir } from './helpers/tiny'
 
@@ -165,6 +166,31 @@ t.test('edit and eval default to the bundled model, editor and WorldFacts evalua
   t.equal(res.single.requests, 4, 'the first 4 WorldFacts held-out edits')
   t.ok(typeof res.single.portability === 'number', 'portability is reported for WorldFacts edits')
   t.match(fs.readFileSync(path.join(outDir, 'report.md'), 'utf8'), /WorldFacts held-out-subject edits/)
+  // With the bundled (lifelong) editor, eval compares with the bundled classic MEND editor on the same edits.
+  t.equal(res.provenance.editorConfig.kind, 'malmen', 'the bundled default editor is the lifelong one')
+  t.ok(res.compare && res.compare.provenance.editorConfig.kind === 'mend' && res.compare.single.requests === 4, 'results.json holds the classic editor on the same 4 edits')
+  t.same(res.compare.sequential.map((r: { edits: number }) => r.edits), res.sequential.map((r: { edits: number }) => r.edits), 'the same sequential checkpoints')
+  const svg = fs.readFileSync(path.join(outDir, 'plot.svg'), 'utf8')
+  t.match(svg, /stroke-dasharray/, 'the plot draws the classic editor dashed')
+  t.match(svg, /lifelong \(malmen\)/, 'and labels both')
+  const ev2 = spawnSync(process.execPath, [cli, 'eval', '-n', '2', '--no-compare', '--out-dir', outDir + '-2', '--no-progress'], { encoding: 'utf8' })
+  t.equal(ev2.status, 0, `eval --no-compare exits 0 ${ev2.stderr}`)
+  t.notOk(JSON.parse(fs.readFileSync(path.join(outDir + '-2', 'results.json'), 'utf8')).compare, '--no-compare: one editor')
+})
+
+t.test('the bundled lifelong editor holds 30 sequential edits that the bundled classic MEND editor loses', async (t) => {
+  const model = await GPT2LMHeadModel.fromPretrained(BUNDLED_MODEL_DIR)
+  const tok = await GPT2Tokenizer.fromPretrained(BUNDLED_MODEL_DIR)
+  const reqs = worldFactsEvalRequests().slice(0, 30)
+  const run = async (file: string) => {
+    const editor = new BaseEditor(await MEND.fromPretrained(model, file), tok)
+    const [ms] = await editor.sequentialCurve(editorRequest(reqs), [30])
+    return ms.reduce((a, m) => a + m.post.rewrite_acc, 0) / ms.length
+  }
+  const lifelong = await run(BUNDLED_EDITOR_FILE), classic = await run(BUNDLED_MEND_EDITOR_FILE)
+  t.comment(`reliability over the 30 edits after all 30: lifelong ${(100 * lifelong).toFixed(1)}%, classic MEND ${(100 * classic).toFixed(1)}%`)
+  t.ok(lifelong >= 0.85, 'the lifelong editor keeps at least 85% of them')
+  t.ok(lifelong >= classic + 0.3, 'at least 30 points more than classic MEND')
 })
 
 t.test("the README's twenty-line example (examples/quickstart.js) prints what the README says", async (t) => {

@@ -79,10 +79,21 @@ bool all_finite(const float* x, size_t n) {
   return true;
 }
 
-// One Woodbury step on p (see lifelong.h).
-Status apply_update(RidgeParam* p, const RidgeUpdate& u) {
+// One Woodbury step (see lifelong.h) from src into dst (dst may be src; otherwise dst's P and ΔW
+// are allocated here and written row by row, so the new state costs no separate copy pass).
+Status apply_update(const RidgeParam& src, RidgeParam* dst, const RidgeUpdate& u) {
+  const RidgeParam* p = &src;
   const int n = u.rows, din = p->d_in, dout = p->d_out;
-  if (n == 0) return Status::OK();
+  const bool fresh = dst != &src;
+  if (fresh) {
+    dst->param = src.param; dst->d_in = din; dst->d_out = dout;
+    dst->P.resize(src.P.size());
+    dst->dW.resize(src.dW.size());
+  }
+  if (n == 0) {
+    if (fresh) { dst->P = src.P; dst->dW = src.dW; }
+    return Status::OK();
+  }
   const double s = u.sign;
   // G = K·P (n, din): row i = Σ_q K[i][q] P[q][:] (P symmetric).
   std::vector<double> G((size_t)n * din, 0.0);
@@ -116,19 +127,7 @@ Status apply_update(RidgeParam* p, const RidgeUpdate& u) {
   // Z = M⁻¹·G (n, din).
   std::vector<double> Z = G;
   cholesky_solve(M.data(), n, Z.data(), din);
-  // P' = P − s·Gᵀ·Z, row by row of P.
-  parallel_for(din, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) {
-      double* pr = p->P.data() + (size_t)r * din;
-      for (int i = 0; i < n; i++) {
-        const double c = -s * G[(size_t)i * din + r];
-        if (c == 0) continue;
-        const double* z = Z.data() + (size_t)i * din;
-        for (int j = 0; j < din; j++) pr[j] += c * z[j];
-      }
-    }
-  }, 8);
-  // R = V − K·ΔW (n, dout); ΔW' = ΔW + s·Zᵀ·R.
+  // R = V − K·ΔW (n, dout), from src's ΔW before dst is written.
   std::vector<double> R((size_t)n * dout);
   parallel_for(n, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) {
@@ -144,9 +143,24 @@ Status apply_update(RidgeParam* p, const RidgeUpdate& u) {
       }
     }
   }, 1);
+  // P' = P − s·Gᵀ·Z, row by row of P.
+  parallel_for(din, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      double* pr = dst->P.data() + (size_t)r * din;
+      if (fresh) std::memcpy(pr, src.P.data() + (size_t)r * din, din * sizeof(double));
+      for (int i = 0; i < n; i++) {
+        const double c = -s * G[(size_t)i * din + r];
+        if (c == 0) continue;
+        const double* z = Z.data() + (size_t)i * din;
+        for (int j = 0; j < din; j++) pr[j] += c * z[j];
+      }
+    }
+  }, 8);
+  // ΔW' = ΔW + s·Zᵀ·R.
   parallel_for(din, [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; q++) {
-      double* w = p->dW.data() + (size_t)q * dout;
+      double* w = dst->dW.data() + (size_t)q * dout;
+      if (fresh) std::memcpy(w, src.dW.data() + (size_t)q * dout, dout * sizeof(double));
       for (int i = 0; i < n; i++) {
         const double c = s * Z[(size_t)i * din + q];
         if (c == 0) continue;
@@ -216,11 +230,19 @@ Status ridge_update(const RidgeState& prev, const std::vector<RidgeUpdate>& ups,
     if (!all_finite(u.k, (size_t)u.rows * p.d_in) || !all_finite(u.v, (size_t)u.rows * p.d_out))
       return Status::Error(code::kNonFinite, "the keys or value shifts of an edit hold NaN or Inf");
   }
-  auto st = std::make_shared<RidgeState>(prev);
+  auto st = std::make_shared<RidgeState>();
+  st->n_rows = prev.n_rows;
+  st->params.resize(prev.params.size());
+  std::vector<bool> written(prev.params.size(), false);
   for (const RidgeUpdate& u : ups) {
-    MEND_RETURN_IF_ERROR(apply_update(&st->params[u.slot], u));
+    // The first update of a weight reads prev and writes the new state; later ones work in place.
+    if (written[u.slot]) MEND_RETURN_IF_ERROR(apply_update(st->params[u.slot], &st->params[u.slot], u));
+    else MEND_RETURN_IF_ERROR(apply_update(prev.params[u.slot], &st->params[u.slot], u));
+    written[u.slot] = true;
     st->n_rows += u.sign * u.rows;
   }
+  for (size_t k = 0; k < prev.params.size(); k++)
+    if (!written[k]) st->params[k] = prev.params[k];
   for (const RidgeParam& p : st->params)
     for (double w : p.dW)
       if (!std::isfinite(w)) return Status::Error(code::kNonFinite, "the lifelong solve produced NaN or Inf");
@@ -246,6 +268,7 @@ Status malmen_propose(const GPT2Model& model, const MendEditor& editor, const Ba
   auto t0 = std::chrono::steady_clock::now();
   GradOptions go;
   go.capture = editor.inner;
+  go.per_row_mean = true;  // a batch of B requests is B edits: every row's gradient as if alone
   GradResult gr;
   MEND_RETURN_IF_ERROR(model.loss_and_grad(batch, go, nullptr, &gr));
   out->loss = gr.loss;

@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+// Lifelong-mode benchmark on the bundled WorldFacts model: the cost of one more edit at depth 0 and
+// at depth N (default 1000) with the bundled lifelong (malmen) editor, against a classic MEND edit
+// at depth 0 (the bundled classic editor), measured in the same run; and the memory each holds.
+// Usage: node bench/lifelong.js [--depth 1000] [--reps 15]
+'use strict'
+const path = require('path')
+const { GPT2LMHeadModel, GPT2Tokenizer, MEND, setNumThreads, numThreads } = require('..')
+const { BUNDLED_MODEL_DIR, BUNDLED_EDITOR_FILE, BUNDLED_MEND_EDITOR_FILE } = require(path.join(__dirname, '..', 'dist', 'data', 'assets'))
+const { worldFactsEvalRequests } = require(path.join(__dirname, '..', 'dist', 'app', 'factmodel'))
+const { buildEditBatch } = require(path.join(__dirname, '..', 'dist', 'data', 'editdata'))
+const { machine, table } = require('./common')
+
+const arg = (k, d) => { const i = process.argv.indexOf(k); return i > 0 ? Number(process.argv[i + 1]) : d }
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] }
+
+async function main() {
+  if (process.env.NODE_MEND_THREADS) setNumThreads(Number(process.env.NODE_MEND_THREADS))
+  const depth = arg('--depth', 1000), reps = arg('--reps', 15)
+  console.log(`# node-mend lifelong-edit benchmark — ${machine()}; threads ${numThreads()}\n`)
+  const model = await GPT2LMHeadModel.fromPretrained(BUNDLED_MODEL_DIR)
+  const tok = await GPT2Tokenizer.fromPretrained(BUNDLED_MODEL_DIR)
+  const ll = await MEND.fromPretrained(model, BUNDLED_EDITOR_FILE)
+  const classic = await MEND.fromPretrained(model, BUNDLED_MEND_EDITOR_FILE)
+  const reqs = worldFactsEvalRequests()
+  if (depth + reps > reqs.length) throw new Error(`--depth + --reps must be at most ${reqs.length}`)
+  const batch = (r) => buildEditBatch(tok, [r.prompt], [r.targetNew])
+  await ll.edit(batch(reqs[0])) // the prior (one d_in³ solve per inner weight) is built on first use
+  // Paired, interleaved: classic at depth 0, lifelong at depth 0, lifelong at depth N.
+  let deep = ll
+  const t0 = Date.now()
+  for (let i = 0; i < depth; i++) deep = (await deep.edit(batch(reqs[i]))).edited
+  const buildMs = Date.now() - t0
+  const tc = [], t0s = [], tn = []
+  for (let i = 0; i < reps; i++) {
+    const b = batch(reqs[depth + i])
+    let t = process.hrtime.bigint(); await classic.edit(b); tc.push(Number(process.hrtime.bigint() - t) / 1e6)
+    t = process.hrtime.bigint(); await ll.edit(b); t0s.push(Number(process.hrtime.bigint() - t) / 1e6)
+    t = process.hrtime.bigint(); await deep.edit(b); tn.push(Number(process.hrtime.bigint() - t) / 1e6)
+  }
+  const c = median(tc), l0 = median(t0s), ln = median(tn)
+  const state = deep.model.solverState.bytes(), overlay = deep.model.overlayBytes
+  const logBytes = deep.model.edits.reduce((a, e) => a + Object.values(e.lifelong.rows).reduce((s, r) => s + 4 * (r.k.data.length + r.v.data.length), 0), 0)
+  const dense = model.parameters().filter((p) => ll.config.innerParams.includes(p.name)).reduce((a, p) => a + p.shape[0] * p.shape[1] * 4, 0)
+  table(['measure', 'median', 'reference', 'ratio', 'target'], [
+    ['lifelong edit, depth 0', `${l0.toFixed(1)} ms`, `classic MEND edit, depth 0: ${c.toFixed(1)} ms`, (l0 / c).toFixed(2), ''],
+    [`lifelong edit, depth ${depth}`, `${ln.toFixed(1)} ms`, `lifelong edit, depth 0: ${l0.toFixed(1)} ms`, (ln / l0).toFixed(2), '≤ 2'],
+    [`lifelong edit, depth ${depth}`, `${ln.toFixed(1)} ms`, `classic MEND edit, depth 0: ${c.toFixed(1)} ms`, (ln / c).toFixed(2), ''],
+    [`${depth} lifelong edits in sequence (mean)`, `${(buildMs / depth).toFixed(1)} ms`, '', '', ''],
+    ['solve state (P, ΔW in float64)', `${(state / 2 ** 20).toFixed(1)} MiB`, `dense inner weights ${(dense / 2 ** 20).toFixed(1)} MiB`, (state / dense).toFixed(2), 'bounded'],
+    ['merged weights (overlay)', `${(overlay / 2 ** 20).toFixed(1)} MiB`, `dense inner weights ${(dense / 2 ** 20).toFixed(1)} MiB`, (overlay / dense).toFixed(2), ''],
+    [`edit log (${depth} edits: keys and values)`, `${(logBytes / 2 ** 20).toFixed(1)} MiB`, '', '', ''],
+  ])
+}
+
+main().catch((e) => { console.error(e); process.exit(1) })

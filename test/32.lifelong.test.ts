@@ -211,6 +211,21 @@ t.test('order independence, supersession, exact undo at depth and bit-exact repl
   await t.rejects((deep as MEND).edit({ ...many[0], labels: [many[0].labels[0].map(() => -100)] }), { code: 'ERR_NO_TARGET_TOKENS' })
 })
 
+t.test('a batch of B rows is B edits: the same solve as B single edits', async (t) => {
+  const { model, r, ll } = await setup(5)
+  const T = 7
+  const rows = Array.from({ length: 3 }, () => fact(r, T))
+  const batch = { inputIds: rows.map((f) => f.inputIds[0]), attentionMask: rows.map((f) => f.attentionMask[0]), labels: rows.map((f) => f.labels[0]) }
+  const one = (await ll.edit(batch)).edited.model as FunctionalGPT2LMHeadModel
+  let seq = ll as MEND
+  for (const f of rows) seq = (await seq.edit(f)).edited
+  const a = await deltas(model, one), b = await deltas(model, seq.model as FunctionalGPT2LMHeadModel)
+  for (const name of inner) {
+    const e = relErr(a[name], b[name])
+    t.ok(e.err < 1e-5, `${name}: one batch of 3 vs 3 single edits, rel ${e.err.toExponential(2)}`)
+  }
+})
+
 t.test('the editor file records the lifelong kind and its key covariance', async (t) => {
   const { model, r, ll } = await setup(3)
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mend-ll-'))

@@ -56,7 +56,7 @@ program.name('build-assets').description('Rebuild the bundled WorldFacts GPT-2 a
   .option('--lifelong-steps <n>', 'lifelong editor training steps through the solve (0: the MEND network as trained, with the solve; see README)', int('--lifelong-steps'), 0)
   .option('--lifelong-edits <n>', 'edits solved jointly per lifelong training step', int('--lifelong-edits'), 16)
   .option('--lifelong-background <n>', 'edits in the background log of lifelong training', int('--lifelong-background'), 400)
-  .option('--lifelong-mu <x>', 'weight of the preservation covariance', num('--lifelong-mu'), 6000)
+  .option('--lifelong-mu <x>', 'weight of the preservation covariance', num('--lifelong-mu'), 3000)
   .option('--lifelong-log-ridge <x>', 'log of the solve\'s ridge', num('--lifelong-log-ridge'), -1.6)
   .option('--lifelong-lr <x>', 'lifelong editor learning rate (Adam)', num('--lifelong-lr'), 1e-5)
   .option('--lifelong-cloc <x>', 'lifelong locality loss weight', num('--lifelong-cloc'), 5)

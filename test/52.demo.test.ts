@@ -139,8 +139,8 @@ t.test('the bundled demo', async (t) => {
   const res = await runDemo({ log: () => {} }, (s) => out.push(s))
   t.comment(out.join(''))
   checkOutput(t, out.join(''), 3)
-  // The bundled editor's greedy exact match on held-out single edits is 94.5% (node-mend eval), so
-  // one of three random demo edits can miss; two of three must land (all three: p ≈ 0.84).
+  // The bundled (lifelong) editor's greedy exact match on held-out single edits is 80.8% (README,
+  // node-mend eval), so one of three random demo edits can miss; two of three must land (p ≈ 0.90).
   let landed = 0
   for (const e of res.edits) {
     const ok = e.rows[0].after.trim().startsWith(e.request.targetNew)
@@ -189,8 +189,9 @@ t.test('the bundled lifelong editor holds 30 sequential edits that the bundled c
   }
   const lifelong = await run(BUNDLED_EDITOR_FILE), classic = await run(BUNDLED_MEND_EDITOR_FILE)
   t.comment(`reliability over the 30 edits after all 30: lifelong ${(100 * lifelong).toFixed(1)}%, classic MEND ${(100 * classic).toFixed(1)}%`)
+  // README: 95.7% after 20 and 89.9% after 50 edits for the lifelong editor, 14.3% and 3.9% for classic MEND.
   t.ok(lifelong >= 0.85, 'the lifelong editor keeps at least 85% of them')
-  t.ok(lifelong >= classic + 0.3, 'at least 30 points more than classic MEND')
+  t.ok(lifelong >= classic + 0.5, 'at least 50 points more than classic MEND')
 })
 
 t.test("the README's twenty-line example (examples/quickstart.js) prints what the README says", async (t) => {

@@ -207,7 +207,7 @@ async function evalCmd(opts: Record<string, any>): Promise<void> {
   // The second editor of the comparison: --compare, or for the bundled editor (no --editor, no
   // --model) the bundled classic MEND editor, on the same edits (--no-compare skips it).
   let compareFile: string | undefined = typeof opts.compare === 'string' ? opts.compare : undefined
-  if (opts.compare === true && opts.editor === undefined && opts.model === undefined && fs.existsSync(BUNDLED_MEND_EDITOR_FILE)) compareFile = BUNDLED_MEND_EDITOR_FILE
+  if (opts.compare !== false && typeof opts.compare !== 'string' && opts.editor === undefined && opts.model === undefined && fs.existsSync(BUNDLED_MEND_EDITOR_FILE)) compareFile = BUNDLED_MEND_EDITOR_FILE
   const res = await evaluateEditor(editor, records, {
     sequential: opts.sequential, provenance,
     onProgress: (done, total) => {

@@ -10,6 +10,7 @@
 namespace {
 
 using mend::addon::addon_data;
+using mend::addon::guard_fn;
 
 Napi::Value NumThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), mend::num_threads());
@@ -43,10 +44,10 @@ Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new mend::addon::AddonData());  // deleted with the environment
-  exports.Set("numThreads", Napi::Function::New(env, NumThreads, "numThreads"));
-  exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads, "setNumThreads"));
-  exports.Set("gemmBackend", Napi::Function::New(env, GemmBackend, "gemmBackend"));
-  exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
+  exports.Set("numThreads", Napi::Function::New(env, guard_fn<NumThreads>, "numThreads"));
+  exports.Set("setNumThreads", Napi::Function::New(env, guard_fn<SetNumThreads>, "setNumThreads"));
+  exports.Set("gemmBackend", Napi::Function::New(env, guard_fn<GemmBackend>, "gemmBackend"));
+  exports.Set("setErrorClass", Napi::Function::New(env, guard_fn<SetErrorClass>, "setErrorClass"));
   mend::addon::init_model(env, exports);
   mend::addon::init_mend(env, exports);
   mend::addon::init_train(env, exports);

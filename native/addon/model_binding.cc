@@ -64,18 +64,18 @@ bool read_names(Napi::Env env, const Napi::Value& v, const GPT2Model& m, const c
   return true;
 }
 
-class Model : public Napi::ObjectWrap<Model> {
+class Model : public GuardedWrap<Model> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeGPT2", {
-        InstanceMethod("paramInfo", &Model::ParamInfo),
-        InstanceMethod("param", &Model::Param),
-        InstanceMethod("forward", &Model::Forward),
-        InstanceMethod("lossAndGrad", &Model::LossAndGrad),
-        InstanceMethod("generate", &Model::Generate),
-        InstanceMethod("save", &Model::Save),
-        InstanceMethod("paramBytes", &Model::ParamBytes),
-        InstanceMethod("dispose", &Model::Dispose),
+        InstanceMethod("paramInfo", &Model::template guard<&Model::ParamInfo>),
+        InstanceMethod("param", &Model::template guard<&Model::Param>),
+        InstanceMethod("forward", &Model::template guard<&Model::Forward>),
+        InstanceMethod("lossAndGrad", &Model::template guard<&Model::LossAndGrad>),
+        InstanceMethod("generate", &Model::template guard<&Model::Generate>),
+        InstanceMethod("save", &Model::template guard<&Model::Save>),
+        InstanceMethod("paramBytes", &Model::template guard<&Model::ParamBytes>),
+        InstanceMethod("dispose", &Model::template guard<&Model::Dispose>),
     });
   }
   static Napi::Object Wrap(Napi::Env env, std::shared_ptr<GPT2Model> m) {
@@ -91,7 +91,7 @@ class Model : public Napi::ObjectWrap<Model> {
   void Finalize(Napi::Env env) override {
     if (reported_) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_);
   }
-  explicit Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {}
+  explicit Model(const Napi::CallbackInfo& info) : GuardedWrap<Model>(info) {}
   std::shared_ptr<GPT2Model> model() const { return model_; }
 
  private:
@@ -337,9 +337,9 @@ void init_model(Napi::Env env, Napi::Object exports) {
   Napi::Function f = Model::Define(env);
   addon_data(env)->model_ctor = Napi::Persistent(f);
   exports.Set("NativeGPT2", f);
-  exports.Set("loadModel", Napi::Function::New(env, LoadModel));
-  exports.Set("randomModel", Napi::Function::New(env, RandomModel));
-  exports.Set("createModel", Napi::Function::New(env, CreateModel));
+  exports.Set("loadModel", Napi::Function::New(env, guard_fn<LoadModel>));
+  exports.Set("randomModel", Napi::Function::New(env, guard_fn<RandomModel>));
+  exports.Set("createModel", Napi::Function::New(env, guard_fn<CreateModel>));
 }
 
 }  // namespace addon

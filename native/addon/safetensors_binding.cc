@@ -193,8 +193,8 @@ Napi::Value SafetensorsWrite(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void init_safetensors(Napi::Env env, Napi::Object exports) {
-  exports.Set("safetensorsRead", Napi::Function::New(env, SafetensorsRead, "safetensorsRead"));
-  exports.Set("safetensorsWrite", Napi::Function::New(env, SafetensorsWrite, "safetensorsWrite"));
+  exports.Set("safetensorsRead", Napi::Function::New(env, guard_fn<SafetensorsRead>, "safetensorsRead"));
+  exports.Set("safetensorsWrite", Napi::Function::New(env, guard_fn<SafetensorsWrite>, "safetensorsWrite"));
 }
 
 }  // namespace addon

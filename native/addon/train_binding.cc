@@ -21,20 +21,20 @@ struct TrainerRef {
   bool busy = false;  // main thread only
 };
 
-class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
+class TrainerHandle : public GuardedWrap<TrainerHandle> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeTrainer", {
-        InstanceMethod("step", &TrainerHandle::Step),
-        InstanceMethod("tensors", &TrainerHandle::Tensors),
-        InstanceMethod("grads", &TrainerHandle::Grads),
-        InstanceMethod("optimizerState", &TrainerHandle::OptimizerState),
-        InstanceMethod("setOptimizerState", &TrainerHandle::SetOptimizerState),
-        InstanceMethod("setGrads", &TrainerHandle::SetGrads),
-        InstanceMethod("steps", &TrainerHandle::Steps),
+        InstanceMethod("step", &TrainerHandle::template guard<&TrainerHandle::Step>),
+        InstanceMethod("tensors", &TrainerHandle::template guard<&TrainerHandle::Tensors>),
+        InstanceMethod("grads", &TrainerHandle::template guard<&TrainerHandle::Grads>),
+        InstanceMethod("optimizerState", &TrainerHandle::template guard<&TrainerHandle::OptimizerState>),
+        InstanceMethod("setOptimizerState", &TrainerHandle::template guard<&TrainerHandle::SetOptimizerState>),
+        InstanceMethod("setGrads", &TrainerHandle::template guard<&TrainerHandle::SetGrads>),
+        InstanceMethod("steps", &TrainerHandle::template guard<&TrainerHandle::Steps>),
     });
   }
-  explicit TrainerHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TrainerHandle>(info) {}
+  explicit TrainerHandle(const Napi::CallbackInfo& info) : GuardedWrap<TrainerHandle>(info) {}
   std::shared_ptr<TrainerRef> ref;
 
  private:
@@ -176,7 +176,7 @@ void init_train(Napi::Env env, Napi::Object exports) {
   Napi::Function f = TrainerHandle::Define(env);
   addon_data(env)->trainer_ctor = Napi::Persistent(f);
   exports.Set("NativeTrainer", f);
-  exports.Set("createTrainer", Napi::Function::New(env, CreateTrainer));
+  exports.Set("createTrainer", Napi::Function::New(env, guard_fn<CreateTrainer>));
 }
 
 }  // namespace addon

@@ -40,6 +40,7 @@ constexpr const char* kShape = "ERR_SHAPE_MISMATCH";           // a tensor has t
 constexpr const char* kConfig = "ERR_CONFIG";                  // missing/invalid config key
 constexpr const char* kNonFinite = "ERR_NON_FINITE";           // NaN or Inf where not allowed
 constexpr const char* kClosed = "ERR_DISPOSED";                // use after dispose()
+constexpr const char* kOutOfMemory = "ERR_OUT_OF_MEMORY";      // an allocation failed (std::bad_alloc)
 constexpr const char* kInternal = "ERR_INTERNAL";              // an unexpected native failure
 }  // namespace code
 

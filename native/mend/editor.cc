@@ -32,6 +32,10 @@ Status GradientTransform::validate(const std::string& what) const {
   };
   if (d_in < 1 || d_out < 1 || rank < 1 || n_modes < 1 || layers.empty())
     return Status::Error(code::kInvalidArg, what + ": invalid sizes");
+  if (rank > D() || layers.size() > (size_t)kMaxHidden + 1 || (size_t)n_modes > (size_t)1 << 16)
+    return Status::Error(code::kInvalidArg, what + ": rank " + std::to_string(rank) + ", " + std::to_string(layers.size()) +
+                                                " layers, " + std::to_string(n_modes) + " modes (at most rank d_in + d_out = " +
+                                                std::to_string(D()) + ", " + std::to_string(kMaxHidden + 1) + " layers)");
   for (size_t j = 0; j < layers.size(); j++) {
     const MendLayer& L = layers[j];
     std::string p = ".mlp.layers." + std::to_string(j) + ".";

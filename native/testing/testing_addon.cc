@@ -3,11 +3,15 @@
 //   gemmCheckSections() → number of sections
 //   gemmCheck(section) → {section, runs, failures, maxAbs, maxRel, worst, failed: string[], limit}
 //   benchReadBandwidth(megabytes, repeats) → median GB/s of reading a buffer with the kernels' threads
+//   nativeThrow(kind) → throws a C++ exception of that kind ("bad_alloc", "runtime", "other") inside
+//     a guarded binding (util.h), for the test that no exception escapes as an abort
 #include <napi.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "addon/util.h"
@@ -71,6 +75,15 @@ Napi::Value BenchReadBandwidth(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, gbps[gbps.size() / 2]);
 }
 
+// (the guard of every binding, util.h: each kind must arrive as a coded JavaScript error)
+Napi::Value NativeThrow(const Napi::CallbackInfo& info) {
+  const std::string kind = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  if (kind == "bad_alloc") throw std::bad_alloc();
+  if (kind == "runtime") throw std::runtime_error("a runtime error");
+  if (kind == "other") throw 42;
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -79,6 +92,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gemmCheckSections", Napi::Function::New(env, GemmCheckSections, "gemmCheckSections"));
   exports.Set("gemmCheck", Napi::Function::New(env, GemmCheck, "gemmCheck"));
   exports.Set("benchReadBandwidth", Napi::Function::New(env, BenchReadBandwidth, "benchReadBandwidth"));
+  exports.Set("nativeThrow", Napi::Function::New(env, addon::guard_fn<NativeThrow>, "nativeThrow"));
   return exports;
 }
 

@@ -161,7 +161,16 @@ export const loadModel: Api['loadModel'] = (path, config) => native().loadModel(
 export const randomModel: Api['randomModel'] = (config, seed) => native().randomModel(config, seed)
 export const createModel: Api['createModel'] = (config, tensors) => native().createModel(config, tensors)
 export const safetensorsRead: Api['safetensorsRead'] = (path) => native().safetensorsRead(path)
-export const safetensorsWrite: Api['safetensorsWrite'] = (path, tensors, metadata) => native().safetensorsWrite(path, tensors, metadata)
+/** The library's writer: refuses (ERR_NON_FINITE, nothing written) a tensor holding NaN or Inf, so every file node-mend saves (edit logs, editors, checkpoints) loads again. */
+export const safetensorsWrite: Api['safetensorsWrite'] = (path, tensors, metadata) => {
+  for (const t of tensors) {
+    const d = t.data
+    for (let i = 0; i < d.length; i++) {
+      if (!Number.isFinite(d[i])) return Promise.reject(mendError('ERR_NON_FINITE', `${path}: tensor "${t.name}" holds NaN or Inf (at element ${i}); nothing was written`))
+    }
+  }
+  return native().safetensorsWrite(path, tensors, metadata)
+}
 export const createEditor: Api['createEditor'] = (model, spec) => native().createEditor(model, spec)
 export const mendEdit: Api['mendEdit'] = (...a) => native().mendEdit(...a)
 export const buildOverlay: Api['buildOverlay'] = (model, edits) => native().buildOverlay(model, edits)

@@ -19,6 +19,7 @@ import { loadMENDHparams } from '../mend/hparams'
 import { BaseEditor, greedyCompletions } from '../easyedit/base-editor'
 import { evaluateEditor, markdownReport, svgPlot } from '../easyedit/eval'
 import { runDemo } from './demo'
+import { makeDirectory } from '../core/files'
 import { worldFactsEvalRequests } from './factmodel'
 import * as path from 'path'
 
@@ -210,7 +211,7 @@ async function evalCmd(opts: Record<string, any>): Promise<void> {
     },
   })
   bar?.stop()
-  fs.mkdirSync(opts.outDir, { recursive: true })
+  makeDirectory(opts.outDir)
   const report = markdownReport(res, `node-mend eval: ${opts.data === undefined ? 'WorldFacts held-out-subject edits' : path.basename(opts.data)}`)
   fs.writeFileSync(path.join(opts.outDir, 'results.json'), JSON.stringify(res, null, 2) + '\n')
   fs.writeFileSync(path.join(opts.outDir, 'report.md'), report)

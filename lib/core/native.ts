@@ -79,7 +79,8 @@ export interface NativeAddon {
   numThreads(): number
   setNumThreads(n: number): void
   gemmBackend(): string
-  loadModel(path: string, config: NativeConfig): Promise<NativeModel>
+  /** mmap: map the file instead of reading it into private memory (the file must not change while loaded). */
+  loadModel(path: string, config: NativeConfig, mmap?: boolean): Promise<NativeModel>
   randomModel(config: NativeConfig, seed: number): Promise<NativeModel>
   createModel(config: NativeConfig, tensors: Record<string, Float32Array>): Promise<NativeModel>
   safetensorsRead(path: string): Promise<{
@@ -157,7 +158,7 @@ export function native(): NativeAddon {
 // The addon's entry points, typed. Modules outside lib/core/ call these (never the addon object), so
 // a second backend plugs in here.
 type Api = NativeAddon
-export const loadModel: Api['loadModel'] = (path, config) => native().loadModel(path, config)
+export const loadModel: Api['loadModel'] = (path, config, mmap) => native().loadModel(path, config, mmap)
 export const randomModel: Api['randomModel'] = (config, seed) => native().randomModel(config, seed)
 export const createModel: Api['createModel'] = (config, tensors) => native().createModel(config, tensors)
 export const safetensorsRead: Api['safetensorsRead'] = (path) => native().safetensorsRead(path)

@@ -1,9 +1,9 @@
 /**
  * GPT-2 configuration: Hugging Face `config.json` keys in, the native config out.
  */
-import * as fs from 'fs'
 import { checkOptions } from '../core/check'
 import { mendError } from '../core/errors'
+import { readRegularFileSync } from '../core/files'
 import type { NativeConfig } from '../core/native'
 
 export interface GPT2Config {
@@ -24,12 +24,7 @@ const TANH_GELU = new Set(['gelu_new', 'gelu_pytorch_tanh', 'gelu_fast'])
 
 /** Reads a Hugging Face GPT-2 config.json; missing or invalid keys are ERR_CONFIG naming the file. */
 export function readHFConfig(file: string): { config: GPT2Config; raw: Record<string, unknown> } {
-  let text: string
-  try {
-    text = fs.readFileSync(file, 'utf8')
-  } catch (e) {
-    throw mendError('ERR_IO', `cannot read ${file}: ${(e as Error).message}`)
-  }
+  const text = readRegularFileSync(file)
   let raw: Record<string, unknown>
   try {
     raw = JSON.parse(text)

@@ -8,6 +8,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { checkOptions, describe } from '../core/check'
 import { mendError } from '../core/errors'
+import { makeDirectory } from '../core/files'
 import { GPT2Inference, GPT2LMHeadModel } from './gpt2'
 import { buildOverlay, callNative, materialize, NativeOverlay, safetensorsRead, safetensorsWrite } from '../core/native'
 import { Tensor } from '../core/tensor'
@@ -114,7 +115,7 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
     })
     const c = this.config
     const params = [...new Set(this.edits.flatMap((e) => Object.keys(e.factors)))].sort()
-    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true })
+    makeDirectory(path.dirname(path.resolve(file)))
     await callNative(() => safetensorsWrite(file, tensors, {
       format: EDITS_FORMAT,
       version: '1',

@@ -272,17 +272,19 @@ struct NewModel : Baton {
   Napi::Value result(Napi::Env env) { return Model::Wrap(env, m); }
 };
 
-// loadModel(path, config) → Promise<NativeGPT2>
+// loadModel(path, config, mmap?) → Promise<NativeGPT2>; mmap: map the file instead of reading it
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   MEND_CHECK_ARG(env, info[0].IsString(), "Expected a path string for loadModel");
   MEND_CHECK_ARG(env, info[1].IsObject(), "Expected a config object for loadModel");
+  MEND_CHECK_ARG(env, info.Length() < 3 || info[2].IsUndefined() || info[2].IsBoolean(), "Expected a boolean (mmap) for loadModel");
   struct B : NewModel {
-    std::string path; GPT2Config cfg;
-    Status run() { return GPT2Model::load(path, cfg, &m); }
+    std::string path; GPT2Config cfg; bool map_file = false;
+    Status run() { return GPT2Model::load(path, cfg, &m, map_file); }
   } w;
   MEND_THROW_IF_ERROR(env, read_config(info[1].As<Napi::Object>(), &w.cfg));
   w.path = info[0].As<Napi::String>().Utf8Value();
+  w.map_file = info.Length() >= 3 && info[2].IsBoolean() && info[2].As<Napi::Boolean>().Value();
   return queue_async(env, std::move(w));
 }
 

@@ -1,8 +1,9 @@
 // safetensors_binding.cc — safetensorsRead / safetensorsWrite for JavaScript.
 //
 // safetensorsRead(path) resolves to { metadata: {k: string}, tensors: {name: {dtype, shape, data}} }.
-// Float dtypes come back as Float32Array: a view of the mapping for aligned F32 (the mapping lives
-// until every view is collected), converted copies for F16/BF16/F64/unaligned F32. Integer and
+// Float dtypes come back as Float32Array: a view of the file's buffer (read into private memory, so
+// nothing done to the file later reaches it) for aligned F32 (the buffer lives until every view is
+// collected), converted copies for F16/BF16/F64/unaligned F32. Integer and
 // BOOL tensors come back with `data: null` (their dtype and shape only).
 //
 // safetensorsWrite(path, [{name, shape, data: Float32Array}], metadata) resolves when the file has

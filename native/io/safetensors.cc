@@ -400,11 +400,10 @@ std::string sys_error() { return std::strerror(errno); }
 
 SafetensorsFile::~SafetensorsFile() {
   if (!map_) return;
-#ifdef _WIN32
-  std::free(map_);
-#else
-  munmap(map_, map_size_);
+#ifndef _WIN32
+  if (mapped_) { munmap(map_, map_size_); return; }
 #endif
+  std::free(map_);
 }
 
 const SafeTensor* SafetensorsFile::find(const std::string& name) const {
@@ -412,7 +411,7 @@ const SafeTensor* SafetensorsFile::find(const std::string& name) const {
   return it == tensors_.end() ? nullptr : &it->second;
 }
 
-Status SafetensorsFile::open(const std::string& path, std::unique_ptr<SafetensorsFile>* out) {
+Status SafetensorsFile::open(const std::string& path, std::unique_ptr<SafetensorsFile>* out, bool map_file) {
   auto io_error = [&](const std::string& what) { return Status::Error(code::kIO, path + ": " + what); };
   auto bad = [&](const std::string& what) { return Status::Error(code::kSafetensors, path + ": " + what); };
   auto bad_tensor = [&](const std::string& name, const std::string& what) {
@@ -441,20 +440,42 @@ Status SafetensorsFile::open(const std::string& path, std::unique_ptr<Safetensor
     f->map_size_ = file_size;
   }
 #else
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; it is then refused as not a regular file.
   int fd;
-  do fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC); while (fd < 0 && errno == EINTR);
+  do fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK); while (fd < 0 && errno == EINTR);
   if (fd < 0) return io_error("cannot open: " + sys_error());
   struct stat st;
   if (fstat(fd, &st) != 0) { Status s = io_error("cannot stat: " + sys_error()); ::close(fd); return s; }
-  if (!S_ISREG(st.st_mode)) { ::close(fd); return io_error("not a regular file"); }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return io_error(std::string("not a regular file (") + (S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISDIR(st.st_mode) ? "a directory" : "a device or socket") + ")");
+  }
   const size_t file_size = static_cast<size_t>(st.st_size);
-  if (file_size >= 8) {
-    // Writable copy-on-write mapping: the file is never modified, and a JavaScript view of the
-    // mapping that gets written to copies the page instead of faulting.
+  if (file_size >= 8 && map_file) {
+    // Opt-in (the file must not change while loaded: truncating it then is SIGBUS, rewriting it
+    // changes the weights). Writable copy-on-write mapping: the file is never modified, and a
+    // JavaScript view of the mapping that gets written to copies the page instead of faulting.
     void* m = mmap(nullptr, file_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
     if (m == MAP_FAILED) { Status s = io_error("mmap failed: " + sys_error()); ::close(fd); return s; }
     f->map_ = m;
     f->map_size_ = file_size;
+    f->mapped_ = true;
+  } else if (file_size >= 8) {
+    // The default: the file is read into private memory, so nothing done to it later reaches us.
+    f->map_ = std::malloc(file_size);
+    if (!f->map_) { ::close(fd); return Status::Error(code::kOutOfMemory, path + ": out of memory reading " + std::to_string(file_size) + " bytes"); }
+    f->map_size_ = file_size;
+    size_t got = 0;
+    while (got < file_size) {
+      const ssize_t r = ::pread(fd, static_cast<uint8_t*>(f->map_) + got, std::min<size_t>(file_size - got, 1u << 30), (off_t)got);
+      if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (r <= 0) {
+        Status s = io_error(r < 0 ? "read failed: " + sys_error() : "the file shrank while it was read");
+        ::close(fd);
+        return s;
+      }
+      got += (size_t)r;
+    }
   }
   ::close(fd);
 #endif
@@ -563,6 +584,18 @@ Status SafetensorsFile::open(const std::string& path, std::unique_ptr<Safetensor
                                              "] overlap tensor \"" + *ranges[k - 1].name + "\" [" +
                                              std::to_string(ranges[k - 1].b) + ", " + std::to_string(ranges[k - 1].e) + "]");
   }
+  // The data buffer is fully indexed (the safetensors rule): offsets contiguous from 0, no hole, no
+  // trailing bytes. A wrong header length shifts every tensor; this is where it shows.
+  uint64_t at = 0;
+  for (const Range& r : ranges) {
+    if (r.b != at)
+      return bad_tensor(*r.name, "data_offsets [" + std::to_string(r.b) + ", " + std::to_string(r.e) + "] leave a hole of " +
+                                     std::to_string(r.b - at) + " bytes before it (the data must be contiguous from offset 0)");
+    at = r.e;
+  }
+  if (at != data_size)
+    return bad(std::to_string(data_size - at) + " bytes after the last tensor's data (" + std::to_string(data_size) +
+               " data bytes, " + std::to_string(at) + " indexed): the header length or the offsets are wrong");
 
   *out = std::move(f);
   return Status::OK();

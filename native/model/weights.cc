@@ -1,5 +1,5 @@
-// weights.cc — where a GPT2Model's parameters come from and go to: a safetensors file (mapped,
-// either name style), HF-style random initialisation, tensors handed over from JavaScript, a copy
+// weights.cc — where a GPT2Model's parameters come from and go to: a safetensors file (read, or
+// mapped on request; either name style), HF-style random initialisation, tensors handed over from JavaScript, a copy
 // with some parameters replaced (materialize), and saving. The model computes in model/gpt2.cc.
 #include <algorithm>
 #include <cmath>
@@ -40,10 +40,10 @@ size_t GPT2Model::owned_bytes() const {
   return n;
 }
 
-Status GPT2Model::load(const std::string& path, const GPT2Config& cfg, std::shared_ptr<GPT2Model>* out) {
+Status GPT2Model::load(const std::string& path, const GPT2Config& cfg, std::shared_ptr<GPT2Model>* out, bool map_file) {
   MEND_RETURN_IF_ERROR(cfg.validate());
   std::unique_ptr<SafetensorsFile> f;
-  MEND_RETURN_IF_ERROR(SafetensorsFile::open(path, &f));
+  MEND_RETURN_IF_ERROR(SafetensorsFile::open(path, &f, map_file));
   std::shared_ptr<GPT2Model> m(new GPT2Model(cfg));
   m->file_ = std::move(f);
   for (size_t i = 0; i < m->info_.size(); i++) {

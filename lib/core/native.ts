@@ -7,6 +7,7 @@
  */
 import * as path from 'path'
 import { MendError, mendError } from './errors'
+import { checkInt } from './check'
 
 export interface NativeModel {
   paramInfo(): { name: string; shape: number[] }[]
@@ -129,8 +130,12 @@ export async function callNative<T>(fn: () => Promise<T>): Promise<T> {
 export function numThreads(): number {
   return native().numThreads()
 }
-/** Sets the number of native threads (a positive integer). */
+/** The most native threads accepted (more than the cores only slows every call down). */
+export const MAX_THREADS = 256
+
+/** Sets the number of native threads (an integer in [1, MAX_THREADS]); the pool grows or shrinks to it. */
 export function setNumThreads(n: number): void {
+  checkInt(n, 'setNumThreads', 1, MAX_THREADS)
   native().setNumThreads(n)
 }
 /** The GEMM code path chosen for this CPU: "avx2-fma" or "portable". */

@@ -27,7 +27,7 @@ import { MEND, noteTrainedCopy } from './mend'
 import { layerActivationsOf, MENDConfig } from './network'
 import { callNative, createTrainer, EditorSpec, NativeBatch, NativeTrainer, safetensorsRead, safetensorsWrite } from '../core/native'
 import { GPT2Tokenizer } from '../tokenizer/tokenizer'
-import { checkInt, checkNumber, checkOptions } from '../core/check'
+import { checkInt, checkNumber, checkOptions, invalidArg } from '../core/check'
 
 export interface EditTrainerConfig {
   lr?: number            // 1e-6
@@ -183,6 +183,16 @@ export class EditTrainer {
    */
   async run(train: TrainBatch[], val: TrainBatch[], opts: { onProgress?: (p: Progress) => void; signal?: AbortSignal } = {}): Promise<RunResult> {
     if (!Array.isArray(train) || train.length === 0) throw mendError('ERR_INVALID_ARG', 'Expected a non-empty array of training batches')
+    if (val === undefined) val = []
+    if (!Array.isArray(val)) throw invalidArg('an array of validation batches', 'EditTrainer.run val', val)
+    for (const [list, what] of [[train, 'train'], [val, 'val']] as const) {
+      list.forEach((b, i) => {
+        if (!b || typeof b !== 'object' || !b.edit || typeof b.edit !== 'object' || !b.loc || typeof b.loc !== 'object' ||
+            (b.editOuter !== undefined && (!b.editOuter || typeof b.editOuter !== 'object'))) {
+          throw invalidArg('a TrainBatch { edit, loc, editOuter? }', `EditTrainer.run ${what}[${i}]`, b)
+        }
+      })
+    }
     const c = this.config
     let step = this.steps
     let stopped: RunResult['stopped'] = 'maxIters'

@@ -20,6 +20,9 @@ export interface GPT2Config {
   eosTokenId?: number
 }
 
+/** Sizes are 32-bit in the native code. */
+const INT32_MAX = 2147483647
+
 const TANH_GELU = new Set(['gelu_new', 'gelu_pytorch_tanh', 'gelu_fast'])
 
 /** Reads a Hugging Face GPT-2 config.json; missing or invalid keys are ERR_CONFIG naming the file. */
@@ -41,8 +44,8 @@ export function configFromHF(raw: Record<string, unknown>, file: string): GPT2Co
     let v = raw[key]
     if (v === undefined && fallback) v = raw[fallback]
     if (v === undefined) throw mendError('ERR_CONFIG', `${file}: missing key "${key}"`)
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {
-      throw mendError('ERR_CONFIG', `${file}: "${key}" must be a positive integer but is ${JSON.stringify(v)}`)
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > INT32_MAX) {
+      throw mendError('ERR_CONFIG', `${file}: "${key}" must be a positive integer${typeof v === 'number' && v > INT32_MAX ? ` at most ${INT32_MAX}` : ''} but is ${JSON.stringify(v)}`)
     }
     return v
   }
@@ -93,8 +96,8 @@ export function validateConfig(c: GPT2Config, where = 'config'): void {
   for (const k of ['vocabSize', 'nPositions', 'nEmbd', 'nLayer', 'nHead'] as const) {
     const v = c[k]
     if (v === undefined) throw mendError('ERR_CONFIG', `${where}: missing key "${k}"`)
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {
-      throw mendError('ERR_CONFIG', `${where}: ${k} must be a positive integer but is ${JSON.stringify(v)}`)
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > INT32_MAX) {
+      throw mendError('ERR_CONFIG', `${where}: ${k} must be a positive integer${typeof v === 'number' && v > INT32_MAX ? ` at most ${INT32_MAX}` : ''} but is ${JSON.stringify(v)}`)
     }
   }
   if (c.nEmbd % c.nHead !== 0) throw mendError('ERR_CONFIG', `${where}: nEmbd (${c.nEmbd}) must be a multiple of nHead (${c.nHead})`)

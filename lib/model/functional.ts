@@ -6,7 +6,7 @@
 import { createHash } from 'crypto'
 import * as fs from 'fs'
 import * as path from 'path'
-import { checkOptions, describe } from '../core/check'
+import { checkOptions, describe, invalidArg } from '../core/check'
 import { mendError } from '../core/errors'
 import { makeDirectory } from '../core/files'
 import { GPT2Inference, GPT2LMHeadModel } from './gpt2'
@@ -50,6 +50,17 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
 
   /** An edited model from an edit log on `base` (rebuilds the overlay). */
   static async fromEdits(base: GPT2LMHeadModel, edits: EditRecord[]): Promise<FunctionalGPT2LMHeadModel> {
+    if (!(base instanceof GPT2LMHeadModel)) throw invalidArg('a GPT2LMHeadModel', 'fromEdits base', base)
+    if (!Array.isArray(edits)) throw invalidArg('an array of edit records', 'fromEdits edits', edits)
+    edits.forEach((e, i) => {
+      if (!e || typeof e !== 'object' || !e.factors || typeof e.factors !== 'object' || !e.alphas || typeof e.alphas !== 'object') {
+        throw invalidArg('an edit record { factors, alphas, request? }', `fromEdits edits[${i}]`, e)
+      }
+      for (const [name, f] of Object.entries(e.factors)) {
+        const ok = (x: unknown) => !!x && typeof x === 'object' && (x as { data?: unknown }).data instanceof Float32Array
+        if (!f || !ok(f.u) || !ok(f.d)) throw invalidArg('{ u: Tensor, d: Tensor } with Float32Array data', `fromEdits edits[${i}].factors["${name}"]`, f)
+      }
+    })
     if (edits.length === 0) return new FunctionalGPT2LMHeadModel(base, [], null)
     const index = new Map(base.parameters().map((p, i) => [p.name, i]))
     const factors = edits.map((e, i) => Object.entries(e.factors).map(([name, f]) => {

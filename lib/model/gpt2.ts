@@ -118,6 +118,10 @@ export abstract class GPT2Inference {
   async lossAndGrad(batch: Batch, opts: LossAndGradOptions = {}): Promise<LossAndGradOutput> {
     opts = checkOptions<LossAndGradOptions>(opts, 'lossAndGrad', ['params', 'capture'])
     const b = prepareBatch(batch, this.config.vocabSize, true)
+    for (const k of ['params', 'capture'] as const) {
+      const v = opts[k]
+      if (v !== undefined && (!Array.isArray(v) || !v.every((n) => typeof n === 'string'))) throw invalidArg('a list of parameter names', `lossAndGrad ${k}`, v)
+    }
     const shapes = new Map(this.parameters().map((p) => [p.name, p.shape]))
     const params = opts.params === undefined ? null : opts.params.map((n) => canonicalName(n, shapes, 'params'))
     const capture = (opts.capture ?? []).map((n) => {
@@ -181,6 +185,9 @@ export abstract class GPT2Inference {
       throw mendError('ERR_SEQUENCE_TOO_LONG', `prompt length ${b.ids.T} + maxNewTokens ${maxNew} > n_positions ${this.config.nPositions}`)
     }
     const seed = opts.seed ?? 0
+    checkInt(seed, 'generate seed', 0, Number.MAX_SAFE_INTEGER)
+    if (opts.useCache !== undefined && typeof opts.useCache !== 'boolean') throw invalidArg('a boolean', 'generate useCache', opts.useCache)
+    if (opts.includePrompt !== undefined && typeof opts.includePrompt !== 'boolean') throw invalidArg('a boolean', 'generate includePrompt', opts.includePrompt)
     const ov = this.overlayHandle
     const r = await callNative(() => this.native.generate(b.ids.data, b.ids.B, b.ids.T, b.mask,
       { maxNewTokens: maxNew, temperature, topK, topP, repetitionPenalty, eosTokenId: eos, seed, useCache: opts.useCache ?? true }, ov))

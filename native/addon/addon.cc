@@ -18,8 +18,9 @@ Napi::Value NumThreads(const Napi::CallbackInfo& info) {
 
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  MEND_CHECK_ARG(env, info.Length() >= 1 && info[0].IsNumber() && info[0].As<Napi::Number>().Int32Value() >= 1,
-                 "Expected a positive integer for threads");
+  const double n = info.Length() >= 1 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0;
+  MEND_CHECK_ARG(env, n >= 1 && n <= mend::kMaxThreads && n == (double)(int)n,
+                 "Expected an integer in [1, " + std::to_string(mend::kMaxThreads) + "] for threads");
   mend::set_num_threads(info[0].As<Napi::Number>().Int32Value());
   return env.Undefined();
 }

@@ -4,6 +4,8 @@
 // shared_ptr, so dispose() while a call is in flight is safe.
 #include <napi.h>
 
+#include <cmath>
+
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -25,7 +27,8 @@ Status read_config(const Napi::Object& o, GPT2Config* cfg) {
     if (v.IsUndefined() || v.IsNull()) return Status::OK();
     if (!v.IsNumber()) return Status::Error(code::kConfig, std::string("config.") + k + " must be a number");
     double d = v.As<Napi::Number>().DoubleValue();
-    if (d != (double)(int)d) return Status::Error(code::kConfig, std::string("config.") + k + " must be an integer");
+    if (!(d >= -2147483648.0 && d <= 2147483647.0) || d != std::floor(d))
+      return Status::Error(code::kConfig, std::string("config.") + k + " must be an integer in [-2^31, 2^31) but is " + std::to_string(d));
     *dst = (int)d;
     return Status::OK();
   };

@@ -10,6 +10,7 @@ namespace mend {
 
 // Number of threads a parallel region uses (including the caller). Default: NODE_MEND_THREADS if
 // set, else std::thread::hardware_concurrency().
+constexpr int kMaxThreads = 256;  // setNumThreads refuses more (lib/core/native.ts MAX_THREADS)
 int num_threads();
 void set_num_threads(int n);  // n >= 1; takes effect for the next region
 

@@ -266,17 +266,31 @@ export class EditTrainer {
     const editor = specFromTensors(model, r.tensors, r.metadata, file, mendCfg.innerParams, 'editor.')
     const grads = specFromTensors(model, r.tensors, r.metadata, file, mendCfg.innerParams, 'grad.')
     const trainer = new EditTrainer(MEND.fromEditorSpec(model, editor.spec, mendCfg), { ...trainerCfg, ...overrides })
-    const n = Number(r.metadata.n_adam)
+    // Tampered or damaged counters are refused, naming the file and key (a negative or non-numeric
+    // n_adam, steps or adam_t used to be taken and left the trainer's editor NaN).
+    const count = (key: string, max = Number.MAX_SAFE_INTEGER) => {
+      const s = r.metadata[key]
+      if (typeof s !== 'string' || !/^\d+$/.test(s) || Number(s) > max) {
+        throw mendError('ERR_SAFETENSORS', `${file}: metadata "${key}" must be a non-negative integer${max < Number.MAX_SAFE_INTEGER ? ` at most ${max}` : ''} but is ${JSON.stringify(s ?? null)}`)
+      }
+      return Number(s)
+    }
+    const n = count('n_adam', Object.keys(r.tensors).length)
+    const adamT = count('adam_t', 2147483647), steps = count('steps')
     const take = (name: string) => {
       const t = r.tensors[name]
       if (!t || !t.data) throw mendError('ERR_MISSING_TENSOR', `${file}: missing tensor "${name}"`)
+      if (!t.data.every(Number.isFinite)) throw mendError('ERR_NON_FINITE', `${file}: tensor "${name}" holds NaN or Inf`)
       return Float32Array.from(t.data)
     }
-    trainer.handle.setOptimizerState({
-      t: Number(r.metadata.adam_t), steps: Number(r.metadata.steps),
-      m: Array.from({ length: n }, (_, i) => take(`adam.m.${i}`)), v: Array.from({ length: n }, (_, i) => take(`adam.v.${i}`)),
-    })
-    trainer.handle.setGrads(grads.spec)
+    const state = { t: adamT, steps, m: Array.from({ length: n }, (_, i) => take(`adam.m.${i}`)), v: Array.from({ length: n }, (_, i) => take(`adam.v.${i}`)) }
+    try {
+      trainer.handle.setOptimizerState(state)
+      trainer.handle.setGrads(grads.spec)
+    } catch (e) {
+      (e as Error).message = `${file}: ${(e as Error).message}`
+      throw e
+    }
     return trainer
   }
 

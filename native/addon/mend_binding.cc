@@ -252,8 +252,10 @@ Napi::Value BuildOverlay(const Napi::CallbackInfo& info) {
       f.param = fo.Get("param").As<Napi::Number>().Int32Value();
       auto a = std::make_shared<std::vector<float>>(copy_f32(fo.Get("a")));
       auto b = std::make_shared<std::vector<float>>(copy_f32(fo.Get("b")));
-      MEND_CHECK_ARG(env, f.param >= 0 && f.param < (int)model->params().size() && model->params()[f.param].shape.size() == 2,
-                     "edit factors name a parameter that is not a weight matrix");
+      MEND_CHECK_ARG(env, f.param >= 0 && f.param < (int)model->params().size() && model->params()[f.param].conv1d,
+                     "edit factors name a parameter that is not an editable Conv1D weight");
+      MEND_CHECK_ARG(env, a->size() % (size_t)model->params()[f.param].shape[0] == 0,
+                     "edit factors for \"" + model->params()[f.param].name + "\" do not match its shape");
       f.rows = (int)(a->size() / model->params()[f.param].shape[0]);
       f.a = a; f.b = b;
       all[i].push_back(std::move(f));

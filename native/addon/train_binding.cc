@@ -3,6 +3,8 @@
 // (ERR_BUSY), since the trainer is mutated off the main thread.
 #include <napi.h>
 
+#include <cmath>
+
 #include <memory>
 
 #include "addon/batch.h"
@@ -138,7 +140,10 @@ class TrainerHandle : public GuardedWrap<TrainerHandle> {
     MEND_CHECK_ARG(env, o.Get("m").IsArray() && o.Get("v").IsArray(), "optimizer state: expected arrays m and v");
     Napi::Array m = o.Get("m").As<Napi::Array>(), v = o.Get("v").As<Napi::Array>();
     AdamState a;
-    a.t = o.Get("t").ToNumber().Int32Value();
+    const double t = o.Get("t").ToNumber().DoubleValue(), steps = o.Get("steps").ToNumber().DoubleValue();
+    MEND_CHECK_ARG(env, t >= 0 && t <= 2147483647.0 && t == std::floor(t) && steps >= 0 && steps <= 9007199254740991.0 && steps == std::floor(steps),
+                   "optimizer state: expected non-negative integers t and steps");
+    a.t = (int)t;
     for (uint32_t i = 0; i < m.Length(); i++) {
       MEND_CHECK_ARG(env, is_f32(m.Get(i)) && is_f32(v.Get(i)), "optimizer state: expected Float32Arrays");
       a.m.push_back(copy_f32(m.Get(i)));

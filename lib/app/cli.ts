@@ -19,7 +19,7 @@ import { loadMENDHparams } from '../mend/hparams'
 import { BaseEditor, greedyCompletions } from '../easyedit/base-editor'
 import { evaluateEditor, markdownReport, svgPlot } from '../easyedit/eval'
 import { runDemo } from './demo'
-import { makeDirectory } from '../core/files'
+import { makeDirectory, writeFileAtomic } from '../core/files'
 import { MendError, mendError } from '../core/errors'
 import { worldFactsEvalRequests } from './factmodel'
 import * as path from 'path'
@@ -236,9 +236,9 @@ async function evalCmd(opts: Record<string, any>): Promise<void> {
   })
   bar?.stop()
   const report = markdownReport(res, `node-mend eval: ${opts.data === undefined ? 'WorldFacts held-out-subject edits' : path.basename(opts.data)}`)
-  fs.writeFileSync(path.join(opts.outDir, 'results.json'), JSON.stringify(res, null, 2) + '\n')
-  fs.writeFileSync(path.join(opts.outDir, 'report.md'), report)
-  if (res.sequential.length) fs.writeFileSync(path.join(opts.outDir, 'plot.svg'), svgPlot(res.sequential))
+  writeFileAtomic(path.join(opts.outDir, 'results.json'), JSON.stringify(res, null, 2) + '\n')
+  writeFileAtomic(path.join(opts.outDir, 'report.md'), report)
+  if (res.sequential.length) writeFileAtomic(path.join(opts.outDir, 'plot.svg'), svgPlot(res.sequential))
   process.stdout.write(report)
   process.stderr.write(`wrote ${path.join(opts.outDir, 'report.md')}, results.json${res.sequential.length ? ' and plot.svg' : ''}\n`)
 }

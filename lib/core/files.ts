@@ -1,6 +1,6 @@
 /**
- * The files a user names, handled safely: reading regular files only (config.json, hparams), and
- * making output directories without hanging. A FIFO, device
+ * The files a user names, handled safely: reading regular files only (config.json, hparams),
+ * making output directories without hanging, and writing files atomically. A FIFO, device
  * or directory is ERR_IO at once, never waited on (opening a FIFO for reading blocks until a writer
  * appears; O_NONBLOCK makes the open return so fstat can refuse it).
  */
@@ -59,4 +59,32 @@ export function makeDirectory(dir: string): void {
       throw mendError('ERR_IO', `cannot create ${dir}: ${(e as Error).message}`)
     }
   }
+}
+
+let tmpCounter = 0
+
+/**
+ * Writes `data` to `file` atomically: a temporary file of this write alone next to it, fsynced,
+ * then renamed over `file` (and the directory synced, best effort). A failed or interrupted write
+ * never leaves a partial or wrong file at `file`. Errors are ERR_IO naming the file.
+ */
+export function writeFileAtomic(file: string, data: string | Uint8Array): void {
+  const tmp = `${file}.tmp-${process.pid}-${tmpCounter++}`
+  let fd: number | undefined
+  try {
+    fd = fs.openSync(tmp, 'wx', 0o644)
+    fs.writeFileSync(fd, data)
+    fs.fsyncSync(fd)
+    fs.closeSync(fd)
+    fd = undefined
+    fs.renameSync(tmp, file)
+  } catch (e) {
+    if (fd !== undefined) try { fs.closeSync(fd) } catch { /* already failing */ }
+    try { fs.unlinkSync(tmp) } catch { /* not created */ }
+    throw mendError('ERR_IO', `cannot write ${file}: ${(e as Error).message}`)
+  }
+  try {
+    const dfd = fs.openSync(path.dirname(file), 'r')
+    try { fs.fsyncSync(dfd) } finally { fs.closeSync(dfd) }
+  } catch { /* directory fsync is not available everywhere */ }
 }

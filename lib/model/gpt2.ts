@@ -6,7 +6,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { GPT2Config, readHFConfig, resolveGPT2Config, toHFConfig, toNativeConfig } from './config'
 import { mendError } from '../core/errors'
-import { makeDirectory } from '../core/files'
+import { makeDirectory, writeFileAtomic } from '../core/files'
 import { callNative, createModel, loadModel, NativeModel, NativeOverlay, randomModel } from '../core/native'
 import { Batch, padRows, prepareBatch } from './batch'
 import { canonicalParamName, isConv1DWeight } from './names'
@@ -278,7 +278,7 @@ export class GPT2LMHeadModel extends GPT2Inference {
   async savePretrained(dir: string): Promise<void> {
     makeDirectory(dir)
     await callNative(() => this.native.save(path.join(dir, 'model.safetensors'), { format: 'pt' }))
-    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(toHFConfig(this.config, this.rawConfig), null, 2) + '\n')
+    writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(toHFConfig(this.config, this.rawConfig), null, 2) + '\n')
   }
 
   /** Bytes of float32 parameters. */

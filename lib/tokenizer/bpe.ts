@@ -45,10 +45,9 @@
  * max-heap with lazy deletion finds the next best pair, so training is about
  * O(total pair occurrences touched), not O(corpus) per merge.
  */
-import * as fs from 'fs'
 import * as path from 'path'
 import { mendError } from '../core/errors'
-import { makeDirectory } from '../core/files'
+import { makeDirectory, writeFileAtomic } from '../core/files'
 import { ENDOFTEXT, GPT2_SPLIT_PATTERN } from './tokenizer'
 import { BYTE_TO_CHAR } from './bytes'
 import { invalidArg } from '../core/check'
@@ -397,11 +396,6 @@ export function writeVocabAndMerges(dir: string, v: BPEVocabulary): void {
 
   makeDirectory(dir)
   for (const [name, text] of [['vocab.json', vocabText], ['merges.txt', mergesText]]) {
-    const file = path.join(dir, name)
-    try {
-      fs.writeFileSync(file, text, 'utf8')
-    } catch (e) {
-      throw mendError('ERR_IO', `cannot write ${file}: ${e instanceof Error ? e.message : String(e)}`)
-    }
+    writeFileAtomic(path.join(dir, name), text)
   }
 }

@@ -33,7 +33,7 @@ import { promises as fsp } from 'fs'
 import * as path from 'path'
 import { Tokenizer } from '@huggingface/tokenizers'
 import { MendError, mendError } from '../core/errors'
-import { makeDirectory } from '../core/files'
+import { makeDirectory, writeFileAtomic } from '../core/files'
 import { BYTE_TO_CHAR } from './bytes'
 import { padRows } from '../core/tensor'
 
@@ -362,11 +362,7 @@ async function exists(file: string): Promise<boolean> {
 }
 
 async function writeFile(file: string, text: string): Promise<void> {
-  try {
-    await fsp.writeFile(file, text, 'utf8')
-  } catch (e) {
-    throw mendError('ERR_IO', `cannot write ${file}: ${errMsg(e)}`)
-  }
+  writeFileAtomic(file, text) // ERR_IO naming the file
 }
 
 export class GPT2Tokenizer {

@@ -4,6 +4,7 @@
 #include "io/safetensors.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -703,9 +704,16 @@ Status safetensors_write(const std::string& path, const std::vector<TensorToWrit
     return s;
   }
 #else
-  const std::string tmp = path + ".tmp-" + std::to_string(getpid());
-  int fd;
-  do fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644); while (fd < 0 && errno == EINTR);
+  // A temporary file of this write alone (O_EXCL, a per-process counter): concurrent saves to one
+  // path each write their own and the last rename wins; a failed save never reaches `path`.
+  static std::atomic<uint64_t> counter{0};
+  std::string tmp;
+  int fd = -1;
+  for (int attempt = 0; fd < 0 && attempt < 100; attempt++) {
+    tmp = path + ".tmp-" + std::to_string(getpid()) + "-" + std::to_string(counter.fetch_add(1));
+    do fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644); while (fd < 0 && errno == EINTR);
+    if (fd < 0 && errno != EEXIST) break;
+  }
   if (fd < 0) return Status::Error(code::kIO, path + ": cannot create " + tmp + ": " + sys_error());
   auto write_all = [fd](const void* p, size_t len) {
     const char* c = static_cast<const char*>(p);
@@ -731,6 +739,12 @@ Status safetensors_write(const std::string& path, const std::vector<TensorToWrit
   fd = -1;
   if (rc != 0) return fail("close failed");
   if (::rename(tmp.c_str(), path.c_str()) != 0) return fail("cannot rename " + tmp);
+  // The rename itself is durable once the directory is synced (best effort: not every file system allows it).
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  int dfd;
+  do dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); while (dfd < 0 && errno == EINTR);
+  if (dfd >= 0) { (void)fsync(dfd); ::close(dfd); }
 #endif
   return Status::OK();
 }

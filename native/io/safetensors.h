@@ -63,8 +63,9 @@ struct TensorToWrite {
   std::vector<int64_t> shape;
   const float* data;  // F32, numel(shape) floats
 };
-// Writes F32 tensors (in the given order) and string metadata to `path` atomically (temp file +
-// rename). The header is padded with spaces to a multiple of 8 bytes so F32 data stays aligned.
+// Writes F32 tensors (in the given order) and string metadata to `path` atomically: a temporary
+// file of its own (O_EXCL), fsync, rename, then the directory is synced; a failed or interrupted
+// write leaves `path` as it was. The header is padded with spaces to a multiple of 8 bytes so F32 data stays aligned.
 Status safetensors_write(const std::string& path, const std::vector<TensorToWrite>& tensors,
                          const std::map<std::string, std::string>& metadata);
 

@@ -414,10 +414,6 @@ const SafeTensor* SafetensorsFile::find(const std::string& name) const {
 
 Status SafetensorsFile::open(const std::string& path, std::unique_ptr<SafetensorsFile>* out, bool map_file) {
   auto io_error = [&](const std::string& what) { return Status::Error(code::kIO, path + ": " + what); };
-  auto bad = [&](const std::string& what) { return Status::Error(code::kSafetensors, path + ": " + what); };
-  auto bad_tensor = [&](const std::string& name, const std::string& what) {
-    return Status::Error(code::kSafetensors, path + ": tensor \"" + name + "\": " + what);
-  };
 
   std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
   f->path_ = path;
@@ -480,7 +476,28 @@ Status SafetensorsFile::open(const std::string& path, std::unique_ptr<Safetensor
   }
   ::close(fd);
 #endif
+  return validate(std::move(f), file_size, out);
+}
 
+Status SafetensorsFile::from_memory(const std::string& name, const void* data, size_t size, std::unique_ptr<SafetensorsFile>* out) {
+  std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
+  f->path_ = name;
+  if (size > 0) {
+    f->map_ = std::malloc(size);
+    if (!f->map_) return Status::Error(code::kOutOfMemory, name + ": out of memory");
+    std::memcpy(f->map_, data, size);
+    f->map_size_ = size;
+  }
+  return validate(std::move(f), size, out);
+}
+
+// The header checks of open() and from_memory(), over f->map_ (file_size bytes).
+Status SafetensorsFile::validate(std::unique_ptr<SafetensorsFile> f, size_t file_size, std::unique_ptr<SafetensorsFile>* out) {
+  const std::string& path = f->path_;
+  auto bad = [&](const std::string& what) { return Status::Error(code::kSafetensors, path + ": " + what); };
+  auto bad_tensor = [&](const std::string& name, const std::string& what) {
+    return Status::Error(code::kSafetensors, path + ": tensor \"" + name + "\": " + what);
+  };
   if (file_size < 8)
     return bad("file is " + std::to_string(file_size) + " bytes, shorter than the 8-byte header length");
   const uint8_t* base = static_cast<const uint8_t*>(f->map_);

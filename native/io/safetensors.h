@@ -34,6 +34,9 @@ class SafetensorsFile {
   // tensors overlapping, the data fully indexed (contiguous from 0, no hole, no trailing bytes).
   // Errors: code::kIO, code::kSafetensors, each message naming the file (and the tensor).
   static Status open(const std::string& path, std::unique_ptr<SafetensorsFile>* out, bool map_file = false);
+  // The same checks over bytes in memory (copied), `name` standing for the path in messages (the
+  // fuzz targets and the corpus replay use it).
+  static Status from_memory(const std::string& name, const void* data, size_t size, std::unique_ptr<SafetensorsFile>* out);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;             // owns a mapping: never copied
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
@@ -50,6 +53,7 @@ class SafetensorsFile {
 
  private:
   SafetensorsFile() = default;
+  static Status validate(std::unique_ptr<SafetensorsFile> f, size_t file_size, std::unique_ptr<SafetensorsFile>* out);
   std::string path_;
   void* map_ = nullptr;
   size_t map_size_ = 0;

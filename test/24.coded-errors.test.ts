@@ -75,6 +75,10 @@ t.test('setNumThreads is bounded', async (t) => {
 t.test('config sizes and editor metadata', async (t) => {
   await coded(t, () => GPT2LMHeadModel.random({ ...cfg, vocabSize: 2 ** 31 }), 'ERR_CONFIG', /vocabSize must be a positive integer at most 2147483647 but is 2147483648/, 'vocab_size 2^31')
   await coded(t, () => GPT2LMHeadModel.random({ vocab_size: 2 ** 31, n_embd: 8, n_layer: 1, n_head: 2, n_positions: 10 } as never), 'ERR_CONFIG', /"vocab_size" must be a positive integer at most/, 'HF vocab_size 2^31')
+  // Sizes bounded before anything is allocated (they were a bad_alloc, or an OOM kill).
+  await coded(t, () => GPT2LMHeadModel.random({ ...cfg, nEmbd: 2 ** 21, nHead: 1 }), 'ERR_CONFIG', /n_embd \(at most 2\^20\)/, 'n_embd 2^21')
+  await coded(t, () => GPT2LMHeadModel.random({ ...cfg, vocabSize: 2 ** 24, nEmbd: 1024, nHead: 1 }), 'ERR_CONFIG', /would have \d+ elements/, 'a 2^34-element wte')
+  await coded(t, () => GPT2LMHeadModel.random({ ...cfg, nLayer: 1000, nEmbd: 8192, nHead: 1 }), 'ERR_CONFIG', /would have \d+ parameters \(more than 2\^34\)/, '800 billion parameters')
   const m = await GPT2LMHeadModel.random(cfg, 1)
   const file = path.join(tmp, 'editor.safetensors')
   await new MEND(m, { rank: 4, innerParams: inner }).save(file)

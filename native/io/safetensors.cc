@@ -706,7 +706,8 @@ Status safetensors_write(const std::string& path, const std::vector<TensorToWrit
   for (int k = 0; k < 8; ++k) len_bytes[k] = static_cast<uint8_t>(n >> (8 * k));
 
 #ifdef _WIN32
-  const std::string tmp = path + ".tmp-" + std::to_string(_getpid());
+  static std::atomic<uint64_t> counter{0};  // a temporary file of this write alone
+  const std::string tmp = path + ".tmp-" + std::to_string(_getpid()) + "-" + std::to_string(counter.fetch_add(1));
   std::FILE* fp = std::fopen(tmp.c_str(), "wb");
   if (!fp) return Status::Error(code::kIO, path + ": cannot create " + tmp + ": " + sys_error());
   bool okw = std::fwrite(len_bytes, 1, 8, fp) == 8 && std::fwrite(header.data(), 1, header.size(), fp) == header.size();

@@ -21,14 +21,15 @@ Status Overlay::add_edit(const GPT2Model& base, const Edit& edit, std::map<int, 
         (int64_t)f.b->size() != (int64_t)f.rows * shape[1])
       return Status::Error(code::kShape, "edit factors for \"" + name + "\" do not match its shape");
   }
-  // Nothing non-finite enters an overlay: every factor is finite, and the change to each weight,
-  // bounded per element by the sum over rows of max|a_r|·max|b_r| (summed over all edits so far),
-  // stays within kMaxWeight. Refused before anything changes.
+  // Nothing non-finite enters an overlay: every factor is finite and within kMaxWeight (the
+  // low-rank product (x·aᵀ)·b must not overflow in its middle, even when b is zero), and the change
+  // to each weight, bounded per element by the sum over rows of max|a_r|·max|b_r| (summed over all
+  // edits so far), stays within kMaxWeight. Refused before anything changes.
   std::map<int, double> bound;
   for (const EditFactors& f : edit) {
     const std::string& name = base.params()[f.param].name;
-    MEND_RETURN_IF_ERROR(check_weights(f.a->data(), f.a->size(), "the edit factor α·Ũ of \"" + name + "\"", kAnyFinite));
-    MEND_RETURN_IF_ERROR(check_weights(f.b->data(), f.b->size(), "the edit factor D̃ of \"" + name + "\"", kAnyFinite));
+    MEND_RETURN_IF_ERROR(check_weights(f.a->data(), f.a->size(), "the edit factor α·Ũ of \"" + name + "\""));
+    MEND_RETURN_IF_ERROR(check_weights(f.b->data(), f.b->size(), "the edit factor D̃ of \"" + name + "\""));
     const size_t d_in = (size_t)base.params()[f.param].shape[0], d_out = (size_t)base.params()[f.param].shape[1];
     auto it = entries->find(f.param);
     double& b = bound.emplace(f.param, it == entries->end() ? 0.0 : it->second.bound).first->second;

@@ -1,6 +1,7 @@
-// threadpool.cc — see threadpool.h. A region wakes only the workers it uses (num_threads() - 1);
-// the caller and the workers wait for each other by spinning briefly (yielding the core as they do)
-// and then blocking, so a pool with more threads than free cores degrades gracefully instead of
+// threadpool.cc — see threadpool.h. A region wakes only the workers it uses (num_threads() - 1),
+// and the caller waits only for those that joined before every task was taken (a worker the
+// scheduler did not run in time is not waited for); waits spin briefly (yielding the core as they
+// do) and then block, so a pool with more threads than free cores degrades gracefully instead of
 // collapsing: a thread that cannot win is never left burning the core another one needs. The pool
 // grows and shrinks to the requested count.
 #include "core/threadpool.h"
@@ -90,21 +91,28 @@ class Pool {
       fn_ = &fn;
       ntasks_ = ntasks;
       next_.store(0, std::memory_order_relaxed);
-      pending_.store(active, std::memory_order_relaxed);
+      done_.store(0, std::memory_order_relaxed);
+      const uint32_t gen = gen_of(state_.load(std::memory_order_relaxed)) + 1u;
+      entry_.store((uint64_t)gen << 32, std::memory_order_relaxed);
       publish(kNoLimit, (uint64_t)active);
     }
     cv_.notify_all();
     tl_in_region = true;
     work();
     tl_in_region = false;
-    // Wait for the workers: spin (yielding) a little, then block until the last one signals.
-    for (int spin = 0; pending_.load(std::memory_order_acquire) != 0 && spin < kSpin; spin++) {
+    // Every task is taken. Close the region to workers that have not joined yet (one that was not
+    // scheduled in time is not waited for: it would find nothing to do), then wait for the joined
+    // ones: spin (yielding) a little, then block until the last one signals.
+    const int joined = (int)(entry_.fetch_or(kClosed, std::memory_order_acq_rel) & kCountMask);
+    for (int spin = 0; done_.load(std::memory_order_acquire) != joined && spin < kSpin; spin++) {
       if (spin % kYieldEvery == kYieldEvery - 1) std::this_thread::yield();
       else cpu_relax();
     }
-    if (pending_.load(std::memory_order_acquire) != 0) {
+    if (done_.load(std::memory_order_acquire) != joined) {
       std::unique_lock<std::mutex> lk(done_m_);
-      done_cv_.wait(lk, [&] { return pending_.load(std::memory_order_acquire) == 0; });
+      waiting_.store(true);
+      done_cv_.wait(lk, [&] { return done_.load() == joined; });
+      waiting_.store(false);
     }
     fn_ = nullptr;
   }
@@ -161,9 +169,17 @@ class Pool {
       seen = gen_of(s);
       if (idx >= limit_of(s)) return;
       if (idx >= active_of(s)) continue;  // not needed in this region
+      // Join the region unless the caller has closed it (all tasks taken) or it is already over.
+      uint64_t e = entry_.load(std::memory_order_acquire);
+      bool joined = false;
+      while ((uint32_t)(e >> 32) == seen && !(e & kClosed)) {
+        if (entry_.compare_exchange_weak(e, e + 1, std::memory_order_acq_rel)) { joined = true; break; }
+      }
+      if (!joined) continue;
       work();
-      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-        std::lock_guard<std::mutex> lk(done_m_);  // the caller checks pending_ under this lock
+      done_.fetch_add(1);
+      if (waiting_.load()) {
+        std::lock_guard<std::mutex> lk(done_m_);  // the caller checks done_ under this lock
         done_cv_.notify_one();
       }
     }
@@ -176,12 +192,16 @@ class Pool {
   std::mutex m_;                 // guards publishing a generation (cv_)
   std::condition_variable cv_;   // workers wait here for a generation
   std::mutex done_m_;
-  std::condition_variable done_cv_;  // the caller waits here for pending_ == 0
+  std::condition_variable done_cv_;  // the caller waits here for done_ == joined
   std::atomic<uint64_t> state_{pack(0, kNoLimit, 0)};
   const std::function<void(int64_t)>* fn_ = nullptr;
   int64_t ntasks_ = 0;
   std::atomic<int64_t> next_{0};
-  std::atomic<int> pending_{0};
+  // This region's entry: bits 32..63 its generation, bit 31 closed, bits 0..30 the workers joined.
+  static constexpr uint64_t kClosed = 1ull << 31, kCountMask = kClosed - 1;
+  std::atomic<uint64_t> entry_{0};
+  std::atomic<int> done_{0};         // joined workers that finished
+  std::atomic<bool> waiting_{false};  // the caller is blocked on done_cv_
 };
 
 Pool& pool() {

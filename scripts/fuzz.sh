@@ -27,6 +27,10 @@ for t in "${targets[@]}"; do
     -lpthread -o "$bin"
   work="$out/$t/corpus"
   mkdir -p "$work" "$out/$t"
+  # findings of an earlier run are kept aside, so only this run's count
+  if ls "$out/$t"/crash-* "$out/$t"/leak-* "$out/$t"/timeout-* >/dev/null 2>&1; then
+    mkdir -p "$out/$t/earlier" && mv "$out/$t"/crash-* "$out/$t"/leak-* "$out/$t"/timeout-* "$out/$t/earlier/" 2>/dev/null || true
+  fi
   echo "fuzz.sh: running $t for $seconds s"
   status=0
   NODE_MEND_THREADS=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \

@@ -8,10 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=build-asan
-flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g"
-echo "sanitize.sh: building the addons with $flags into $out/"
+echo "sanitize.sh: building the addons with -fsanitize=address,undefined (CMake option NODE_MEND_SANITIZE) into $out/"
 CMAKE_BUILD_PARALLEL_LEVEL="${JOBS:-2}" node node_modules/cmake-js/bin/cmake-js compile --directory . --out "$out" --log-level warn \
-  --CDNODE_MEND_TESTING=ON "--CDCMAKE_CXX_FLAGS=$flags" "--CDCMAKE_SHARED_LINKER_FLAGS=-fsanitize=address,undefined"
+  --CDNODE_MEND_TESTING=ON --CDNODE_MEND_SANITIZE=ON
+for f in "$out/Release/node_mend.node" "$out/Release/node_mend_testing.node"; do
+  syms=$(nm -D "$f")
+  grep -q __asan_init <<<"$syms" || { echo "sanitize.sh: $f is not instrumented"; exit 1; }
+done
 tests=("$@")
 if [[ ${#tests[@]} -eq 0 ]]; then
   tests=(test/11.safetensors.test.ts test/11.fuzz-corpus.test.ts test/12.kernels.test.ts test/14.optimizer.test.ts

@@ -52,6 +52,33 @@ if (isMainThread) {
   t.match(r.stdout, /survived 12/, 'all 12 workers were terminated mid-call and the process lived on')
 })
 
+t.test('an addon loaded only in worker threads survives the last one ending (child process)', async (t) => {
+  // Node unloads an addon when the last worker that loaded it ends; the process-wide thread pool's
+  // threads, still spinning after a region, then ran unmapped code (SIGSEGV, seen under ASan). The
+  // addon pins itself (RTLD_NODELETE).
+  const script = path.join(tmp, 'unload.js')
+  fs.writeFileSync(script, `
+const { Worker, isMainThread, parentPort } = require('worker_threads')
+if (isMainThread) {
+  let n = 0
+  const go = () => {
+    const w = new Worker(__filename)
+    w.on('message', () => w.terminate().then(() => { if (++n < 15) setTimeout(go, 5); else setTimeout(() => console.log('survived ' + n), 300) }))
+  }
+  go()
+} else {
+  const { GPT2LMHeadModel, setNumThreads } = require(${JSON.stringify(dist)})
+  setNumThreads(4)
+  GPT2LMHeadModel.random({ nLayer: 1, nHead: 2, nEmbd: 64, vocabSize: 300, nPositions: 64 }, 1)
+    .then((m) => m.forward({ inputIds: [Array.from({ length: 60 }, (_, i) => i)] }))
+    .then(() => parentPort.postMessage('done'))
+}
+`)
+  const r = spawnSync(process.execPath, [script], { encoding: 'utf8', timeout: 120_000 })
+  t.equal(r.signal, null, `no signal (got ${r.signal}); stderr: ${r.stderr.slice(-300)}`)
+  t.match(r.stdout, /survived 15/, '15 workers loaded the addon, ran a parallel region and ended; the process lived on')
+})
+
 t.test('C++ exceptions in a binding become coded errors', async (t) => {
   const addon = testingAddon()
   for (const [kind, code, msg] of [['bad_alloc', 'ERR_OUT_OF_MEMORY', /out of memory/], ['runtime', 'ERR_INTERNAL', /a runtime error/],

@@ -44,6 +44,7 @@ Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  mend::addon::pin_module(reinterpret_cast<const void*>(&NumThreads));  // the thread pool outlives any worker_thread
   env.SetInstanceData(new mend::addon::AddonData());  // deleted with the environment
   exports.Set("numThreads", Napi::Function::New(env, guard_fn<NumThreads>, "numThreads"));
   exports.Set("setNumThreads", Napi::Function::New(env, guard_fn<SetNumThreads>, "setNumThreads"));

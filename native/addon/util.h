@@ -13,6 +13,10 @@
 
 #include "core/common.h"
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <dlfcn.h>
+#endif
+
 namespace mend {
 namespace addon {
 
@@ -92,6 +96,18 @@ class GuardedWrap : public Napi::ObjectWrap<T> {
     return guarded(info.Env(), [&] { return (static_cast<T*>(this)->*M)(info); });
   }
 };
+
+// Keeps this shared object loaded for the life of the process. Node unloads an addon (dlclose)
+// when the last worker_thread that loaded it ends; the process-wide thread pool's threads would then
+// return into unmapped code (SIGSEGV). Called from each addon's Init.
+inline void pin_module(const void* address_in_module) {
+#if defined(__unix__) || defined(__APPLE__)
+  Dl_info info;
+  if (dladdr(address_in_module, &info) && info.dli_fname) (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE);
+#else
+  (void)address_in_module;
+#endif
+}
 
 // A Float32Array that is a view of native memory: `owner` (heap-allocated, any type holding the
 // data) is deleted when the ArrayBuffer is collected.

@@ -101,6 +101,7 @@ Napi::Value NativeThrow(const Napi::CallbackInfo& info) {
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  addon::pin_module(reinterpret_cast<const void*>(&GemmCheckSections));  // the thread pool outlives any worker_thread
   env.SetInstanceData(new addon::AddonData());  // make_error reads it (no error class here: Error + .code)
   init_kernels(env, exports);
   exports.Set("gemmCheckSections", Napi::Function::New(env, GemmCheckSections, "gemmCheckSections"));

@@ -225,8 +225,10 @@ t.test('mutation fuzz', async t => {
 
   // Header length field.
   const setLen = (n: bigint) => { const b = Buffer.from(valid); b.writeBigUInt64LE(n, 0); return b }
-  // One byte short drops a padding space: still valid JSON, the data just start one byte earlier.
-  add('header length one too small', setLen(BigInt(hlen - 1)), hlen > baseHeader.length ? 'accept' : 'reject')
+  // One (or four) bytes short drops padding spaces: still valid JSON, but every tensor would be read
+  // shifted (issue 13): the data buffer must be fully indexed, so the trailing bytes reject it.
+  add('header length one too small', setLen(BigInt(hlen - 1)), 'reject', 'bytes after the last tensor')
+  add('header length four too small', setLen(BigInt(hlen - 4)), 'reject')
   for (const [what, n] of [['0', 0n], ['cutting the closing brace', BigInt(baseHeader.length - 1)], ['one too big', BigInt(hlen + 1)],
     ['to the end of the file', BigInt(valid.length - 8)], ['past the end', BigInt(valid.length - 7)],
     ['100 MB + 1', 100_000_001n], ['2^32', 1n << 32n], ['2^63', 1n << 63n], ['2^64-1', (1n << 64n) - 1n]] as [string, bigint][]) {
@@ -245,7 +247,8 @@ t.test('mutation fuzz', async t => {
     if ('{}[]:,"'.includes(baseHeader[i])) add(`delete ${baseHeader[i]} at ${i}`, withHeader(baseHeader.slice(0, i) + baseHeader.slice(i + 1)))
   }
   for (const junk of ['x', '}', '{}', ',', '\u0000', '[]', '0', 'null']) add(`trailing ${JSON.stringify(junk)}`, withHeader(baseHeader + junk))
-  add('empty object header, with unreferenced data', withHeader('{}'), 'accept')
+  add('empty object header, with unreferenced data', withHeader('{}'), 'reject', 'bytes after the last tensor')
+  add('empty object header, no data', withHeader('{}', Buffer.alloc(0)), 'accept')
   add('root is an array', withHeader('[]'))
   add('root is a string', withHeader('"x"'))
   add('root is a number', withHeader('12'))
@@ -321,7 +324,9 @@ t.test('mutation fuzz', async t => {
     b[pos] ^= 1 + randInt(255)
     add(`data byte ${pos} flipped`, b, 'accept')
   }
-  add('unreferenced trailing data', Buffer.concat([valid, Buffer.alloc(5)]), 'accept')
+  add('unreferenced trailing data', Buffer.concat([valid, Buffer.alloc(5)]), 'reject', '5 bytes after the last tensor')
+  add('a hole between tensors', withHeader(baseHeader.replace('[40,52]', '[44,56]'), Buffer.concat([data.subarray(0, 40), Buffer.alloc(4), data.subarray(40)])), 'reject', 'hole of 4 bytes')
+  add('a hole at the start', withHeader(baseHeader.replace('[0,24]', '[4,28]').replace('[24,32]', '[28,36]').replace('[32,40]', '[36,44]').replace('[40,52]', '[44,56]'), Buffer.concat([Buffer.alloc(4), data])), 'reject', 'hole of 4 bytes')
 
   const codes = new Set(['ERR_SAFETENSORS', 'ERR_IO'])
   let rejected = 0, accepted = 0

@@ -301,11 +301,15 @@ t.test('bad input: clear errors, nothing changed', async (t) => {
   await expectCode(FunctionalGPT2LMHeadModel.loadEdits(model, file), 'ERR_SAFETENSORS', /not a node-mend edit log/, 'an editor file is not an edit log')
   t.throws(() => new MEND(model, { innerParams: ['transformer.h.0.ln_1.weight'] }), { code: 'ERR_INVALID_ARG' }, 'a LayerNorm is not an inner param')
   t.throws(() => new MEND(model, { innerParams: ['transformer.h.9.mlp.c_fc.weight'] }), { code: 'ERR_INVALID_ARG' }, 'an unknown inner param')
-  // An edit whose factors blow up (huge α · huge statistics ratio) is rejected as non-finite.
+  // An editor whose layers would overflow is refused when it loads (issue 13: nothing beyond 1e8
+  // enters an editor); one within the bound whose edits blow up is refused at edit time.
   const huge = path.join(tmp, 'huge.safetensors')
   await rewriteEditor(file, huge, (name, d) => { if (/\.(u|v)$/.test(name)) d.fill(1e20) })
-  const hm = await MEND.fromPretrained(model, huge)
-  await expectCode(hm.edit({ inputIds: [[1, 2, 3]], labels: [[1, 2, 3]] }), 'ERR_NON_FINITE', /NaN or Inf/, 'an edit producing Inf')
+  await expectCode(MEND.fromPretrained(model, huge), 'ERR_NON_FINITE', /huge\.safetensors: .*holds 1e\+20/, 'an editor file with 1e20 weights')
+  const loud = path.join(tmp, 'loud.safetensors')
+  await rewriteEditor(file, loud, (name, d) => { if (/\.(u|v)$/.test(name)) d.fill(1e7) })
+  const hm = await MEND.fromPretrained(model, loud)
+  await expectCode(hm.edit({ inputIds: [[1, 2, 3]], labels: [[1, 2, 3]] }), 'ERR_NON_FINITE', /NaN or Inf|would change|beyond the largest accepted magnitude/, 'an edit producing Inf')
   t.same(Array.from(await logits(model, probe)), before, 'the model is unchanged after the errors')
   t.equal(mend.model, model)
 })

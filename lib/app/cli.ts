@@ -20,13 +20,37 @@ import { BaseEditor, greedyCompletions } from '../easyedit/base-editor'
 import { EvalResult, evaluateEditor, markdownReport, svgPlot } from '../easyedit/eval'
 import { BUNDLED_MEND_EDITOR_FILE } from '../data/assets'
 import { runDemo } from './demo'
+import { makeDirectory, writeFileAtomic } from '../core/files'
+import { MendError, mendError } from '../core/errors'
 import { worldFactsEvalRequests } from './factmodel'
 import * as path from 'path'
 
-const num = (what: string, integer = false) => (v: string): number => {
-  const n = Number(v)
-  if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new InvalidArgumentError(`Expected ${integer ? 'an integer' : 'a number'} for ${what} but received "${v}"`)
+// Decimal numbers only: Number() would read '' as 0 and '0x10' as 16.
+const DECIMAL = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/
+const num = (what: string, integer = false, min?: number) => (v: string): number => {
+  const n = DECIMAL.test(v.trim()) ? Number(v) : NaN
+  if (!Number.isFinite(n) || (integer && !Number.isInteger(n)) || (min !== undefined && n < min)) {
+    throw new InvalidArgumentError(`Expected ${integer ? 'an integer' : 'a number'} for ${what}${min !== undefined ? ` (at least ${min})` : ''} but received "${v}"`)
+  }
   return n
+}
+const FORMATS = ['auto', 'zsre', 'counterfact']
+const format = (v: string): string => {
+  if (!FORMATS.includes(v)) throw new InvalidArgumentError(`Expected one of ${FORMATS.join(', ')} for --format but received "${v}"`)
+  return v
+}
+
+/** A write stream whose failure (a bad --log path, a full disk) ends the command with one line. */
+function openLog(file: string, flags: 'a' | 'w'): fs.WriteStream {
+  let fd: number
+  try {
+    fd = fs.openSync(file, flags)
+  } catch (e) {
+    throw mendError('ERR_IO', `cannot write the log ${file}: ${(e as Error).message}`)
+  }
+  const s = fs.createWriteStream(file, { fd })
+  s.on('error', (e) => fail(mendError('ERR_IO', `cannot write the log ${file}: ${e.message}`)))
+  return s
 }
 
 async function loadRecords(file: string, format: string): Promise<{ records: EditRequest[]; skipped: { index: number; reason: string }[] }> {
@@ -57,7 +81,7 @@ async function train(opts: Record<string, any>): Promise<void> {
   const data = await loadRecords(opts.data, opts.format)
   for (const s of data.skipped) process.stderr.write(`${opts.data}: record ${s.index} skipped: ${s.reason}\n`)
   const trainSet = toTrainBatches(tok, data.records, opts.data)
-  if (trainSet.length === 0) throw Object.assign(new Error(`${opts.data}: no usable training records`), { code: 'ERR_DATA' })
+  if (trainSet.length === 0) throw mendError('ERR_DATA', `${opts.data}: no usable training records`)
   let valSet: TrainBatch[] = []
   if (opts.val) {
     const v = await loadRecords(opts.val, opts.format)
@@ -83,7 +107,7 @@ async function train(opts: Record<string, any>): Promise<void> {
     ? await EditTrainer.resume(model, opts.resume, runCfg)
     : new EditTrainer(new MEND(model, mendCfg), runCfg)
   const logFile = opts.log ?? `${opts.out}.log.jsonl`
-  const log = fs.createWriteStream(logFile, { flags: opts.resume ? 'a' : 'w' })
+  const log = openLog(logFile, opts.resume ? 'a' : 'w')
   process.stderr.write(`node-mend train: ${trainSet.length} training and ${valSet.length} validation requests; ` +
     `${trainer.mend.config.innerParams.length} inner params, rank ${trainer.mend.config.rank}; loaded in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`)
 
@@ -182,6 +206,7 @@ async function edit(opts: Record<string, any>): Promise<void> {
 // node-mend eval: metrics of an editor on a data set; writes results.json, report.md and plot.svg.
 async function evalCmd(opts: Record<string, any>): Promise<void> {
   if (opts.threads) setNumThreads(opts.threads)
+  makeDirectory(opts.outDir) // before the evaluation: a directory that cannot be made fails at once
   const editor = await BaseEditor.fromPretrained({ model: opts.model, editor: opts.editor })
   let all: EditRequest[]
   if (opts.data === undefined) {
@@ -229,16 +254,15 @@ async function evalCmd(opts: Record<string, any>): Promise<void> {
     })
     bar?.stop()
   }
-  fs.mkdirSync(opts.outDir, { recursive: true })
   const title = `node-mend eval: ${opts.data === undefined ? 'WorldFacts held-out-subject edits' : path.basename(opts.data)}`
   const kindName = (k: string) => (k === 'malmen' ? 'lifelong (malmen)' : 'MEND')
   let report = markdownReport(res, cmp ? `${title} — ${kindName(editor.mend.kind)} editor` : title)
   if (cmp) report += '\n' + markdownReport(cmp, `compared with: ${kindName(cmpKind)} editor (${path.basename(compareFile!)})`).replace(/^# /, '## ')
-  fs.writeFileSync(path.join(opts.outDir, 'results.json'), JSON.stringify(cmp ? { ...res, compare: cmp } : res, null, 2) + '\n')
-  fs.writeFileSync(path.join(opts.outDir, 'report.md'), report)
+  writeFileAtomic(path.join(opts.outDir, 'results.json'), JSON.stringify(cmp ? { ...res, compare: cmp } : res, null, 2) + '\n')
+  writeFileAtomic(path.join(opts.outDir, 'report.md'), report)
   if (res.sequential.length) {
     const plotTitle = cmp ? `sequential editing: ${kindName(editor.mend.kind)} (solid) and ${kindName(cmpKind)} (dashed)` : 'MEND under sequential editing'
-    fs.writeFileSync(path.join(opts.outDir, 'plot.svg'), svgPlot(res.sequential, plotTitle,
+    writeFileAtomic(path.join(opts.outDir, 'plot.svg'), svgPlot(res.sequential, plotTitle,
       cmp ? { rows: cmp.sequential, label: kindName(cmpKind), mainLabel: kindName(editor.mend.kind) } : undefined))
   }
   process.stdout.write(report)
@@ -255,7 +279,7 @@ async function demo(opts: Record<string, any>): Promise<void> {
 
 export function main(argv: string[]): Promise<void> {
   const program = new Command()
-  program.name('node-mend').description('Knowledge editing for GPT-2 with MEND').showHelpAfterError()
+  program.name('node-mend').description('Knowledge editing for GPT-2 with MEND')
   program.command('train')
     .description('Train a MEND editor for a Hugging Face GPT-2 directory from zsRE or CounterFact JSON')
     .requiredOption('--model <dir>', 'Hugging Face GPT-2 directory (config.json, model.safetensors, tokenizer)')
@@ -263,26 +287,26 @@ export function main(argv: string[]): Promise<void> {
     .requiredOption('--out <file>', 'where to write the trained editor (safetensors)')
     .option('--val <file>', 'validation requests (same format)')
     .option('--hparams <file>', "EasyEdit's MEND hyper-parameter YAML (hparams/MEND/*.yaml); flags override it")
-    .option('--format <f>', 'auto, zsre or counterfact', 'auto')
+    .option('--format <f>', 'auto, zsre or counterfact', format, 'auto')
     .option('--inner-params <names...>', 'Conv1D weights to edit (default: mlp.c_proj and mlp.c_fc of the last 3 blocks)')
-    .option('--rank <n>', 'editor rank', num('--rank', true))
-    .option('--n-hidden <n>', 'editor hidden layers', num('--n-hidden', true))
+    .option('--rank <n>', 'editor rank', num('--rank', true, 1))
+    .option('--n-hidden <n>', 'editor hidden layers', num('--n-hidden', true, 0))
     .option('--edit-lr <x>', 'initial α', num('--edit-lr'))
     .option('--lr <x>', 'editor learning rate (default 1e-6)', num('--lr'))
     .option('--lr-lr <x>', 'α learning rate (default 1e-4)', num('--lr-lr'))
     .option('--cedit <x>', 'edit loss weight (default 0.1)', num('--cedit'))
     .option('--cloc <x>', 'locality loss weight (default 1.0)', num('--cloc'))
-    .option('--accumulate-bs <n>', 'steps per optimizer step (default 10)', num('--accumulate-bs', true))
+    .option('--accumulate-bs <n>', 'steps per optimizer step (default 10)', num('--accumulate-bs', true, 1))
     .option('--grad-clip <x>', 'global gradient-norm clip (default 100)', num('--grad-clip'))
-    .option('--max-iters <n>', 'training steps (default 1000)', num('--max-iters', true))
-    .option('--val-interval <n>', 'validate every n steps (default 100)', num('--val-interval', true))
-    .option('--val-steps <n>', 'validation requests per validation (default all)', num('--val-steps', true))
-    .option('--early-stop-patience <n>', 'steps without improvement before stopping (default 20000)', num('--early-stop-patience', true))
-    .option('--seed <n>', 'seed of the data order and editor initialisation', num('--seed', true))
+    .option('--max-iters <n>', 'training steps (default 1000)', num('--max-iters', true, 0))
+    .option('--val-interval <n>', 'validate every n steps (default 100)', num('--val-interval', true, 1))
+    .option('--val-steps <n>', 'validation requests per validation (default all)', num('--val-steps', true, 0))
+    .option('--early-stop-patience <n>', 'steps without improvement before stopping (default 20000)', num('--early-stop-patience', true, 0))
+    .option('--seed <n>', 'seed of the data order and editor initialisation', num('--seed', true, 0))
     .option('--log <file>', 'JSONL log of every step (default <out>.log.jsonl)')
     .option('--checkpoint <file>', 'checkpoint path (default <out>.ckpt.safetensors)')
     .option('--resume <file>', 'continue from a checkpoint')
-    .option('--threads <n>', 'native threads', num('--threads', true))
+    .option('--threads <n>', 'native threads', num('--threads', true, 1))
     .option('--no-progress', 'plain progress lines instead of a progress bar')
     .action(train)
   program.command('edit')
@@ -293,38 +317,54 @@ export function main(argv: string[]): Promise<void> {
     .option('--editor <file>', 'MEND editor file (default: the bundled editor, with the bundled model)')
     .option('--rephrase <text...>', 'rephrasings of the prompt (generalization)')
     .option('--unrelated <text...>', 'unrelated prompts (locality, shown before and after)')
-    .option('--max-new-tokens <n>', 'tokens to generate for each completion', num('--max-new-tokens', true), 8)
-    .option('--threads <n>', 'native threads', num('--threads', true))
+    .option('--max-new-tokens <n>', 'tokens to generate for each completion', num('--max-new-tokens', true, 1), 8)
+    .option('--threads <n>', 'native threads', num('--threads', true, 1))
     .action(edit)
   program.command('eval')
     .description('Evaluate an editor on zsRE or CounterFact requests: reliability, generalization, locality; optionally a sequential-editing curve')
     .option('--data <file>', 'requests (zsRE or CounterFact JSON; default: the WorldFacts held-out-subject edits the bundled editor never saw)')
     .option('--model <dir>', 'Hugging Face GPT-2 directory with its tokenizer (default: the bundled WorldFacts model)')
     .option('--editor <file>', 'MEND editor file (default: the bundled editor, with the bundled model)')
-    .option('--format <f>', 'auto, zsre or counterfact', 'auto')
-    .option('-n, --n <count>', 'evaluate only the first n requests', num('--n', true))
-    .option('--sequential <n>', 'also measure after 1, 2, 5, 10, … up to n accumulated edits', num('--sequential', true))
+    .option('--format <f>', 'auto, zsre or counterfact', format, 'auto')
+    .option('-n, --n <count>', 'evaluate only the first n requests', num('--n', true, 1))
+    .option('--sequential <n>', 'also measure after 1, 2, 5, 10, … up to n accumulated edits', num('--sequential', true, 0))
     .option('--compare <file>', 'a second editor file evaluated on the same edits (default with the bundled editor: the bundled classic MEND editor)')
     .option('--no-compare', 'no second editor')
     .option('--out-dir <dir>', 'where to write report.md, results.json and plot.svg', 'mend-eval')
-    .option('--threads <n>', 'native threads', num('--threads', true))
+    .option('--threads <n>', 'native threads', num('--threads', true, 1))
     .option('--no-progress', 'no progress bar')
     .action(evalCmd)
   program.command('demo')
     .description('Edit a few held-out WorldFacts facts: completions before and after, metrics, edit time, and each edit undone')
     .option('--model <dir>', 'Hugging Face GPT-2 directory with its tokenizer (default: the bundled WorldFacts model)')
     .option('--editor <file>', 'MEND editor file (default: the bundled editor, with the bundled model)')
-    .option('-n, --n <edits>', 'number of edits', num('--n', true), 3)
-    .option('--seed <n>', 'seed of the sampled requests', num('--seed', true), 0)
-    .option('--max-new-tokens <n>', 'greedy tokens per completion', num('--max-new-tokens', true), 6)
-    .option('--threads <n>', 'native threads', num('--threads', true))
+    .option('-n, --n <edits>', 'number of edits', num('--n', true, 1), 3)
+    .option('--seed <n>', 'seed of the sampled requests', num('--seed', true, 0), 0)
+    .option('--max-new-tokens <n>', 'greedy tokens per completion', num('--max-new-tokens', true, 1), 6)
+    .option('--threads <n>', 'native threads', num('--threads', true, 1))
     .action(demo)
   return program.parseAsync(argv).then(() => undefined)
 }
 
+/**
+ * Ends the command on an error: a user error (a MendError, with its code) is one line; anything
+ * else is a programming error and keeps its stack.
+ */
+function fail(e: unknown): never {
+  const err = e as Error & { code?: string }
+  if (err instanceof MendError) process.stderr.write(`node-mend: ${err.message} [${err.code}]\n`)
+  else process.stderr.write(`node-mend: ${err && err.stack ? err.stack : String(err)}\n`)
+  process.exit(1)
+}
+
 if (require.main === module) {
-  main(process.argv).catch((e: Error & { code?: string }) => {
-    process.stderr.write(`node-mend: ${e.message}${e.code ? ` [${e.code}]` : ''}\n`)
-    process.exit(1)
-  })
+  // A closed stdout (`node-mend eval | head`) ends the command quietly; other write errors are one line.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (e: Error & { code?: string }) => {
+      if (e.code === 'EPIPE') process.exit(0)
+      if (stream === process.stdout) fail(mendError('ERR_IO', `cannot write the output: ${e.message}`))
+      process.exit(1)
+    })
+  }
+  main(process.argv).catch(fail)
 }

@@ -88,12 +88,13 @@ export async function runDemo(opts: DemoOptions = {}, write: (s: string) => void
   const log = opts.log ?? ((s: string) => { process.stderr.write(s) })
   const paint = (s: string, st: Style): string => (opts.color ? `\x1b[${ANSI[st][0]}m${s}\x1b[${ANSI[st][1]}m` : s)
 
-  log(`node-mend demo: loading ${opts.model ?? 'the bundled model'} and ${opts.editor ?? 'the bundled editor'}…\n`)
-  const editor = await BaseEditor.fromPretrained({ model: opts.model, editor: opts.editor })
-  const tok = editor.tokenizer
   const wf = buildWorldFacts({ seed: wfSeed })
   const requests = editRequests(wf, { subjects: 'heldOut', n, seed })
   if (requests.length === 0) throw mendError('ERR_DATA', 'demo: WorldFacts gave no held-out edit requests')
+  if (requests.length < n) throw invalidArg(`at most ${requests.length} (the held-out WorldFacts requests)`, 'the number of demo edits n', n)
+  log(`node-mend demo: loading ${opts.model ?? 'the bundled model'} and ${opts.editor ?? 'the bundled editor'}…\n`)
+  const editor = await BaseEditor.fromPretrained({ model: opts.model, editor: opts.editor })
+  const tok = editor.tokenizer
   const loadMs = Date.now() - t0
 
   const complete = (m: GPT2Inference, prompts: string[]) => greedyCompletions(m, tok, prompts, maxNewTokens, { skipSpecialTokens: true })

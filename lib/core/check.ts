@@ -20,10 +20,10 @@ export function invalidArg(expected: string, what: string, received: unknown): M
   return mendError('ERR_INVALID_ARG', `Expected ${expected} for ${what} but received ${describe(received)}`)
 }
 
-/** An integer ≥ min (default 0). */
-export function checkInt(v: unknown, what: string, min = 0): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
-    throw invalidArg(min === 0 ? 'a non-negative integer' : min === 1 ? 'a positive integer' : `an integer >= ${min}`, what, v)
+/** An integer ≥ min (default 0) and, when `max` is given, ≤ max. */
+export function checkInt(v: unknown, what: string, min = 0, max?: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || (max !== undefined && v > max)) {
+    throw invalidArg(max !== undefined ? `an integer in [${min}, ${max}]` : min === 0 ? 'a non-negative integer' : min === 1 ? 'a positive integer' : `an integer >= ${min}`, what, v)
   }
   return v
 }

@@ -7,6 +7,7 @@
  */
 import * as path from 'path'
 import { MendError, mendError } from './errors'
+import { checkInt } from './check'
 
 export interface NativeModel {
   paramInfo(): { name: string; shape: number[] }[]
@@ -93,7 +94,8 @@ export interface NativeAddon {
   setNumThreads(n: number): void
   gemmBackend(): string
   cudaInfo(): { built: boolean; available: boolean; reason: string; device: string }
-  loadModel(path: string, config: NativeConfig): Promise<NativeModel>
+  /** mmap: map the file instead of reading it into private memory (the file must not change while loaded). */
+  loadModel(path: string, config: NativeConfig, mmap?: boolean): Promise<NativeModel>
   randomModel(config: NativeConfig, seed: number): Promise<NativeModel>
   createModel(config: NativeConfig, tensors: Record<string, Float32Array>): Promise<NativeModel>
   safetensorsRead(path: string): Promise<{
@@ -148,8 +150,12 @@ export async function callNative<T>(fn: () => Promise<T>): Promise<T> {
 export function numThreads(): number {
   return native().numThreads()
 }
-/** Sets the number of native threads (a positive integer). */
+/** The most native threads accepted (more than the cores only slows every call down). */
+export const MAX_THREADS = 256
+
+/** Sets the number of native threads (an integer in [1, MAX_THREADS]); the pool grows or shrinks to it. */
 export function setNumThreads(n: number): void {
+  checkInt(n, 'setNumThreads', 1, MAX_THREADS)
   native().setNumThreads(n)
 }
 /** The GEMM code path chosen for this CPU: "avx2-fma" or "portable". */
@@ -177,11 +183,20 @@ export function native(): NativeAddon {
 // The addon's entry points, typed. Modules outside lib/core/ call these (never the addon object), so
 // a second backend plugs in here.
 type Api = NativeAddon
-export const loadModel: Api['loadModel'] = (path, config) => native().loadModel(path, config)
+export const loadModel: Api['loadModel'] = (path, config, mmap) => native().loadModel(path, config, mmap)
 export const randomModel: Api['randomModel'] = (config, seed) => native().randomModel(config, seed)
 export const createModel: Api['createModel'] = (config, tensors) => native().createModel(config, tensors)
 export const safetensorsRead: Api['safetensorsRead'] = (path) => native().safetensorsRead(path)
-export const safetensorsWrite: Api['safetensorsWrite'] = (path, tensors, metadata) => native().safetensorsWrite(path, tensors, metadata)
+/** The library's writer: refuses (ERR_NON_FINITE, nothing written) a tensor holding NaN or Inf, so every file node-mend saves (edit logs, editors, checkpoints) loads again. */
+export const safetensorsWrite: Api['safetensorsWrite'] = (path, tensors, metadata) => {
+  for (const t of tensors) {
+    const d = t.data
+    for (let i = 0; i < d.length; i++) {
+      if (!Number.isFinite(d[i])) return Promise.reject(mendError('ERR_NON_FINITE', `${path}: tensor "${t.name}" holds NaN or Inf (at element ${i}); nothing was written`))
+    }
+  }
+  return native().safetensorsWrite(path, tensors, metadata)
+}
 export const createEditor: Api['createEditor'] = (model, spec) => native().createEditor(model, spec)
 export const mendEdit: Api['mendEdit'] = (...a) => native().mendEdit(...a)
 export const buildOverlay: Api['buildOverlay'] = (model, edits) => native().buildOverlay(model, edits)

@@ -121,6 +121,14 @@ export function specFromTensors(model: GPT2LMHeadModel, all: ReadTensors, metada
     const rank = u0.shape[1]
     let nLayers = 0
     while (tensors[`${pre}.mlp.layers.${nLayers}.u`]) nLayers++
+    // Every layer tensor belongs to a layer below nLayers: a gap (layers.0 and layers.2, no
+    // layers.1) would otherwise load silently as a shorter network.
+    for (const name of Object.keys(tensors)) {
+      const mm = name.startsWith(`${pre}.mlp.layers.`) ? /^(\d+)\./.exec(name.slice(`${pre}.mlp.layers.`.length)) : null
+      if (mm && Number(mm[1]) >= nLayers) {
+        throw mendError('ERR_MISSING_TENSOR', `${file}: "${name}" belongs to layer ${mm[1]} but "${pre}.mlp.layers.${nLayers}.u" is missing (the editor's layers must be numbered 0..n-1 without gaps)`)
+      }
+    }
     const scale0 = tensors[`${pre}.mlp.layers.0.mode_scale.weight`]
     if (scale0 && scale0.shape[0] !== nModes) {
       throw mendError('ERR_SHAPE_MISMATCH', `${file}: "${pre}" has ${scale0.shape[0]} modes but ${nModes} inner params of shape ${key} are being edited`)
@@ -173,10 +181,20 @@ export function specFromTensors(model: GPT2LMHeadModel, all: ReadTensors, metada
       if (missing) throw mendError('ERR_MISSING_TENSOR', `${file}: missing tensor "malmen.key_cov.${missing}" (mu > 0 needs the key covariance of every inner param)`)
     }
   }
-  const config = resolveConfig(model, {
-    innerParams: layout.inner, rank: num('rank', rankSeen), nHidden: num('n_hidden', nLayersSeen - 1),
-    editLr: num('edit_lr', editLrs[0]), seed: num('seed', 0), kind, ...lifelong,
-  })
+  let config: Required<MENDConfig>
+  try {
+    config = resolveConfig(model, {
+      innerParams: layout.inner, rank: num('rank', rankSeen), nHidden: num('n_hidden', nLayersSeen - 1),
+      editLr: num('edit_lr', editLrs[0]), seed: num('seed', 0), kind, ...lifelong,
+    })
+  } catch (e) {
+    // name the file and the metadata key (rank, n_hidden, edit_lr, seed) the bad value came from
+    const err = e as Error
+    const key = (/for (rank|nHidden|editLr|seed) /.exec(err.message) ?? [])[1]
+    const meta = key ? ({ rank: 'rank', nHidden: 'n_hidden', editLr: 'edit_lr', seed: 'seed' } as Record<string, string>)[key] : undefined
+    err.message = `${file}: ${meta ? `metadata "${meta}" (${JSON.stringify(metadata[meta] ?? null)}): ` : ''}${err.message}`
+    throw err
+  }
   return keyCov ? { spec, config, keyCov } : { spec, config }
 }
 

@@ -4,9 +4,9 @@
  * a setting of a MEND variant node-mend does not implement (one_sided, x_only, combine: false, …)
  * is refused with ERR_CONFIG rather than silently trained as the default network.
  */
-import * as fs from 'fs'
 import { parse } from 'yaml'
 import { mendError } from '../core/errors'
+import { readRegularFileSync } from '../core/files'
 import type { EditTrainerConfig } from './trainer'
 import type { MENDConfig } from './network'
 
@@ -36,12 +36,7 @@ const INFORMATIONAL = new Set(['archive', 'device', 'model_name', 'model_class',
 
 /** Reads an EasyEdit MEND hparams YAML file. */
 export function loadMENDHparams(file: string): MENDHparams {
-  let text: string
-  try {
-    text = fs.readFileSync(file, 'utf8')
-  } catch (e) {
-    throw mendError('ERR_IO', `cannot read ${file}: ${(e as Error).message}`)
-  }
+  const text = readRegularFileSync(file)
   let raw: unknown
   try {
     raw = parse(text)

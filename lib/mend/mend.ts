@@ -11,7 +11,7 @@ import { LifelongSettings, LifelongSolver } from './lifelong'
 import { Tensor } from '../core/tensor'
 import { loadEditorFile, saveEditorFile } from './editor-file'
 import { EditorLayout, editorLayout, freshEditorSpec, LayerActivation, layerActivationsOf, MENDConfig, resolveConfig } from './network'
-import { checkOptions } from '../core/check'
+import { checkOptions, invalidArg } from '../core/check'
 
 export type { MENDConfig, LayerActivation } from './network'
 export { defaultInnerParams, shapeKey } from './network'
@@ -138,6 +138,9 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
 
   /** Loads an editor file (DESIGN §7) and checks it against the model. */
   static async fromPretrained(model: GPT2LMHeadModel, editorPath: string, opts: { innerParams?: string[] } = {}): Promise<MEND<GPT2LMHeadModel>> {
+    if (!(model instanceof GPT2LMHeadModel)) throw invalidArg('a GPT2LMHeadModel', 'MEND.fromPretrained(model, file)', model)
+    if (typeof editorPath !== 'string') throw invalidArg('an editor file path', 'MEND.fromPretrained(model, file)', editorPath)
+    opts = checkOptions(opts, 'MEND.fromPretrained', ['innerParams'])
     const { spec, config, keyCov } = await loadEditorFile(model, editorPath, opts.innerParams)
     let state: EditorState
     try {
@@ -152,6 +155,8 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
 
   /** A MEND controller over an editor given as tensors (e.g. one being trained). */
   static fromEditorSpec(model: GPT2LMHeadModel, spec: EditorSpec, config: MENDConfig = {}, keyCov?: Record<string, Float32Array | null>): MEND<GPT2LMHeadModel> {
+    if (!(model instanceof GPT2LMHeadModel)) throw invalidArg('a GPT2LMHeadModel', 'MEND.fromEditorSpec(model, spec)', model)
+    if (!spec || typeof spec !== 'object') throw invalidArg('an editor spec object', 'MEND.fromEditorSpec(model, spec)', spec)
     const cfg = resolveConfig(model, config)
     return new MEND<GPT2LMHeadModel>(model, cfg, editorState(model, spec, cfg, keyCov ? cfg.innerParams.map((n) => keyCov[n] ?? null) : undefined), INTERNAL)
   }
@@ -253,6 +258,14 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
   async edit(batch: Batch, opts: EditOptions = {}): Promise<{ edited: EditedMEND; info: EditInfo }> {
     opts = checkOptions<EditOptions>(opts, 'MEND.edit', ['returnFactors', 'request', 'factKey', 'keyMask'])
     if (opts.factKey !== undefined && typeof opts.factKey !== 'string') throw mendError('ERR_INVALID_ARG', `Expected a string for MEND.edit factKey but received ${typeof opts.factKey}`)
+    // The request is stored in the edit log (JSON): one that cannot be written is refused now, not at save time.
+    if (opts.request !== undefined) {
+      try {
+        JSON.stringify(opts.request)
+      } catch (e) {
+        throw mendError('ERR_INVALID_ARG', `Expected a JSON-serialisable value for MEND.edit request (it is stored in the edit log) but JSON.stringify refuses it: ${(e as Error).message}`)
+      }
+    }
     const t0 = process.hrtime.bigint()
     const st = this[INTERNAL]
     const base = this.baseModel

@@ -47,6 +47,11 @@ export function layerActivationsOf(spec: EditorSpec): LayerActivation[] {
   return acts
 }
 
+/** The largest editor MLP node-mend builds (EasyEdit uses nHidden 1); the native check has the same bound. */
+export const MAX_HIDDEN = 32
+/** The largest rank accepted (it is capped at d_in + d_out anyway; GPT-2 XL's widest is 8000). */
+export const MAX_RANK = 65536
+
 export function defaultInnerParams(nLayer: number): string[] {
   const out: string[] = []
   for (let l = Math.max(0, nLayer - 3); l < nLayer; l++) {
@@ -137,8 +142,10 @@ export function resolveConfig(model: GPT2LMHeadModel, config: MENDConfig): Requi
   checkNumber(c.logRidge, 'logRidge', { allowNegative: true })
   if (!(Math.abs(c.logRidge) <= 30)) throw invalidArg('a number in [-30, 30]', 'logRidge', c.logRidge)
   checkNumber(c.mu, 'mu')
-  checkInt(c.rank, 'rank', 1)
-  checkInt(c.nHidden, 'nHidden')
+  // Bounded up front: an editor is (nHidden + 1) layers of 2·rank·(d_in + d_out) floats per shape, so an
+  // absurd value would exhaust memory (and abort in V8) before any other check could run.
+  checkInt(c.rank, 'rank', 1, MAX_RANK)
+  checkInt(c.nHidden, 'nHidden', 0, MAX_HIDDEN)
   checkNumber(c.editLr, 'editLr', { allowNegative: true })
   checkInt(c.seed, 'seed')
   if (!Array.isArray(c.innerParams) || !c.innerParams.every((n) => typeof n === 'string')) throw invalidArg('a list of parameter names', 'innerParams', c.innerParams)

@@ -28,7 +28,7 @@ import { layerActivationsOf, MENDConfig } from './network'
 import { callNative, createTrainer, EditorSpec, NativeBatch, NativeRidge, NativeTrainer, safetensorsRead, safetensorsWrite } from '../core/native'
 import { FunctionalGPT2LMHeadModel } from '../model/functional'
 import { GPT2Tokenizer } from '../tokenizer/tokenizer'
-import { checkInt, checkNumber, checkOptions } from '../core/check'
+import { checkInt, checkNumber, checkOptions, invalidArg } from '../core/check'
 
 export interface EditTrainerConfig {
   lr?: number            // 1e-6
@@ -221,6 +221,16 @@ export class EditTrainer {
    */
   async run(train: TrainBatch[], val: TrainBatch[], opts: { onProgress?: (p: Progress) => void; signal?: AbortSignal } = {}): Promise<RunResult> {
     if (!Array.isArray(train) || train.length === 0) throw mendError('ERR_INVALID_ARG', 'Expected a non-empty array of training batches')
+    if (val === undefined) val = []
+    if (!Array.isArray(val)) throw invalidArg('an array of validation batches', 'EditTrainer.run val', val)
+    for (const [list, what] of [[train, 'train'], [val, 'val']] as const) {
+      list.forEach((b, i) => {
+        if (!b || typeof b !== 'object' || !b.edit || typeof b.edit !== 'object' || !b.loc || typeof b.loc !== 'object' ||
+            (b.editOuter !== undefined && (!b.editOuter || typeof b.editOuter !== 'object'))) {
+          throw invalidArg('a TrainBatch { edit, loc, editOuter? }', `EditTrainer.run ${what}[${i}]`, b)
+        }
+      })
+    }
     const c = this.config
     let step = this.steps
     let stopped: RunResult['stopped'] = 'maxIters'
@@ -294,17 +304,31 @@ export class EditTrainer {
     const editor = specFromTensors(model, r.tensors, r.metadata, file, mendCfg.innerParams, 'editor.')
     const grads = specFromTensors(model, r.tensors, r.metadata, file, mendCfg.innerParams, 'grad.')
     const trainer = new EditTrainer(MEND.fromEditorSpec(model, editor.spec, mendCfg), { ...trainerCfg, ...overrides })
-    const n = Number(r.metadata.n_adam)
+    // Tampered or damaged counters are refused, naming the file and key (a negative or non-numeric
+    // n_adam, steps or adam_t used to be taken and left the trainer's editor NaN).
+    const count = (key: string, max = Number.MAX_SAFE_INTEGER) => {
+      const s = r.metadata[key]
+      if (typeof s !== 'string' || !/^\d+$/.test(s) || Number(s) > max) {
+        throw mendError('ERR_SAFETENSORS', `${file}: metadata "${key}" must be a non-negative integer${max < Number.MAX_SAFE_INTEGER ? ` at most ${max}` : ''} but is ${JSON.stringify(s ?? null)}`)
+      }
+      return Number(s)
+    }
+    const n = count('n_adam', Object.keys(r.tensors).length)
+    const adamT = count('adam_t', 2147483647), steps = count('steps')
     const take = (name: string) => {
       const t = r.tensors[name]
       if (!t || !t.data) throw mendError('ERR_MISSING_TENSOR', `${file}: missing tensor "${name}"`)
+      if (!t.data.every(Number.isFinite)) throw mendError('ERR_NON_FINITE', `${file}: tensor "${name}" holds NaN or Inf`)
       return Float32Array.from(t.data)
     }
-    trainer.handle.setOptimizerState({
-      t: Number(r.metadata.adam_t), steps: Number(r.metadata.steps),
-      m: Array.from({ length: n }, (_, i) => take(`adam.m.${i}`)), v: Array.from({ length: n }, (_, i) => take(`adam.v.${i}`)),
-    })
-    trainer.handle.setGrads(grads.spec)
+    const state = { t: adamT, steps, m: Array.from({ length: n }, (_, i) => take(`adam.m.${i}`)), v: Array.from({ length: n }, (_, i) => take(`adam.v.${i}`)) }
+    try {
+      trainer.handle.setOptimizerState(state)
+      trainer.handle.setGrads(grads.spec)
+    } catch (e) {
+      (e as Error).message = `${file}: ${(e as Error).message}`
+      throw e
+    }
     return trainer
   }
 

@@ -1,9 +1,9 @@
 /**
  * GPT-2 configuration: Hugging Face `config.json` keys in, the native config out.
  */
-import * as fs from 'fs'
 import { checkOptions } from '../core/check'
 import { mendError } from '../core/errors'
+import { readRegularFileSync } from '../core/files'
 import type { NativeConfig } from '../core/native'
 
 export interface GPT2Config {
@@ -20,16 +20,14 @@ export interface GPT2Config {
   eosTokenId?: number
 }
 
+/** Sizes are 32-bit in the native code. */
+const INT32_MAX = 2147483647
+
 const TANH_GELU = new Set(['gelu_new', 'gelu_pytorch_tanh', 'gelu_fast'])
 
 /** Reads a Hugging Face GPT-2 config.json; missing or invalid keys are ERR_CONFIG naming the file. */
 export function readHFConfig(file: string): { config: GPT2Config; raw: Record<string, unknown> } {
-  let text: string
-  try {
-    text = fs.readFileSync(file, 'utf8')
-  } catch (e) {
-    throw mendError('ERR_IO', `cannot read ${file}: ${(e as Error).message}`)
-  }
+  const text = readRegularFileSync(file)
   let raw: Record<string, unknown>
   try {
     raw = JSON.parse(text)
@@ -46,8 +44,8 @@ export function configFromHF(raw: Record<string, unknown>, file: string): GPT2Co
     let v = raw[key]
     if (v === undefined && fallback) v = raw[fallback]
     if (v === undefined) throw mendError('ERR_CONFIG', `${file}: missing key "${key}"`)
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {
-      throw mendError('ERR_CONFIG', `${file}: "${key}" must be a positive integer but is ${JSON.stringify(v)}`)
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > INT32_MAX) {
+      throw mendError('ERR_CONFIG', `${file}: "${key}" must be a positive integer${typeof v === 'number' && v > INT32_MAX ? ` at most ${INT32_MAX}` : ''} but is ${JSON.stringify(v)}`)
     }
     return v
   }
@@ -98,8 +96,8 @@ export function validateConfig(c: GPT2Config, where = 'config'): void {
   for (const k of ['vocabSize', 'nPositions', 'nEmbd', 'nLayer', 'nHead'] as const) {
     const v = c[k]
     if (v === undefined) throw mendError('ERR_CONFIG', `${where}: missing key "${k}"`)
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {
-      throw mendError('ERR_CONFIG', `${where}: ${k} must be a positive integer but is ${JSON.stringify(v)}`)
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > INT32_MAX) {
+      throw mendError('ERR_CONFIG', `${where}: ${k} must be a positive integer${typeof v === 'number' && v > INT32_MAX ? ` at most ${INT32_MAX}` : ''} but is ${JSON.stringify(v)}`)
     }
   }
   if (c.nEmbd % c.nHead !== 0) throw mendError('ERR_CONFIG', `${where}: nEmbd (${c.nEmbd}) must be a multiple of nHead (${c.nHead})`)

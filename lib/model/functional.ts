@@ -6,9 +6,11 @@
 import { createHash } from 'crypto'
 import * as fs from 'fs'
 import * as path from 'path'
-import { checkOptions, describe } from '../core/check'
+import { checkOptions, describe, invalidArg } from '../core/check'
 import { mendError } from '../core/errors'
+import { makeDirectory } from '../core/files'
 import { GPT2Inference, GPT2LMHeadModel } from './gpt2'
+import { isConv1DWeight } from './names'
 import { buildOverlay, callNative, materialize, NativeOverlay, safetensorsRead, safetensorsWrite } from '../core/native'
 import { Tensor } from '../core/tensor'
 
@@ -78,9 +80,26 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
 
   /** An edited model from an edit log on `base` (rebuilds the overlay). */
   static async fromEdits(base: GPT2LMHeadModel, edits: EditRecord[], opts: { solver?: EditSolver } = {}): Promise<FunctionalGPT2LMHeadModel> {
-    if (!Array.isArray(edits)) throw mendError('ERR_INVALID_ARG', `Expected an array of edit records for fromEdits but received ${describe(edits)}`)
+    if (!(base instanceof GPT2LMHeadModel)) throw invalidArg('a GPT2LMHeadModel', 'fromEdits base', base)
+    if (!Array.isArray(edits)) throw invalidArg('an array of edit records', 'fromEdits edits', edits)
+    const shapes = new Map(base.parameters().map((p) => [p.name, p.shape]))
     edits.forEach((e, i) => {
-      if (!e || typeof e !== 'object') throw mendError('ERR_INVALID_ARG', `fromEdits: edit ${i} must be an edit record, got ${describe(e)}`)
+      if (!e || typeof e !== 'object' || !e.factors || typeof e.factors !== 'object' || !e.alphas || typeof e.alphas !== 'object') {
+        throw invalidArg('an edit record { factors, alphas, request? }', `fromEdits edits[${i}]`, e)
+      }
+      for (const [name, f] of Object.entries(e.factors)) {
+        const ok = (x: unknown) => !!x && typeof x === 'object' && (x as { data?: unknown }).data instanceof Float32Array && Array.isArray((x as { shape?: unknown }).shape)
+        if (!f || !ok(f.u) || !ok(f.d)) throw invalidArg('{ u: Tensor, d: Tensor } with Float32Array data', `fromEdits edits[${i}].factors["${name}"]`, f)
+        // Only the editable weights (Conv1D) take edits, and the factors are (rows, d_in) and (rows, d_out) exactly:
+        // factors for wte, or 3-D factors, were applied reinterpreted.
+        const shape = shapes.get(name)
+        if (!shape || !isConv1DWeight(name)) throw mendError('ERR_SHAPE_MISMATCH', `edit ${i}: "${name}" is not an editable Conv1D weight of the base model`)
+        const [u, d] = [f.u, f.d]
+        if (u.shape.length !== 2 || d.shape.length !== 2 || u.shape[1] !== shape[0] || d.shape[1] !== shape[1] || u.shape[0] !== d.shape[0] ||
+            u.data.length !== u.shape[0] * u.shape[1] || d.data.length !== d.shape[0] * d.shape[1]) {
+          throw mendError('ERR_SHAPE_MISMATCH', `edit ${i}: factors for "${name}" have shapes [${u.shape}] and [${d.shape}], expected [rows, ${shape[0]}] and [rows, ${shape[1]}]`)
+        }
+      }
     })
     const lifelong = edits.filter((e) => e.lifelong !== undefined).length
     if (lifelong > 0 && lifelong < edits.length) throw mendError('ERR_INVALID_ARG', 'fromEdits: a log mixes lifelong and classic MEND edits')
@@ -169,7 +188,7 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
     })
     const c = this.config
     const params = [...new Set(this.edits.flatMap((e) => Object.keys(e.lifelong ? e.lifelong.rows : e.factors)))].sort()
-    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true })
+    makeDirectory(path.dirname(path.resolve(file)))
     await callNative(() => safetensorsWrite(file, tensors, {
       format: EDITS_FORMAT,
       version: '1',
@@ -232,7 +251,7 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
         const shape = shapes.get(name)
         const u = r.tensors[`edits.${i}.${name}.u`], d = r.tensors[`edits.${i}.${name}.d`]
         if (!u || !d || !u.data || !d.data) throw mendError('ERR_MISSING_TENSOR', `${file}: missing factors of edit ${i} for "${name}"`)
-        if (!shape || u.shape[1] !== shape[0] || d.shape[1] !== shape[1] || u.shape[0] !== d.shape[0]) {
+        if (!shape || !isConv1DWeight(name) || u.shape.length !== 2 || d.shape.length !== 2 || u.shape[1] !== shape[0] || d.shape[1] !== shape[1] || u.shape[0] !== d.shape[0]) {
           throw mendError('ERR_SHAPE_MISMATCH', `${file}: factors of edit ${i} for "${name}" do not fit this model`)
         }
         for (const t of [u, d]) if (!t.data!.every(Number.isFinite)) throw mendError('ERR_NON_FINITE', `${file}: factors of edit ${i} for "${name}" hold NaN or Inf`)

@@ -6,6 +6,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { GPT2Config, readHFConfig, resolveGPT2Config, toHFConfig, toNativeConfig } from './config'
 import { mendError } from '../core/errors'
+import { makeDirectory, writeFileAtomic } from '../core/files'
 import { callNative, createModel, loadModel, NativeModel, NativeOverlay, randomModel } from '../core/native'
 import { Batch, padRows, prepareBatch } from './batch'
 import { canonicalParamName, isConv1DWeight } from './names'
@@ -118,6 +119,10 @@ export abstract class GPT2Inference {
   async lossAndGrad(batch: Batch, opts: LossAndGradOptions = {}): Promise<LossAndGradOutput> {
     opts = checkOptions<LossAndGradOptions>(opts, 'lossAndGrad', ['params', 'capture'])
     const b = prepareBatch(batch, this.config.vocabSize, true)
+    for (const k of ['params', 'capture'] as const) {
+      const v = opts[k]
+      if (v !== undefined && (!Array.isArray(v) || !v.every((n) => typeof n === 'string'))) throw invalidArg('a list of parameter names', `lossAndGrad ${k}`, v)
+    }
     const shapes = new Map(this.parameters().map((p) => [p.name, p.shape]))
     const params = opts.params === undefined ? null : opts.params.map((n) => canonicalName(n, shapes, 'params'))
     const capture = (opts.capture ?? []).map((n) => {
@@ -181,6 +186,9 @@ export abstract class GPT2Inference {
       throw mendError('ERR_SEQUENCE_TOO_LONG', `prompt length ${b.ids.T} + maxNewTokens ${maxNew} > n_positions ${this.config.nPositions}`)
     }
     const seed = opts.seed ?? 0
+    checkInt(seed, 'generate seed', 0, Number.MAX_SAFE_INTEGER)
+    if (opts.useCache !== undefined && typeof opts.useCache !== 'boolean') throw invalidArg('a boolean', 'generate useCache', opts.useCache)
+    if (opts.includePrompt !== undefined && typeof opts.includePrompt !== 'boolean') throw invalidArg('a boolean', 'generate includePrompt', opts.includePrompt)
     const ov = this.overlayHandle
     const r = await callNative(() => this.native.generate(b.ids.data, b.ids.B, b.ids.T, b.mask,
       { maxNewTokens: maxNew, temperature, topK, topP, repetitionPenalty, eosTokenId: eos, seed, useCache: opts.useCache ?? true }, ov))
@@ -235,19 +243,25 @@ export class GPT2LMHeadModel extends GPT2Inference {
   }
 
   /**
-   * Loads a Hugging Face GPT-2 directory (config.json + model.safetensors). `device` (default 'cpu'):
+   * Loads a Hugging Face GPT-2 directory (config.json + model.safetensors). The weights are read
+   * into private memory, so nothing done to the file afterwards affects the model. `{ mmap: true }`
+   * memory-maps F32 weights instead (less memory and a faster load for a large model) under one
+   * condition: the file must not change while the model is loaded (truncating it then kills the
+   * process with SIGBUS; rewriting it changes the model's weights). `device` (default 'cpu'):
    * 'cuda' throws ERR_NO_DEVICE without a usable GPU (it never falls back to the CPU).
    */
-  static async fromPretrained(dir: string, opts: ModelOptions = {}): Promise<GPT2LMHeadModel> {
+  static async fromPretrained(dir: string, opts: ModelOptions & { mmap?: boolean } = {}): Promise<GPT2LMHeadModel> {
     if (typeof dir !== 'string') throw invalidArg('a directory path', 'GPT2LMHeadModel.fromPretrained', dir)
-    modelOptions(opts, 'GPT2LMHeadModel.fromPretrained')
+    const { mmap = false, ...rest } = checkOptions<ModelOptions & { mmap?: boolean }>(opts, 'GPT2LMHeadModel.fromPretrained', ['mmap', 'device'])
+    if (typeof mmap !== 'boolean') throw invalidArg('a boolean', 'mmap', mmap)
+    modelOptions(rest, 'GPT2LMHeadModel.fromPretrained')
     const { config, raw } = readHFConfig(path.join(dir, 'config.json'))
     const weights = path.join(dir, 'model.safetensors')
     if (!fs.existsSync(weights)) {
       const hint = fs.existsSync(path.join(dir, 'pytorch_model.bin')) ? ' (only pytorch_model.bin is there: convert it to safetensors)' : ''
       throw mendError('ERR_IO', `${weights} does not exist${hint}`)
     }
-    const handle = await callNative(() => loadModel(weights, toNativeConfig(config)))
+    const handle = await callNative(() => loadModel(weights, toNativeConfig(config), mmap))
     return new GPT2LMHeadModel(handle, config, raw)
   }
 
@@ -293,9 +307,9 @@ export class GPT2LMHeadModel extends GPT2Inference {
 
   /** Writes a Hugging Face directory: config.json and model.safetensors (tied lm_head omitted, as HF does). */
   async savePretrained(dir: string): Promise<void> {
-    fs.mkdirSync(dir, { recursive: true })
+    makeDirectory(dir)
     await callNative(() => this.native.save(path.join(dir, 'model.safetensors'), { format: 'pt' }))
-    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(toHFConfig(this.config, this.rawConfig), null, 2) + '\n')
+    writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(toHFConfig(this.config, this.rawConfig), null, 2) + '\n')
   }
 
   /** Bytes of float32 parameters. */

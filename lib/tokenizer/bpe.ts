@@ -45,9 +45,9 @@
  * max-heap with lazy deletion finds the next best pair, so training is about
  * O(total pair occurrences touched), not O(corpus) per merge.
  */
-import * as fs from 'fs'
 import * as path from 'path'
 import { mendError } from '../core/errors'
+import { makeDirectory, writeFileAtomic } from '../core/files'
 import { ENDOFTEXT, GPT2_SPLIT_PATTERN } from './tokenizer'
 import { BYTE_TO_CHAR } from './bytes'
 import { invalidArg } from '../core/check'
@@ -394,17 +394,8 @@ export function writeVocabAndMerges(dir: string, v: BPEVocabulary): void {
     : '{\n' + entries.map(([tok, id]) => `  ${JSON.stringify(tok)}: ${id}`).join(',\n') + '\n}\n'
   const mergesText = '#version: 0.2\n' + merges.map((m) => m + '\n').join('')
 
-  try {
-    fs.mkdirSync(dir, { recursive: true })
-  } catch (e) {
-    throw mendError('ERR_IO', `cannot create directory ${dir}: ${e instanceof Error ? e.message : String(e)}`)
-  }
+  makeDirectory(dir)
   for (const [name, text] of [['vocab.json', vocabText], ['merges.txt', mergesText]]) {
-    const file = path.join(dir, name)
-    try {
-      fs.writeFileSync(file, text, 'utf8')
-    } catch (e) {
-      throw mendError('ERR_IO', `cannot write ${file}: ${e instanceof Error ? e.message : String(e)}`)
-    }
+    writeFileAtomic(path.join(dir, name), text)
   }
 }

@@ -33,6 +33,7 @@ import { promises as fsp } from 'fs'
 import * as path from 'path'
 import { Tokenizer } from '@huggingface/tokenizers'
 import { MendError, mendError } from '../core/errors'
+import { makeDirectory, writeFileAtomic } from '../core/files'
 import { BYTE_TO_CHAR } from './bytes'
 import { padRows } from '../core/tensor'
 
@@ -361,11 +362,7 @@ async function exists(file: string): Promise<boolean> {
 }
 
 async function writeFile(file: string, text: string): Promise<void> {
-  try {
-    await fsp.writeFile(file, text, 'utf8')
-  } catch (e) {
-    throw mendError('ERR_IO', `cannot write ${file}: ${errMsg(e)}`)
-  }
+  writeFileAtomic(file, text) // ERR_IO naming the file
 }
 
 export class GPT2Tokenizer {
@@ -684,11 +681,7 @@ export class GPT2Tokenizer {
    * special_tokens_map.json.
    */
   async save(dir: string): Promise<void> {
-    try {
-      await fsp.mkdir(dir, { recursive: true })
-    } catch (e) {
-      throw mendError('ERR_IO', `cannot create directory ${dir}: ${errMsg(e)}`)
-    }
+    makeDirectory(dir)
     // vocab.json: json.dumps(encoder, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     await writeFile(path.join(dir, 'vocab.json'), vocabJson(sortByCodePoint([...this.vocabMap]), '') + '\n')
     await writeFile(path.join(dir, 'merges.txt'), '#version: 0.2\n' + this.def.model.merges.map((m) => m + '\n').join(''))

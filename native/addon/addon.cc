@@ -13,6 +13,7 @@
 namespace {
 
 using mend::addon::addon_data;
+using mend::addon::guard_fn;
 
 Napi::Value NumThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), mend::num_threads());
@@ -20,8 +21,9 @@ Napi::Value NumThreads(const Napi::CallbackInfo& info) {
 
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  MEND_CHECK_ARG(env, info.Length() >= 1 && info[0].IsNumber() && info[0].As<Napi::Number>().Int32Value() >= 1,
-                 "Expected a positive integer for threads");
+  const double n = info.Length() >= 1 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0;
+  MEND_CHECK_ARG(env, n >= 1 && n <= mend::kMaxThreads && n == (double)(int)n,
+                 "Expected an integer in [1, " + std::to_string(mend::kMaxThreads) + "] for threads");
   mend::set_num_threads(info[0].As<Napi::Number>().Int32Value());
   return env.Undefined();
 }
@@ -68,12 +70,13 @@ Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  mend::addon::pin_module(reinterpret_cast<const void*>(&NumThreads));  // the thread pool outlives any worker_thread
   env.SetInstanceData(new mend::addon::AddonData());  // deleted with the environment
-  exports.Set("numThreads", Napi::Function::New(env, NumThreads, "numThreads"));
-  exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads, "setNumThreads"));
-  exports.Set("gemmBackend", Napi::Function::New(env, GemmBackend, "gemmBackend"));
-  exports.Set("cudaInfo", Napi::Function::New(env, CudaInfo, "cudaInfo"));
-  exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
+  exports.Set("numThreads", Napi::Function::New(env, guard_fn<NumThreads>, "numThreads"));
+  exports.Set("setNumThreads", Napi::Function::New(env, guard_fn<SetNumThreads>, "setNumThreads"));
+  exports.Set("gemmBackend", Napi::Function::New(env, guard_fn<GemmBackend>, "gemmBackend"));
+  exports.Set("cudaInfo", Napi::Function::New(env, guard_fn<CudaInfo>, "cudaInfo"));
+  exports.Set("setErrorClass", Napi::Function::New(env, guard_fn<SetErrorClass>, "setErrorClass"));
   mend::addon::init_model(env, exports);
   mend::addon::init_mend(env, exports);
   mend::addon::init_lifelong(env, exports);

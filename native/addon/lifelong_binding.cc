@@ -15,15 +15,15 @@ namespace mend {
 namespace addon {
 namespace {
 
-class RidgeHandle : public Napi::ObjectWrap<RidgeHandle> {
+class RidgeHandle : public GuardedWrap<RidgeHandle> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeRidge", {
-        InstanceMethod("nRows", &RidgeHandle::NRows),
-        InstanceMethod("bytes", &RidgeHandle::Bytes),
+        InstanceMethod("nRows", &RidgeHandle::template guard<&RidgeHandle::NRows>),
+        InstanceMethod("bytes", &RidgeHandle::template guard<&RidgeHandle::Bytes>),
     });
   }
-  explicit RidgeHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RidgeHandle>(info) {}
+  explicit RidgeHandle(const Napi::CallbackInfo& info) : GuardedWrap<RidgeHandle>(info) {}
   void set(Napi::Env env, std::shared_ptr<const RidgeState> s) {
     state = std::move(s);
     reported = (int64_t)bytes_of(*state);
@@ -218,10 +218,10 @@ void init_lifelong(Napi::Env env, Napi::Object exports) {
   Napi::Function r = RidgeHandle::Define(env);
   addon_data(env)->ridge_ctor = Napi::Persistent(r);
   exports.Set("NativeRidge", r);
-  exports.Set("ridgePrior", Napi::Function::New(env, RidgePrior));
-  exports.Set("ridgeUpdate", Napi::Function::New(env, RidgeUpdate_));
-  exports.Set("malmenPropose", Napi::Function::New(env, MalmenPropose));
-  exports.Set("keyCovariance", Napi::Function::New(env, KeyCovariance));
+  exports.Set("ridgePrior", Napi::Function::New(env, guard_fn<RidgePrior>));
+  exports.Set("ridgeUpdate", Napi::Function::New(env, guard_fn<RidgeUpdate_>));
+  exports.Set("malmenPropose", Napi::Function::New(env, guard_fn<MalmenPropose>));
+  exports.Set("keyCovariance", Napi::Function::New(env, guard_fn<KeyCovariance>));
 }
 
 }  // namespace addon

@@ -16,17 +16,17 @@ namespace mend {
 namespace addon {
 namespace {
 
-class OverlayHandle : public Napi::ObjectWrap<OverlayHandle> {
+class OverlayHandle : public GuardedWrap<OverlayHandle> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeOverlay", {
-        InstanceMethod("bytes", &OverlayHandle::Bytes),
-        InstanceMethod("nEdits", &OverlayHandle::NEdits),
-        InstanceMethod("lowrankRows", &OverlayHandle::LowrankRows),
-        InstanceMethod("folded", &OverlayHandle::Folded),
+        InstanceMethod("bytes", &OverlayHandle::template guard<&OverlayHandle::Bytes>),
+        InstanceMethod("nEdits", &OverlayHandle::template guard<&OverlayHandle::NEdits>),
+        InstanceMethod("lowrankRows", &OverlayHandle::template guard<&OverlayHandle::LowrankRows>),
+        InstanceMethod("folded", &OverlayHandle::template guard<&OverlayHandle::Folded>),
     });
   }
-  explicit OverlayHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<OverlayHandle>(info) {}
+  explicit OverlayHandle(const Napi::CallbackInfo& info) : GuardedWrap<OverlayHandle>(info) {}
   // Native bytes reported to V8, so that dropped edited models are collected promptly (V8 cannot
   // see the factors and merged weights an overlay holds).
   void set(Napi::Env env, std::shared_ptr<const Overlay> o) {
@@ -91,12 +91,12 @@ Napi::Object editor_to_js(Napi::Env env, const MendEditor& e) {
 
 namespace {
 
-class EditorHandle : public Napi::ObjectWrap<EditorHandle> {
+class EditorHandle : public GuardedWrap<EditorHandle> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "NativeEditor", {InstanceMethod("tensors", &EditorHandle::Tensors)});
+    return DefineClass(env, "NativeEditor", {InstanceMethod("tensors", &EditorHandle::template guard<&EditorHandle::Tensors>)});
   }
-  explicit EditorHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EditorHandle>(info) {}
+  explicit EditorHandle(const Napi::CallbackInfo& info) : GuardedWrap<EditorHandle>(info) {}
   std::shared_ptr<const MendEditor> editor;
 
  private:
@@ -244,8 +244,10 @@ Napi::Value BuildOverlay(const Napi::CallbackInfo& info) {
       f.param = fo.Get("param").As<Napi::Number>().Int32Value();
       auto a = std::make_shared<std::vector<float>>(copy_f32(fo.Get("a")));
       auto b = std::make_shared<std::vector<float>>(copy_f32(fo.Get("b")));
-      MEND_CHECK_ARG(env, f.param >= 0 && f.param < (int)model->params().size() && model->params()[f.param].shape.size() == 2,
-                     "edit factors name a parameter that is not a weight matrix");
+      MEND_CHECK_ARG(env, f.param >= 0 && f.param < (int)model->params().size() && model->params()[f.param].conv1d,
+                     "edit factors name a parameter that is not an editable Conv1D weight");
+      MEND_CHECK_ARG(env, a->size() % (size_t)model->params()[f.param].shape[0] == 0,
+                     "edit factors for \"" + model->params()[f.param].name + "\" do not match its shape");
       f.rows = (int)(a->size() / model->params()[f.param].shape[0]);
       f.a = a; f.b = b;
       all[i].push_back(std::move(f));
@@ -319,10 +321,10 @@ void init_mend(Napi::Env env, Napi::Object exports) {
   addon_data(env)->editor_ctor = Napi::Persistent(ed);
   exports.Set("NativeOverlay", ov);
   exports.Set("NativeEditor", ed);
-  exports.Set("createEditor", Napi::Function::New(env, CreateEditor));
-  exports.Set("mendEdit", Napi::Function::New(env, MendEdit));
-  exports.Set("buildOverlay", Napi::Function::New(env, BuildOverlay));
-  exports.Set("materialize", Napi::Function::New(env, Materialize));
+  exports.Set("createEditor", Napi::Function::New(env, guard_fn<CreateEditor>));
+  exports.Set("mendEdit", Napi::Function::New(env, guard_fn<MendEdit>));
+  exports.Set("buildOverlay", Napi::Function::New(env, guard_fn<BuildOverlay>));
+  exports.Set("materialize", Napi::Function::New(env, guard_fn<Materialize>));
 }
 
 }  // namespace addon

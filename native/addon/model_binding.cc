@@ -4,6 +4,8 @@
 // shared_ptr, so dispose() while a call is in flight is safe.
 #include <napi.h>
 
+#include <cmath>
+
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -25,7 +27,8 @@ Status read_config(const Napi::Object& o, GPT2Config* cfg) {
     if (v.IsUndefined() || v.IsNull()) return Status::OK();
     if (!v.IsNumber()) return Status::Error(code::kConfig, std::string("config.") + k + " must be a number");
     double d = v.As<Napi::Number>().DoubleValue();
-    if (d != (double)(int)d) return Status::Error(code::kConfig, std::string("config.") + k + " must be an integer");
+    if (!(d >= -2147483648.0 && d <= 2147483647.0) || d != std::floor(d))
+      return Status::Error(code::kConfig, std::string("config.") + k + " must be an integer in [-2^31, 2^31) but is " + std::to_string(d));
     *dst = (int)d;
     return Status::OK();
   };
@@ -64,18 +67,18 @@ bool read_names(Napi::Env env, const Napi::Value& v, const GPT2Model& m, const c
   return true;
 }
 
-class Model : public Napi::ObjectWrap<Model> {
+class Model : public GuardedWrap<Model> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeGPT2", {
-        InstanceMethod("paramInfo", &Model::ParamInfo),
-        InstanceMethod("param", &Model::Param),
-        InstanceMethod("forward", &Model::Forward),
-        InstanceMethod("lossAndGrad", &Model::LossAndGrad),
-        InstanceMethod("generate", &Model::Generate),
-        InstanceMethod("save", &Model::Save),
-        InstanceMethod("paramBytes", &Model::ParamBytes),
-        InstanceMethod("dispose", &Model::Dispose),
+        InstanceMethod("paramInfo", &Model::template guard<&Model::ParamInfo>),
+        InstanceMethod("param", &Model::template guard<&Model::Param>),
+        InstanceMethod("forward", &Model::template guard<&Model::Forward>),
+        InstanceMethod("lossAndGrad", &Model::template guard<&Model::LossAndGrad>),
+        InstanceMethod("generate", &Model::template guard<&Model::Generate>),
+        InstanceMethod("save", &Model::template guard<&Model::Save>),
+        InstanceMethod("paramBytes", &Model::template guard<&Model::ParamBytes>),
+        InstanceMethod("dispose", &Model::template guard<&Model::Dispose>),
     });
   }
   static Napi::Object Wrap(Napi::Env env, std::shared_ptr<GPT2Model> m) {
@@ -91,7 +94,7 @@ class Model : public Napi::ObjectWrap<Model> {
   void Finalize(Napi::Env env) override {
     if (reported_) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_);
   }
-  explicit Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {}
+  explicit Model(const Napi::CallbackInfo& info) : GuardedWrap<Model>(info) {}
   std::shared_ptr<GPT2Model> model() const { return model_; }
 
  private:
@@ -272,17 +275,19 @@ struct NewModel : Baton {
   Napi::Value result(Napi::Env env) { return Model::Wrap(env, m); }
 };
 
-// loadModel(path, config) → Promise<NativeGPT2>
+// loadModel(path, config, mmap?) → Promise<NativeGPT2>; mmap: map the file instead of reading it
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   MEND_CHECK_ARG(env, info[0].IsString(), "Expected a path string for loadModel");
   MEND_CHECK_ARG(env, info[1].IsObject(), "Expected a config object for loadModel");
+  MEND_CHECK_ARG(env, info.Length() < 3 || info[2].IsUndefined() || info[2].IsBoolean(), "Expected a boolean (mmap) for loadModel");
   struct B : NewModel {
-    std::string path; GPT2Config cfg;
-    Status run() { return GPT2Model::load(path, cfg, &m); }
+    std::string path; GPT2Config cfg; bool map_file = false;
+    Status run() { return GPT2Model::load(path, cfg, &m, map_file); }
   } w;
   MEND_THROW_IF_ERROR(env, read_config(info[1].As<Napi::Object>(), &w.cfg));
   w.path = info[0].As<Napi::String>().Utf8Value();
+  w.map_file = info.Length() >= 3 && info[2].IsBoolean() && info[2].As<Napi::Boolean>().Value();
   return queue_async(env, std::move(w));
 }
 
@@ -337,9 +342,9 @@ void init_model(Napi::Env env, Napi::Object exports) {
   Napi::Function f = Model::Define(env);
   addon_data(env)->model_ctor = Napi::Persistent(f);
   exports.Set("NativeGPT2", f);
-  exports.Set("loadModel", Napi::Function::New(env, LoadModel));
-  exports.Set("randomModel", Napi::Function::New(env, RandomModel));
-  exports.Set("createModel", Napi::Function::New(env, CreateModel));
+  exports.Set("loadModel", Napi::Function::New(env, guard_fn<LoadModel>));
+  exports.Set("randomModel", Napi::Function::New(env, guard_fn<RandomModel>));
+  exports.Set("createModel", Napi::Function::New(env, guard_fn<CreateModel>));
 }
 
 }  // namespace addon

@@ -97,8 +97,8 @@ Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void init_optimizer(Napi::Env env, Napi::Object exports) {
-  exports.Set("adamwUpdate", Napi::Function::New(env, AdamwUpdate, "adamwUpdate"));
-  exports.Set("optimizerStep", Napi::Function::New(env, OptimizerStep, "optimizerStep"));
+  exports.Set("adamwUpdate", Napi::Function::New(env, guard_fn<AdamwUpdate>, "adamwUpdate"));
+  exports.Set("optimizerStep", Napi::Function::New(env, guard_fn<OptimizerStep>, "optimizerStep"));
 }
 
 }  // namespace addon

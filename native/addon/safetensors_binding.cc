@@ -1,8 +1,9 @@
 // safetensors_binding.cc — safetensorsRead / safetensorsWrite for JavaScript.
 //
 // safetensorsRead(path) resolves to { metadata: {k: string}, tensors: {name: {dtype, shape, data}} }.
-// Float dtypes come back as Float32Array: a view of the mapping for aligned F32 (the mapping lives
-// until every view is collected), converted copies for F16/BF16/F64/unaligned F32. Integer and
+// Float dtypes come back as Float32Array: a view of the file's buffer (read into private memory, so
+// nothing done to the file later reaches it) for aligned F32 (the buffer lives until every view is
+// collected), converted copies for F16/BF16/F64/unaligned F32. Integer and
 // BOOL tensors come back with `data: null` (their dtype and shape only).
 //
 // safetensorsWrite(path, [{name, shape, data: Float32Array}], metadata) resolves when the file has
@@ -193,8 +194,8 @@ Napi::Value SafetensorsWrite(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void init_safetensors(Napi::Env env, Napi::Object exports) {
-  exports.Set("safetensorsRead", Napi::Function::New(env, SafetensorsRead, "safetensorsRead"));
-  exports.Set("safetensorsWrite", Napi::Function::New(env, SafetensorsWrite, "safetensorsWrite"));
+  exports.Set("safetensorsRead", Napi::Function::New(env, guard_fn<SafetensorsRead>, "safetensorsRead"));
+  exports.Set("safetensorsWrite", Napi::Function::New(env, guard_fn<SafetensorsWrite>, "safetensorsWrite"));
 }
 
 }  // namespace addon

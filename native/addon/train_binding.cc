@@ -3,6 +3,8 @@
 // (ERR_BUSY), since the trainer is mutated off the main thread.
 #include <napi.h>
 
+#include <cmath>
+
 #include <memory>
 
 #include "addon/batch.h"
@@ -21,21 +23,21 @@ struct TrainerRef {
   bool busy = false;  // main thread only
 };
 
-class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
+class TrainerHandle : public GuardedWrap<TrainerHandle> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeTrainer", {
-        InstanceMethod("step", &TrainerHandle::Step),
-        InstanceMethod("tensors", &TrainerHandle::Tensors),
-        InstanceMethod("grads", &TrainerHandle::Grads),
-        InstanceMethod("optimizerState", &TrainerHandle::OptimizerState),
-        InstanceMethod("setOptimizerState", &TrainerHandle::SetOptimizerState),
-        InstanceMethod("setGrads", &TrainerHandle::SetGrads),
-        InstanceMethod("steps", &TrainerHandle::Steps),
-        InstanceMethod("setMalmenPrior", &TrainerHandle::SetMalmenPrior),
+        InstanceMethod("step", &TrainerHandle::template guard<&TrainerHandle::Step>),
+        InstanceMethod("tensors", &TrainerHandle::template guard<&TrainerHandle::Tensors>),
+        InstanceMethod("grads", &TrainerHandle::template guard<&TrainerHandle::Grads>),
+        InstanceMethod("optimizerState", &TrainerHandle::template guard<&TrainerHandle::OptimizerState>),
+        InstanceMethod("setOptimizerState", &TrainerHandle::template guard<&TrainerHandle::SetOptimizerState>),
+        InstanceMethod("setGrads", &TrainerHandle::template guard<&TrainerHandle::SetGrads>),
+        InstanceMethod("steps", &TrainerHandle::template guard<&TrainerHandle::Steps>),
+        InstanceMethod("setMalmenPrior", &TrainerHandle::template guard<&TrainerHandle::SetMalmenPrior>),
     });
   }
-  explicit TrainerHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TrainerHandle>(info) {}
+  explicit TrainerHandle(const Napi::CallbackInfo& info) : GuardedWrap<TrainerHandle>(info) {}
   std::shared_ptr<TrainerRef> ref;
 
  private:
@@ -149,7 +151,10 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
     MEND_CHECK_ARG(env, o.Get("m").IsArray() && o.Get("v").IsArray(), "optimizer state: expected arrays m and v");
     Napi::Array m = o.Get("m").As<Napi::Array>(), v = o.Get("v").As<Napi::Array>();
     AdamState a;
-    a.t = o.Get("t").ToNumber().Int32Value();
+    const double t = o.Get("t").ToNumber().DoubleValue(), steps = o.Get("steps").ToNumber().DoubleValue();
+    MEND_CHECK_ARG(env, t >= 0 && t <= 2147483647.0 && t == std::floor(t) && steps >= 0 && steps <= 9007199254740991.0 && steps == std::floor(steps),
+                   "optimizer state: expected non-negative integers t and steps");
+    a.t = (int)t;
     for (uint32_t i = 0; i < m.Length(); i++) {
       MEND_CHECK_ARG(env, is_f32(m.Get(i)) && is_f32(v.Get(i)), "optimizer state: expected Float32Arrays");
       a.m.push_back(copy_f32(m.Get(i)));
@@ -192,7 +197,7 @@ void init_train(Napi::Env env, Napi::Object exports) {
   Napi::Function f = TrainerHandle::Define(env);
   addon_data(env)->trainer_ctor = Napi::Persistent(f);
   exports.Set("NativeTrainer", f);
-  exports.Set("createTrainer", Napi::Function::New(env, CreateTrainer));
+  exports.Set("createTrainer", Napi::Function::New(env, guard_fn<CreateTrainer>));
 }
 
 }  // namespace addon

@@ -13,6 +13,10 @@
 
 #include "core/common.h"
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <dlfcn.h>
+#endif
+
 namespace mend {
 namespace addon {
 
@@ -48,6 +52,62 @@ inline Napi::Error make_error(Napi::Env env, const Status& s) { return make_erro
   do { if (!(cond)) MEND_THROW(env, ::mend::code::kInvalidArg, msg); } while (0)
 #define MEND_THROW_IF_ERROR(env, expr) \
   do { ::mend::Status _s = (expr); if (!_s.ok()) MEND_THROW(env, _s.code, _s.message); } while (0)
+
+// No C++ exception leaves a binding (DESIGN §8: native code never aborts): a Napi::Error goes on
+// to node-addon-api, which throws it into JavaScript; std::bad_alloc becomes ERR_OUT_OF_MEMORY and
+// any other exception ERR_INTERNAL. During environment teardown (a worker_thread terminated mid-call)
+// an error that cannot be thrown is dropped (NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS, CMakeLists.txt).
+template <class F>
+Napi::Value guarded(Napi::Env env, F&& body) {
+  const char* c = code::kInternal;
+  std::string msg;
+  try {
+    return body();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    c = code::kOutOfMemory;
+    msg = "out of memory";
+  } catch (const std::exception& e) {
+    msg = std::string("native exception: ") + e.what();
+  } catch (...) {
+    msg = "an unknown native exception";
+  }
+  try {
+    make_error(env, c, msg).ThrowAsJavaScriptException();
+  } catch (...) {
+    // the environment is going away (or out of memory): nothing can be thrown into it
+  }
+  return Napi::Value();
+}
+// A free binding function, guarded: Napi::Function::New(env, guard_fn<CreateEditor>, "createEditor").
+template <Napi::Value (*F)(const Napi::CallbackInfo&)>
+Napi::Value guard_fn(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] { return F(info); });
+}
+// ObjectWrap with guarded instance methods: derive from GuardedWrap<T> and register
+// InstanceMethod("name", &T::template guard<&T::Name>).
+template <class T>
+class GuardedWrap : public Napi::ObjectWrap<T> {
+ public:
+  using Napi::ObjectWrap<T>::ObjectWrap;
+  template <Napi::Value (T::*M)(const Napi::CallbackInfo&)>
+  Napi::Value guard(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&] { return (static_cast<T*>(this)->*M)(info); });
+  }
+};
+
+// Keeps this shared object loaded for the life of the process. Node unloads an addon (dlclose)
+// when the last worker_thread that loaded it ends; the process-wide thread pool's threads would then
+// return into unmapped code (SIGSEGV). Called from each addon's Init.
+inline void pin_module(const void* address_in_module) {
+#if defined(__unix__) || defined(__APPLE__)
+  Dl_info info;
+  if (dladdr(address_in_module, &info) && info.dli_fname) (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE);
+#else
+  (void)address_in_module;
+#endif
+}
 
 // A Float32Array that is a view of native memory: `owner` (heap-allocated, any type holding the
 // data) is deleted when the ArrayBuffer is collected.
@@ -106,7 +166,7 @@ inline std::map<std::string, std::string> read_string_map(const Napi::Object& o)
 // ---- the async worker (sharp style) -----------------------------------------------------------
 // A baton holds everything a call needs, copied out of JavaScript on the main thread before
 // queue_async. run() executes on a worker thread and never touches JavaScript; exceptions it throws
-// become ERR_INTERNAL. result(env) builds the resolved value on the main thread after run() succeeded;
+// become ERR_OUT_OF_MEMORY (std::bad_alloc) or ERR_INTERNAL. result(env) builds the resolved value on the main thread after run() succeeded;
 // a failed Status rejects with its coded error. settled() runs on the main thread before the
 // promise settles, either way (a baton derived from Baton may hide it).
 struct Baton {
@@ -125,7 +185,7 @@ class BatonWorker final : public Napi::AsyncWorker {
     try {
       status_ = baton_.run();
     } catch (const std::bad_alloc&) {
-      status_ = Status::Error(code::kInternal, "out of memory");
+      status_ = Status::Error(code::kOutOfMemory, "out of memory");
     } catch (const std::exception& e) {
       status_ = Status::Error(code::kInternal, e.what());
     } catch (...) {

@@ -2,7 +2,9 @@
 // Native code never exits or aborts on bad input: functions return a Status, and native/addon/
 // turns a failed Status into a coded JavaScript error (addon/util.h make_error).
 #pragma once
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstddef>
 #include <cstdlib>
 #include <new>
@@ -40,8 +42,31 @@ constexpr const char* kShape = "ERR_SHAPE_MISMATCH";           // a tensor has t
 constexpr const char* kConfig = "ERR_CONFIG";                  // missing/invalid config key
 constexpr const char* kNonFinite = "ERR_NON_FINITE";           // NaN or Inf where not allowed
 constexpr const char* kClosed = "ERR_DISPOSED";                // use after dispose()
+constexpr const char* kOutOfMemory = "ERR_OUT_OF_MEMORY";      // an allocation failed (std::bad_alloc)
 constexpr const char* kInternal = "ERR_INTERNAL";              // an unexpected native failure
 }  // namespace code
+
+// The largest weight magnitude a model, an overlay's change to a weight, or an editor's layer may
+// hold. Real GPT-2 weights are below 100; beyond this the forward pass overflows float32 (a
+// LayerNorm variance, a logit) and every output becomes NaN. Nothing beyond it is accepted.
+constexpr double kMaxWeight = 1e8;
+// FLT_MAX: check_weights(…, kAnyFinite) accepts every finite float.
+constexpr double kAnyFinite = 3.4028234663852886e38;
+
+// n floats are finite and |x| <= max_abs; else code::kNonFinite naming `what` (the first bad value).
+inline Status check_weights(const float* p, size_t n, const std::string& what, double max_abs = kMaxWeight) {
+  const float m = (float)max_abs;
+  size_t bad = n;
+  for (size_t i = 0; i < n; i++)
+    if (!(p[i] <= m && p[i] >= -m)) { bad = i; break; }  // also NaN
+  if (bad == n) return Status::OK();
+  if (!std::isfinite(p[bad]))
+    return Status::Error(code::kNonFinite, what + " holds NaN or Inf (at element " + std::to_string(bad) + ")");
+  char v[32];
+  std::snprintf(v, sizeof v, "%g", (double)p[bad]);
+  return Status::Error(code::kNonFinite, what + " holds " + v + " at element " + std::to_string(bad) +
+                                             ", beyond the largest accepted magnitude 1e8 (the forward pass would overflow)");
+}
 
 // An allocator that leaves floats uninitialised (no memset pass over activations and logits that
 // are written before they are read) and asks Linux for transparent huge pages on large blocks (the

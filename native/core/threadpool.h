@@ -9,9 +9,10 @@
 namespace mend {
 
 // Number of threads a parallel region uses (including the caller). Default: NODE_MEND_THREADS if
-// set, else std::thread::hardware_concurrency().
+// set, else the cores this process may run on (its CPU affinity). At most kMaxThreads.
+constexpr int kMaxThreads = 256;  // setNumThreads refuses more (lib/core/native.ts MAX_THREADS)
 int num_threads();
-void set_num_threads(int n);  // n >= 1; takes effect for the next region
+void set_num_threads(int n);  // clamped to [1, kMaxThreads]; the pool grows or shrinks at the next region
 
 // Runs fn(begin, end) over [0, n) split into contiguous chunks, one per thread, each chunk a
 // multiple of `grain` (except the last). fn must not throw.

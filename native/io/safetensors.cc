@@ -4,6 +4,7 @@
 #include "io/safetensors.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -400,11 +401,10 @@ std::string sys_error() { return std::strerror(errno); }
 
 SafetensorsFile::~SafetensorsFile() {
   if (!map_) return;
-#ifdef _WIN32
-  std::free(map_);
-#else
-  munmap(map_, map_size_);
+#ifndef _WIN32
+  if (mapped_) { munmap(map_, map_size_); return; }
 #endif
+  std::free(map_);
 }
 
 const SafeTensor* SafetensorsFile::find(const std::string& name) const {
@@ -412,12 +412,8 @@ const SafeTensor* SafetensorsFile::find(const std::string& name) const {
   return it == tensors_.end() ? nullptr : &it->second;
 }
 
-Status SafetensorsFile::open(const std::string& path, std::unique_ptr<SafetensorsFile>* out) {
+Status SafetensorsFile::open(const std::string& path, std::unique_ptr<SafetensorsFile>* out, bool map_file) {
   auto io_error = [&](const std::string& what) { return Status::Error(code::kIO, path + ": " + what); };
-  auto bad = [&](const std::string& what) { return Status::Error(code::kSafetensors, path + ": " + what); };
-  auto bad_tensor = [&](const std::string& name, const std::string& what) {
-    return Status::Error(code::kSafetensors, path + ": tensor \"" + name + "\": " + what);
-  };
 
   std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
   f->path_ = path;
@@ -441,24 +437,67 @@ Status SafetensorsFile::open(const std::string& path, std::unique_ptr<Safetensor
     f->map_size_ = file_size;
   }
 #else
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; it is then refused as not a regular file.
   int fd;
-  do fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC); while (fd < 0 && errno == EINTR);
+  do fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK); while (fd < 0 && errno == EINTR);
   if (fd < 0) return io_error("cannot open: " + sys_error());
   struct stat st;
   if (fstat(fd, &st) != 0) { Status s = io_error("cannot stat: " + sys_error()); ::close(fd); return s; }
-  if (!S_ISREG(st.st_mode)) { ::close(fd); return io_error("not a regular file"); }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return io_error(std::string("not a regular file (") + (S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISDIR(st.st_mode) ? "a directory" : "a device or socket") + ")");
+  }
   const size_t file_size = static_cast<size_t>(st.st_size);
-  if (file_size >= 8) {
-    // Writable copy-on-write mapping: the file is never modified, and a JavaScript view of the
-    // mapping that gets written to copies the page instead of faulting.
+  if (file_size >= 8 && map_file) {
+    // Opt-in (the file must not change while loaded: truncating it then is SIGBUS, rewriting it
+    // changes the weights). Writable copy-on-write mapping: the file is never modified, and a
+    // JavaScript view of the mapping that gets written to copies the page instead of faulting.
     void* m = mmap(nullptr, file_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
     if (m == MAP_FAILED) { Status s = io_error("mmap failed: " + sys_error()); ::close(fd); return s; }
     f->map_ = m;
     f->map_size_ = file_size;
+    f->mapped_ = true;
+  } else if (file_size >= 8) {
+    // The default: the file is read into private memory, so nothing done to it later reaches us.
+    f->map_ = std::malloc(file_size);
+    if (!f->map_) { ::close(fd); return Status::Error(code::kOutOfMemory, path + ": out of memory reading " + std::to_string(file_size) + " bytes"); }
+    f->map_size_ = file_size;
+    size_t got = 0;
+    while (got < file_size) {
+      const ssize_t r = ::pread(fd, static_cast<uint8_t*>(f->map_) + got, std::min<size_t>(file_size - got, 1u << 30), (off_t)got);
+      if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (r <= 0) {
+        Status s = io_error(r < 0 ? "read failed: " + sys_error() : "the file shrank while it was read");
+        ::close(fd);
+        return s;
+      }
+      got += (size_t)r;
+    }
   }
   ::close(fd);
 #endif
+  return validate(std::move(f), file_size, out);
+}
 
+Status SafetensorsFile::from_memory(const std::string& name, const void* data, size_t size, std::unique_ptr<SafetensorsFile>* out) {
+  std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
+  f->path_ = name;
+  if (size > 0) {
+    f->map_ = std::malloc(size);
+    if (!f->map_) return Status::Error(code::kOutOfMemory, name + ": out of memory");
+    std::memcpy(f->map_, data, size);
+    f->map_size_ = size;
+  }
+  return validate(std::move(f), size, out);
+}
+
+// The header checks of open() and from_memory(), over f->map_ (file_size bytes).
+Status SafetensorsFile::validate(std::unique_ptr<SafetensorsFile> f, size_t file_size, std::unique_ptr<SafetensorsFile>* out) {
+  const std::string& path = f->path_;
+  auto bad = [&](const std::string& what) { return Status::Error(code::kSafetensors, path + ": " + what); };
+  auto bad_tensor = [&](const std::string& name, const std::string& what) {
+    return Status::Error(code::kSafetensors, path + ": tensor \"" + name + "\": " + what);
+  };
   if (file_size < 8)
     return bad("file is " + std::to_string(file_size) + " bytes, shorter than the 8-byte header length");
   const uint8_t* base = static_cast<const uint8_t*>(f->map_);
@@ -563,6 +602,18 @@ Status SafetensorsFile::open(const std::string& path, std::unique_ptr<Safetensor
                                              "] overlap tensor \"" + *ranges[k - 1].name + "\" [" +
                                              std::to_string(ranges[k - 1].b) + ", " + std::to_string(ranges[k - 1].e) + "]");
   }
+  // The data buffer is fully indexed (the safetensors rule): offsets contiguous from 0, no hole, no
+  // trailing bytes. A wrong header length shifts every tensor; this is where it shows.
+  uint64_t at = 0;
+  for (const Range& r : ranges) {
+    if (r.b != at)
+      return bad_tensor(*r.name, "data_offsets [" + std::to_string(r.b) + ", " + std::to_string(r.e) + "] leave a hole of " +
+                                     std::to_string(r.b - at) + " bytes before it (the data must be contiguous from offset 0)");
+    at = r.e;
+  }
+  if (at != data_size)
+    return bad(std::to_string(data_size - at) + " bytes after the last tensor's data (" + std::to_string(data_size) +
+               " data bytes, " + std::to_string(at) + " indexed): the header length or the offsets are wrong");
 
   *out = std::move(f);
   return Status::OK();
@@ -655,7 +706,8 @@ Status safetensors_write(const std::string& path, const std::vector<TensorToWrit
   for (int k = 0; k < 8; ++k) len_bytes[k] = static_cast<uint8_t>(n >> (8 * k));
 
 #ifdef _WIN32
-  const std::string tmp = path + ".tmp-" + std::to_string(_getpid());
+  static std::atomic<uint64_t> counter{0};  // a temporary file of this write alone
+  const std::string tmp = path + ".tmp-" + std::to_string(_getpid()) + "-" + std::to_string(counter.fetch_add(1));
   std::FILE* fp = std::fopen(tmp.c_str(), "wb");
   if (!fp) return Status::Error(code::kIO, path + ": cannot create " + tmp + ": " + sys_error());
   bool okw = std::fwrite(len_bytes, 1, 8, fp) == 8 && std::fwrite(header.data(), 1, header.size(), fp) == header.size();
@@ -670,9 +722,16 @@ Status safetensors_write(const std::string& path, const std::vector<TensorToWrit
     return s;
   }
 #else
-  const std::string tmp = path + ".tmp-" + std::to_string(getpid());
-  int fd;
-  do fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644); while (fd < 0 && errno == EINTR);
+  // A temporary file of this write alone (O_EXCL, a per-process counter): concurrent saves to one
+  // path each write their own and the last rename wins; a failed save never reaches `path`.
+  static std::atomic<uint64_t> counter{0};
+  std::string tmp;
+  int fd = -1;
+  for (int attempt = 0; fd < 0 && attempt < 100; attempt++) {
+    tmp = path + ".tmp-" + std::to_string(getpid()) + "-" + std::to_string(counter.fetch_add(1));
+    do fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644); while (fd < 0 && errno == EINTR);
+    if (fd < 0 && errno != EEXIST) break;
+  }
   if (fd < 0) return Status::Error(code::kIO, path + ": cannot create " + tmp + ": " + sys_error());
   auto write_all = [fd](const void* p, size_t len) {
     const char* c = static_cast<const char*>(p);
@@ -698,6 +757,12 @@ Status safetensors_write(const std::string& path, const std::vector<TensorToWrit
   fd = -1;
   if (rc != 0) return fail("close failed");
   if (::rename(tmp.c_str(), path.c_str()) != 0) return fail("cannot rename " + tmp);
+  // The rename itself is durable once the directory is synced (best effort: not every file system allows it).
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  int dfd;
+  do dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); while (dfd < 0 && errno == EINTR);
+  if (dfd >= 0) { (void)fsync(dfd); ::close(dfd); }
 #endif
   return Status::OK();
 }

@@ -1,4 +1,4 @@
-// safetensors.h — reader (mmap, fully validated header) and writer for the safetensors format:
+// safetensors.h — reader (private copy or opt-in mmap, fully validated header) and writer for the safetensors format:
 // 8-byte little-endian header length N, N bytes of JSON {name: {dtype, shape, data_offsets:[b,e]},
 // "__metadata__": {string: string}}, then the data. Offsets are relative to the end of the header.
 #pragma once
@@ -27,11 +27,16 @@ struct SafeTensor {
 
 class SafetensorsFile {
  public:
-  // Maps `path` and validates: header length within the file, JSON well formed, every entry has a
-  // known dtype, a shape of non-negative ints and offsets [b,e] with b <= e <= data size,
-  // e - b == numel * dtype size, no two tensors overlapping. Errors: code::kIO, code::kSafetensors,
-  // each message naming the file (and the tensor).
-  static Status open(const std::string& path, std::unique_ptr<SafetensorsFile>* out);
+  // Reads `path` (a regular file: a FIFO or device is code::kIO, never waited on) into private
+  // memory, or with map_file memory-maps it (the file must not change while loaded), and validates:
+  // header length within the file, JSON well formed, every entry has a known dtype, a shape of
+  // non-negative ints and offsets [b,e] with b <= e <= data size, e - b == numel * dtype size, no two
+  // tensors overlapping, the data fully indexed (contiguous from 0, no hole, no trailing bytes).
+  // Errors: code::kIO, code::kSafetensors, each message naming the file (and the tensor).
+  static Status open(const std::string& path, std::unique_ptr<SafetensorsFile>* out, bool map_file = false);
+  // The same checks over bytes in memory (copied), `name` standing for the path in messages (the
+  // fuzz targets and the corpus replay use it).
+  static Status from_memory(const std::string& name, const void* data, size_t size, std::unique_ptr<SafetensorsFile>* out);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;             // owns a mapping: never copied
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
@@ -48,9 +53,11 @@ class SafetensorsFile {
 
  private:
   SafetensorsFile() = default;
+  static Status validate(std::unique_ptr<SafetensorsFile> f, size_t file_size, std::unique_ptr<SafetensorsFile>* out);
   std::string path_;
   void* map_ = nullptr;
   size_t map_size_ = 0;
+  bool mapped_ = false;  // map_ is an mmap (else malloc)
   std::map<std::string, SafeTensor> tensors_;
   std::map<std::string, std::string> metadata_;
 };
@@ -60,8 +67,9 @@ struct TensorToWrite {
   std::vector<int64_t> shape;
   const float* data;  // F32, numel(shape) floats
 };
-// Writes F32 tensors (in the given order) and string metadata to `path` atomically (temp file +
-// rename). The header is padded with spaces to a multiple of 8 bytes so F32 data stays aligned.
+// Writes F32 tensors (in the given order) and string metadata to `path` atomically: a temporary
+// file of its own (O_EXCL), fsync, rename, then the directory is synced; a failed or interrupted
+// write leaves `path` as it was. The header is padded with spaces to a multiple of 8 bytes so F32 data stays aligned.
 Status safetensors_write(const std::string& path, const std::vector<TensorToWrite>& tensors,
                          const std::map<std::string, std::string>& metadata);
 

@@ -24,14 +24,20 @@ bool all_finite(const std::vector<float>& v) {
 
 Status GradientTransform::validate(const std::string& what) const {
   const size_t Dz = (size_t)D(), r = (size_t)rank, nm = (size_t)n_modes;
-  auto sized = [&](const std::vector<float>& v, size_t n, const std::string& name) -> Status {
+  // Layer tensors are bounded like weights (kMaxWeight: a larger scale, shift or bias makes every edit
+  // NaN); the statistics only need to be finite (the Welford sums grow with the rows seen).
+  auto sized = [&](const std::vector<float>& v, size_t n, const std::string& name, double max_abs = kMaxWeight) -> Status {
     if (v.size() != n)
       return Status::Error(code::kShape, what + name + " has " + std::to_string(v.size()) + " values, expected " + std::to_string(n));
-    if (!all_finite(v)) return Status::Error(code::kNonFinite, what + name + " holds NaN or Inf");
-    return Status::OK();
+    return check_weights(v.data(), v.size(), what + name, max_abs);
   };
+  const double stat = kAnyFinite;
   if (d_in < 1 || d_out < 1 || rank < 1 || n_modes < 1 || layers.empty())
     return Status::Error(code::kInvalidArg, what + ": invalid sizes");
+  if (rank > D() || layers.size() > (size_t)kMaxHidden + 1 || (size_t)n_modes > (size_t)1 << 16)
+    return Status::Error(code::kInvalidArg, what + ": rank " + std::to_string(rank) + ", " + std::to_string(layers.size()) +
+                                                " layers, " + std::to_string(n_modes) + " modes (at most rank d_in + d_out = " +
+                                                std::to_string(D()) + ", " + std::to_string(kMaxHidden + 1) + " layers)");
   for (size_t j = 0; j < layers.size(); j++) {
     const MendLayer& L = layers[j];
     std::string p = ".mlp.layers." + std::to_string(j) + ".";
@@ -41,12 +47,13 @@ Status GradientTransform::validate(const std::string& what) const {
     MEND_RETURN_IF_ERROR(sized(L.scale, nm * Dz, p + "mode_scale.weight"));
     MEND_RETURN_IF_ERROR(sized(L.shift, nm * Dz, p + "mode_shift.weight"));
   }
-  MEND_RETURN_IF_ERROR(sized(u_mean, d_in, ".u_mean"));
-  MEND_RETURN_IF_ERROR(sized(u_std, d_in, ".u_std"));
-  MEND_RETURN_IF_ERROR(sized(u_s, d_in, ".u_s"));
-  MEND_RETURN_IF_ERROR(sized(v_mean, d_out, ".v_mean"));
-  MEND_RETURN_IF_ERROR(sized(v_std, d_out, ".v_std"));
-  MEND_RETURN_IF_ERROR(sized(v_s, d_out, ".v_s"));
+  MEND_RETURN_IF_ERROR(sized(u_mean, d_in, ".u_mean", stat));
+  MEND_RETURN_IF_ERROR(sized(u_std, d_in, ".u_std", stat));
+  MEND_RETURN_IF_ERROR(sized(u_s, d_in, ".u_s", stat));
+  MEND_RETURN_IF_ERROR(sized(v_mean, d_out, ".v_mean", stat));
+  MEND_RETURN_IF_ERROR(sized(v_std, d_out, ".v_std", stat));
+  MEND_RETURN_IF_ERROR(sized(v_s, d_out, ".v_s", stat));
+  if (!std::isfinite(k) || k < 0) return Status::Error(code::kNonFinite, what + ".k is " + std::to_string(k) + " (must be finite and >= 0)");
   return Status::OK();
 }
 
@@ -56,8 +63,7 @@ Status check_editor(const GPT2Model& model, const MendEditor& e) {
   if (e.transform_of.size() != n || e.mode_of.size() != n || e.edit_lrs.size() != n)
     return Status::Error(code::kShape, "edit_lrs has " + std::to_string(e.edit_lrs.size()) + " values for " +
                                            std::to_string(n) + " inner params");
-  for (float a : e.edit_lrs)
-    if (!std::isfinite(a)) return Status::Error(code::kNonFinite, "edit_lrs holds NaN or Inf");
+  MEND_RETURN_IF_ERROR(check_weights(e.edit_lrs.data(), e.edit_lrs.size(), "edit_lrs"));
   for (size_t s = 0; s < e.transforms.size(); s++) {
     const GradientTransform& g = e.transforms[s];
     MEND_RETURN_IF_ERROR(g.validate("mend.(" + std::to_string(g.d_in) + ", " + std::to_string(g.d_out) + ")"));

@@ -26,6 +26,9 @@ struct MendLayer {
   bool relu = true;  // clamp (EasyEdit); false = identity (legacy node-mend files only)
 };
 
+// The most hidden layers an editor MLP may have (lib/mend/network.ts MAX_HIDDEN; EasyEdit uses 1).
+constexpr int kMaxHidden = 32;
+
 // One editor per weight shape (d_in, d_out), shared by the inner params of that shape.
 struct GradientTransform {
   int d_in = 0, d_out = 0, rank = 0, n_modes = 0;

@@ -97,6 +97,7 @@ Status EditorTrainer::set_grads(MendEditor g) {
   for (size_t i = 0; i < dst.size(); i++) {
     if (src[i].second->size() != dst[i].first->size())
       return Status::Error(code::kInvalidArg, "gradients do not match the editor's shapes");
+    MEND_RETURN_IF_ERROR(check_weights(src[i].second->data(), src[i].second->size(), "the accumulated gradient", kAnyFinite));
     *dst[i].first = *src[i].second;
   }
   grads_ = std::move(gr);
@@ -104,6 +105,14 @@ Status EditorTrainer::set_grads(MendEditor g) {
 }
 
 Status EditorTrainer::set_optimizer_state(AdamState a, int64_t steps) {
+  if (a.t < 0 || steps < 0)
+    return Status::Error(code::kInvalidArg, "optimizer state: t " + std::to_string(a.t) + " and steps " + std::to_string(steps) + " must be >= 0");
+  for (size_t i = 0; i < a.m.size(); i++) {
+    MEND_RETURN_IF_ERROR(check_weights(a.m[i].data(), a.m[i].size(), "optimizer state m[" + std::to_string(i) + "]", kAnyFinite));
+    MEND_RETURN_IF_ERROR(check_weights(a.v[i].data(), a.v[i].size(), "optimizer state v[" + std::to_string(i) + "]", kAnyFinite));
+    for (float x : a.v[i])
+      if (x < 0) return Status::Error(code::kInvalidArg, "optimizer state v[" + std::to_string(i) + "] holds a negative second moment");
+  }
   auto pairs = grads_.pairs(&editor_);
   if (!a.m.empty()) {
     if (a.m.size() != pairs.size() || a.v.size() != pairs.size())

@@ -88,7 +88,8 @@ struct GenerateOptions {
 class GPT2Model {
  public:
   // Maps `path` (model.safetensors) and resolves every parameter under either name style.
-  static Status load(const std::string& path, const GPT2Config& cfg, std::shared_ptr<GPT2Model>* out);
+  // map_file: memory-map F32 weights instead of reading them (the file must not change while loaded).
+  static Status load(const std::string& path, const GPT2Config& cfg, std::shared_ptr<GPT2Model>* out, bool map_file = false);
   // HF-style initialisation N(0, 0.02), c_proj weights N(0, 0.02/sqrt(2 n_layer)), deterministic.
   static Status random(const GPT2Config& cfg, uint64_t seed, std::shared_ptr<GPT2Model>* out);
   // A model owning the given parameters (canonical names, float32, every parameter required).

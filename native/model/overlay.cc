@@ -1,6 +1,9 @@
 // overlay.cc — see overlay.h. The products are kernels (lowrank_forward/backward, gemm for a fold).
 #include "model/overlay.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include "kernels/kernels.h"
@@ -18,6 +21,31 @@ Status Overlay::add_edit(const GPT2Model& base, const Edit& edit, std::map<int, 
         (int64_t)f.b->size() != (int64_t)f.rows * shape[1])
       return Status::Error(code::kShape, "edit factors for \"" + name + "\" do not match its shape");
   }
+  // Nothing non-finite enters an overlay: every factor is finite and within kMaxWeight (the
+  // low-rank product (x·aᵀ)·b must not overflow in its middle, even when b is zero), and the change
+  // to each weight, bounded per element by the sum over rows of max|a_r|·max|b_r| (summed over all
+  // edits so far), stays within kMaxWeight. Refused before anything changes.
+  std::map<int, double> bound;
+  for (const EditFactors& f : edit) {
+    const std::string& name = base.params()[f.param].name;
+    MEND_RETURN_IF_ERROR(check_weights(f.a->data(), f.a->size(), "the edit factor α·Ũ of \"" + name + "\""));
+    MEND_RETURN_IF_ERROR(check_weights(f.b->data(), f.b->size(), "the edit factor D̃ of \"" + name + "\""));
+    const size_t d_in = (size_t)base.params()[f.param].shape[0], d_out = (size_t)base.params()[f.param].shape[1];
+    auto it = entries->find(f.param);
+    double& b = bound.emplace(f.param, it == entries->end() ? 0.0 : it->second.bound).first->second;
+    for (int r = 0; r < f.rows; r++) {
+      float ma = 0, mb = 0;
+      for (size_t i = 0; i < d_in; i++) ma = std::max(ma, std::fabs((*f.a)[(size_t)r * d_in + i]));
+      for (size_t i = 0; i < d_out; i++) mb = std::max(mb, std::fabs((*f.b)[(size_t)r * d_out + i]));
+      b += (double)ma * mb;
+    }
+    if (!(b <= kMaxWeight)) {
+      char v[32];
+      std::snprintf(v, sizeof v, "%g", b);
+      return Status::Error(code::kNonFinite, "the edit would change \"" + name + "\" by up to " + v +
+                                                 " per weight (beyond 1e8, where the model's outputs become NaN); refused");
+    }
+  }
   for (const EditFactors& f : edit) {
     const auto& shape = base.params()[f.param].shape;
     Entry& e = (*entries)[f.param];
@@ -26,6 +54,7 @@ Status Overlay::add_edit(const GPT2Model& base, const Edit& edit, std::map<int, 
     e.a.insert(e.a.end(), f.a->begin(), f.a->end());
     e.b.insert(e.b.end(), f.b->begin(), f.b->end());
     e.R += f.rows;
+    e.bound = bound.at(f.param);
     const double break_even = (double)e.d_in * e.d_out / (e.d_in + e.d_out);
     if (e.R > break_even) fold(base, f.param, &e);
   }
@@ -74,6 +103,7 @@ Status Overlay::from_merged(const GPT2Model& base, std::map<int, std::vector<flo
     const auto& shape = base.params()[kv.first].shape;
     if ((int64_t)kv.second.size() != shape[0] * shape[1])
       return Status::Error(code::kShape, "merged weights for \"" + base.params()[kv.first].name + "\" do not match its shape");
+    MEND_RETURN_IF_ERROR(check_weights(kv.second.data(), kv.second.size(), "the edited weight \"" + base.params()[kv.first].name + "\""));
   }
   auto o = std::make_shared<Overlay>();
   for (auto& kv : merged) {

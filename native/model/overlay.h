@@ -52,6 +52,7 @@ class Overlay : public WeightDeltas {
  private:
   struct Entry {
     int d_in = 0, d_out = 0, R = 0;
+    double bound = 0;  // bound on |Δ| per element of every edit so far (folded or not)
     std::shared_ptr<const std::vector<float>> merged;  // W + folded Δ (d_in, d_out), or null
     std::vector<float> a;                              // (R, d_in)
     std::vector<float> b;                              // (R, d_out)

@@ -1,6 +1,7 @@
 // tensors.cc — the parameter table resolved for a config, and THE activation table (see tensors.h).
 #include "model/tensors.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace mend {
@@ -16,6 +17,18 @@ Status GPT2Config::validate() const {
   if (n_positions < 1) return bad("n_positions", "must be >= 1");
   if (n_inner < 0) return bad("n_inner", "must be >= 0");
   if (!(layer_norm_eps > 0) || !std::isfinite(layer_norm_eps)) return bad("layer_norm_epsilon", "must be > 0");
+  // Sizes a user controls, bounded before anything is allocated: every tensor indexable with 32-bit
+  // sizes (the kernels' ints), and at most 2^34 parameters (64 GiB of float32) in all.
+  const int64_t C = n_embd, I = inner(), V = vocab_size, P = n_positions, L = n_layer;
+  if (C > (1 << 20) || I > (1 << 22) || V > (1 << 26) || P > (1 << 20))
+    return Status::Error(code::kConfig, "config: n_embd (at most 2^20), n_inner (2^22), vocab_size (2^26) or n_positions (2^20) is too large");
+  const int64_t largest = std::max({V * C, P * C, C * 3 * C, C * I});  // no overflow after the bounds above
+  if (largest > 2147483647)
+    return Status::Error(code::kConfig, "config: a tensor of this model would have " + std::to_string(largest) +
+                                            " elements (n_embd, n_inner, vocab_size, n_positions too large for 32-bit sizes)");
+  const int64_t total = V * C + P * C + L * (4 * C * C + 2 * C * I + 9 * C + I) + 2 * C;
+  if (total > ((int64_t)1 << 34))
+    return Status::Error(code::kConfig, "config: the model would have " + std::to_string(total) + " parameters (more than 2^34)");
   return Status::OK();
 }
 

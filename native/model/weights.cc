@@ -1,5 +1,5 @@
-// weights.cc — where a GPT2Model's parameters come from and go to: a safetensors file (mapped,
-// either name style), HF-style random initialisation, tensors handed over from JavaScript, a copy
+// weights.cc — where a GPT2Model's parameters come from and go to: a safetensors file (read, or
+// mapped on request; either name style), HF-style random initialisation, tensors handed over from JavaScript, a copy
 // with some parameters replaced (materialize), and saving. The model computes in model/gpt2.cc.
 #include <algorithm>
 #include <cmath>
@@ -40,10 +40,10 @@ size_t GPT2Model::owned_bytes() const {
   return n;
 }
 
-Status GPT2Model::load(const std::string& path, const GPT2Config& cfg, std::shared_ptr<GPT2Model>* out) {
+Status GPT2Model::load(const std::string& path, const GPT2Config& cfg, std::shared_ptr<GPT2Model>* out, bool map_file) {
   MEND_RETURN_IF_ERROR(cfg.validate());
   std::unique_ptr<SafetensorsFile> f;
-  MEND_RETURN_IF_ERROR(SafetensorsFile::open(path, &f));
+  MEND_RETURN_IF_ERROR(SafetensorsFile::open(path, &f, map_file));
   std::shared_ptr<GPT2Model> m(new GPT2Model(cfg));
   m->file_ = std::move(f);
   for (size_t i = 0; i < m->info_.size(); i++) {
@@ -67,6 +67,8 @@ Status GPT2Model::load(const std::string& path, const GPT2Config& cfg, std::shar
       m->owned_.push_back(owned);
       data = owned->data();
     }
+    // The same rule as from_tensors: no NaN, Inf or overflowing weight enters a model.
+    MEND_RETURN_IF_ERROR(check_weights(data, (size_t)p.numel(), path + ": tensor \"" + t->name + "\""));
     m->ptr_[i] = data;
   }
   *out = std::move(m);
@@ -117,8 +119,7 @@ Status GPT2Model::from_tensors(const GPT2Config& cfg, std::map<std::string, std:
     if ((int64_t)it->second.size() != p.numel())
       return Status::Error(code::kShape, "tensor \"" + p.name + "\" has " + std::to_string(it->second.size()) +
                                              " values, expected " + std::to_string(p.numel()));
-    for (float v : it->second)
-      if (!std::isfinite(v)) return Status::Error(code::kNonFinite, "tensor \"" + p.name + "\" holds NaN or Inf");
+    MEND_RETURN_IF_ERROR(check_weights(it->second.data(), it->second.size(), "tensor \"" + p.name + "\""));
     auto buf = std::make_shared<std::vector<float>>(std::move(it->second));
     m->ptr_[i] = buf->data();
     m->owned_.push_back(std::move(buf));
@@ -134,6 +135,7 @@ Status GPT2Model::with_replaced(std::map<int, std::vector<float>>&& replaced, st
       return Status::Error(code::kInvalidArg, "replaced parameter index out of range");
     if ((int64_t)kv.second.size() != info_[kv.first].numel())
       return Status::Error(code::kShape, "replacement for \"" + info_[kv.first].name + "\" has the wrong size");
+    MEND_RETURN_IF_ERROR(check_weights(kv.second.data(), kv.second.size(), "the merged weight \"" + info_[kv.first].name + "\""));
     auto v = std::make_shared<std::vector<float>>(std::move(kv.second));
     m->ptr_[kv.first] = v->data();
     m->owned_.push_back(v);
@@ -144,7 +146,11 @@ Status GPT2Model::with_replaced(std::map<int, std::vector<float>>&& replaced, st
 
 Status GPT2Model::save(const std::string& path, const std::map<std::string, std::string>& metadata) const {
   std::vector<TensorToWrite> t;
-  for (size_t i = 0; i < info_.size(); i++) t.push_back({info_[i].name, info_[i].shape, ptr_[i]});
+  for (size_t i = 0; i < info_.size(); i++) {
+    // never write a weight that would not load again (nothing is written then)
+    MEND_RETURN_IF_ERROR(check_weights(ptr_[i], (size_t)info_[i].numel(), path + ": tensor \"" + info_[i].name + "\""));
+    t.push_back({info_[i].name, info_[i].shape, ptr_[i]});
+  }
   return safetensors_write(path, t, metadata);
 }
 

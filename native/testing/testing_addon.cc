@@ -3,15 +3,21 @@
 //   gemmCheckSections() → number of sections
 //   gemmCheck(section) → {section, runs, failures, maxAbs, maxRel, worst, failed: string[], limit}
 //   benchReadBandwidth(megabytes, repeats) → median GB/s of reading a buffer with the kernels' threads
+//   fuzzReplay(target, bytes) → 0, or the FuzzFinding of a fuzz target on those bytes (the corpus replay)
+//   nativeThrow(kind) → throws a C++ exception of that kind ("bad_alloc", "runtime", "other") inside
+//     a guarded binding (util.h), for the test that no exception escapes as an abort
 #include <napi.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "addon/util.h"
 #include "core/threadpool.h"
+#include "testing/fuzz/fuzz_targets.h"
 #include "testing/gemm_check.h"
 #include "testing/testing.h"
 
@@ -71,14 +77,38 @@ Napi::Value BenchReadBandwidth(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, gbps[gbps.size() / 2]);
 }
 
+Napi::Value FuzzReplay(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  MEND_CHECK_ARG(env, info[0].IsString() && info[1].IsTypedArray() && info[1].As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array,
+                 "Expected (target, Uint8Array) for fuzzReplay");
+  const std::string target = info[0].As<Napi::String>().Utf8Value();
+  Napi::Uint8Array a = info[1].As<Napi::Uint8Array>();
+  std::vector<uint8_t> bytes(a.Data(), a.Data() + a.ElementLength());
+  if (target == "safetensors") return Napi::Number::New(env, fuzz::fuzz_safetensors(bytes.data(), bytes.size()));
+  if (target == "validators") return Napi::Number::New(env, fuzz::fuzz_validators(bytes.data(), bytes.size()));
+  MEND_THROW(env, code::kInvalidArg, "Expected \"safetensors\" or \"validators\" for the fuzzReplay target");
+}
+
+// (the guard of every binding, util.h: each kind must arrive as a coded JavaScript error)
+Napi::Value NativeThrow(const Napi::CallbackInfo& info) {
+  const std::string kind = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  if (kind == "bad_alloc") throw std::bad_alloc();
+  if (kind == "runtime") throw std::runtime_error("a runtime error");
+  if (kind == "other") throw 42;
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  addon::pin_module(reinterpret_cast<const void*>(&GemmCheckSections));  // the thread pool outlives any worker_thread
   env.SetInstanceData(new addon::AddonData());  // make_error reads it (no error class here: Error + .code)
   init_kernels(env, exports);
   exports.Set("gemmCheckSections", Napi::Function::New(env, GemmCheckSections, "gemmCheckSections"));
   exports.Set("gemmCheck", Napi::Function::New(env, GemmCheck, "gemmCheck"));
   exports.Set("benchReadBandwidth", Napi::Function::New(env, BenchReadBandwidth, "benchReadBandwidth"));
+  exports.Set("fuzzReplay", Napi::Function::New(env, addon::guard_fn<FuzzReplay>, "fuzzReplay"));
+  exports.Set("nativeThrow", Napi::Function::New(env, addon::guard_fn<NativeThrow>, "nativeThrow"));
   return exports;
 }
 

@@ -308,4 +308,12 @@ t.test('outer gradients through the lifelong solve match central differences', a
   trainer.setLifelongBackground(bg.model as FunctionalGPT2LMHeadModel)
   const ev = await trainer.evaluate({ edit: { inputIds: [Array.from(edit.ids.subarray(0, 7))], labels: [Array.from(edit.labels!.subarray(0, 7))] }, loc: { inputIds: [Array.from(loc.ids.subarray(0, 6))] } })
   t.ok(Number.isFinite(ev.total), `a lifelong EditTrainer evaluates (total ${ev.total.toFixed(4)})`)
+  // A checkpoint of a lifelong trainer resumes as one (with its C0).
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mend-ll-ck-'))
+  t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
+  const ck = path.join(tmp, 'ck.safetensors')
+  await trainer.saveCheckpoint(ck)
+  const resumed = await EditTrainer.resume(model, ck)
+  t.equal(resumed.mend.kind, 'malmen', 'resumed as a lifelong trainer')
+  t.ok(inner.every((n) => resumed.mend.keyCovariance![n]!.every((v, i) => v === keyCov[n][i])), 'with the same key covariance')
 })

@@ -278,6 +278,10 @@ export class EditTrainer {
       ...opt.m.map((m, i) => ({ name: `adam.m.${i}`, shape: [m.length], data: m })),
       ...opt.v.map((v, i) => ({ name: `adam.v.${i}`, shape: [v.length], data: v })),
     ]
+    // Lifelong editors: the solve's preservation covariance C0, so that resume rebuilds the same prior.
+    for (const [name, c] of Object.entries(this.mend.keyCovariance ?? {})) {
+      if (c) { const d = Math.round(Math.sqrt(c.length)); tensors.push({ name: `editor.malmen.key_cov.${name}`, shape: [d, d], data: c }) }
+    }
     await callNative(() => safetensorsWrite(file, tensors, {
       format: CHECKPOINT_FORMAT,
       [LAYER_ACTIVATIONS_KEY]: JSON.stringify(layerActivationsOf(editor)),
@@ -303,7 +307,12 @@ export class EditTrainer {
     }
     const editor = specFromTensors(model, r.tensors, r.metadata, file, mendCfg.innerParams, 'editor.')
     const grads = specFromTensors(model, r.tensors, r.metadata, file, mendCfg.innerParams, 'grad.')
-    const trainer = new EditTrainer(MEND.fromEditorSpec(model, editor.spec, mendCfg), { ...trainerCfg, ...overrides })
+    const keyCov: Record<string, Float32Array> = {}
+    for (const name of editor.config.innerParams) {
+      const t = r.tensors[`editor.malmen.key_cov.${name}`]
+      if (t && t.data) keyCov[name] = t.data
+    }
+    const trainer = new EditTrainer(MEND.fromEditorSpec(model, editor.spec, mendCfg, Object.keys(keyCov).length ? keyCov : undefined), { ...trainerCfg, ...overrides })
     // Tampered or damaged counters are refused, naming the file and key (a negative or non-numeric
     // n_adam, steps or adam_t used to be taken and left the trainer's editor NaN).
     const count = (key: string, max = Number.MAX_SAFE_INTEGER) => {

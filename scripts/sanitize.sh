@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 out=build-asan
 echo "sanitize.sh: building the addons with -fsanitize=address,undefined (CMake option NODE_MEND_SANITIZE) into $out/"
 CMAKE_BUILD_PARALLEL_LEVEL="${JOBS:-2}" node node_modules/cmake-js/bin/cmake-js compile --directory . --out "$out" --log-level warn \
-  --CDNODE_MEND_TESTING=ON --CDNODE_MEND_SANITIZE=ON
+  --CDNODE_MEND_TESTING=ON --CDNODE_MEND_SANITIZE=ON --CDNODE_MEND_CUDA=OFF
 for f in "$out/Release/node_mend.node" "$out/Release/node_mend_testing.node"; do
   syms=$(nm -D "$f")
   grep -q __asan_init <<<"$syms" || { echo "sanitize.sh: $f is not instrumented"; exit 1; }
@@ -20,7 +20,7 @@ if [[ ${#tests[@]} -eq 0 ]]; then
   tests=(test/11.safetensors.test.ts test/11.fuzz-corpus.test.ts test/12.kernels.test.ts test/14.optimizer.test.ts
          test/17.atomic-writes.test.ts test/18.files.test.ts test/19.threadpool.test.ts test/20.gpt2.test.ts test/21.generate.test.ts
          test/24.coded-errors.test.ts test/25.gpt2-errors.test.ts test/28.native-faults.test.ts test/29.non-finite.test.ts
-         test/30.mend.test.ts test/31.mend-semantics.test.ts test/40.train.test.ts test/44.tampered.test.ts)
+         test/30.mend.test.ts test/31.mend-semantics.test.ts test/32.lifelong.test.ts test/40.train.test.ts test/44.tampered.test.ts)
 fi
 libasan=$(${CXX:-g++} -print-file-name=libasan.so)
 libubsan=$(${CXX:-g++} -print-file-name=libubsan.so)

@@ -77,6 +77,31 @@ void lowrank_grads(const Capture& cap, int rows, const std::vector<float>& U, co
   *dalpha += c * s;
 }
 
+// The post-edit passes of a training step on the edited model `ov`: L_edit on editOuter (else the
+// edit batch) with its token accuracy, and the locality KL against `loc_ref` (null = the base), with
+// the inner params' captures of both for the outer gradients.
+Status post_edit_passes(const GPT2Model& model, const MendEditor& editor, const TrainBatches& batches, const Overlay* ov,
+                        const WeightDeltas* loc_ref, float cedit, float cloc, GradResult* post, GradResult* loc,
+                        TrainStepResult* out) {
+  const Batch& eb = batches.edit_outer ? *batches.edit_outer : batches.edit;
+  GradOptions ge;
+  ge.capture = editor.inner;
+  ge.want_logits = true;
+  MEND_RETURN_IF_ERROR(model.loss_and_grad(eb, ge, ov, post));
+  out->edit = post->loss;
+  out->edit_acc = token_accuracy(post->logits, eb, model.config().vocab_size);
+  ForwardResult ref;
+  ForwardOptions fo;
+  MEND_RETURN_IF_ERROR(model.forward(batches.loc, fo, loc_ref, &ref));
+  GradOptions gl;
+  gl.capture = editor.inner;
+  gl.kl_target = ref.logits.data();
+  MEND_RETURN_IF_ERROR(model.loss_and_grad(batches.loc, gl, ov, loc));
+  out->loc = loc->loss;
+  out->total = cedit * out->edit + cloc * out->loc;
+  return Status::OK();
+}
+
 }  // namespace
 
 Status mend_train_step(const GPT2Model& model, MendEditor* editor, const TrainBatches& batches, float cedit, float cloc,
@@ -84,7 +109,6 @@ Status mend_train_step(const GPT2Model& model, MendEditor* editor, const TrainBa
   MEND_RETURN_IF_ERROR(check_editor(model, *editor));
   MEND_RETURN_IF_ERROR(model.check_batch(batches.loc, false));
   const size_t n = editor->inner.size();
-  const int V = model.config().vocab_size;
 
   // 1. Pre-edit pass on the base model.
   GradOptions go;
@@ -108,25 +132,10 @@ Status mend_train_step(const GPT2Model& model, MendEditor* editor, const TrainBa
   std::vector<const Edit*> one{&edit};
   MEND_RETURN_IF_ERROR(Overlay::build(model, one, &ov));
 
-  // 4. Post-edit passes: L_edit (on editOuter when given) and the locality KL.
+  // 4. Post-edit passes: L_edit (on editOuter when given) and the locality KL against the base.
   const Batch& eb = batches.edit_outer ? *batches.edit_outer : batches.edit;
-  GradOptions ge;
-  ge.capture = editor->inner;
-  ge.want_logits = true;
-  GradResult post;
-  MEND_RETURN_IF_ERROR(model.loss_and_grad(eb, ge, ov.get(), &post));
-  out->edit = post.loss;
-  out->edit_acc = token_accuracy(post.logits, eb, V);
-  ForwardResult base_loc;
-  ForwardOptions fo;
-  MEND_RETURN_IF_ERROR(model.forward(batches.loc, fo, nullptr, &base_loc));
-  GradOptions gl;
-  gl.capture = editor->inner;
-  gl.kl_target = base_loc.logits.data();
-  GradResult loc;
-  MEND_RETURN_IF_ERROR(model.loss_and_grad(batches.loc, gl, ov.get(), &loc));
-  out->loc = loc.loss;
-  out->total = cedit * out->edit + cloc * out->loc;
+  GradResult post, loc;
+  MEND_RETURN_IF_ERROR(post_edit_passes(model, *editor, batches, ov.get(), nullptr, cedit, cloc, &post, &loc, out));
   if (!grads) return Status::OK();
 
   // 5. Outer gradients: low-rank through the overlay, then back through the editor layers.
@@ -174,7 +183,6 @@ Status malmen_train_step(const GPT2Model& model, MendEditor* editor, const Ridge
   if (prior.params.size() != n) return Status::Error(code::kInvalidArg, "the lifelong prior does not match the editor's inner params");
   for (size_t k = 0; k < n; k++)
     if (prior.params[k].param != editor->inner[k]) return Status::Error(code::kInvalidArg, "the lifelong prior does not match the editor's inner params");
-  const int V = model.config().vocab_size;
 
   // 1-3. Pre-edit pass on the base, statistics, editor forward with saved activations.
   GradOptions go;
@@ -259,40 +267,14 @@ Status malmen_train_step(const GPT2Model& model, MendEditor* editor, const Ridge
   std::shared_ptr<const Overlay> ov;
   MEND_RETURN_IF_ERROR(Overlay::from_merged(model, std::move(merged), &ov));
 
-  // 5. Post-edit passes (as mend_train_step).
+  // 5. Post-edit passes (as mend_train_step). The locality reference is the model before this
+  // step's edits: the base plus the background log (RLEdit's KL against the model before step t), so
+  // the loss measures these edits' damage.
   const Batch& eb = batches.edit_outer ? *batches.edit_outer : batches.edit;
-  GradOptions ge;
-  ge.capture = editor->inner;
-  ge.want_logits = true;
-  GradResult post;
-  MEND_RETURN_IF_ERROR(model.loss_and_grad(eb, ge, ov.get(), &post));
-  out->edit = post.loss;
-  out->edit_acc = token_accuracy(post.logits, eb, V);
-  // The locality reference is the model before this step's edits: the base plus the background
-  // log (RLEdit's KL against the model before step t), so the loss measures these edits' damage.
   std::shared_ptr<const Overlay> bg;
-  {
-    std::map<int, std::vector<float>> m0;
-    bool any = false;
-    for (size_t k = 0; k < n; k++) {
-      const RidgeParam& P0 = prior.params[k];
-      const float* w = model.param(P0.param);
-      std::vector<float>& m = m0[P0.param];
-      m.resize(P0.dW.size());
-      for (size_t i = 0; i < m.size(); i++) { m[i] = (float)((double)w[i] + P0.dW[i]); any = any || P0.dW[i] != 0; }
-    }
-    if (any) MEND_RETURN_IF_ERROR(Overlay::from_merged(model, std::move(m0), &bg));
-  }
-  ForwardResult base_loc;
-  ForwardOptions fo;
-  MEND_RETURN_IF_ERROR(model.forward(batches.loc, fo, bg.get(), &base_loc));
-  GradOptions gl;
-  gl.capture = editor->inner;
-  gl.kl_target = base_loc.logits.data();
-  GradResult loc;
-  MEND_RETURN_IF_ERROR(model.loss_and_grad(batches.loc, gl, ov.get(), &loc));
-  out->loc = loc.loss;
-  out->total = cedit * out->edit + cloc * out->loc;
+  if (prior.n_rows > 0) MEND_RETURN_IF_ERROR(ridge_overlay(model, prior, &bg));
+  GradResult post, loc;
+  MEND_RETURN_IF_ERROR(post_edit_passes(model, *editor, batches, ov.get(), bg.get(), cedit, cloc, &post, &loc, out));
   if (!grads) return Status::OK();
 
   // 6. Outer gradients through the solve, then back through the editor layers.

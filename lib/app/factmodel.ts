@@ -260,13 +260,7 @@ export async function worldFactsKeyCovariance(mend: MEND, tok: GPT2Tokenizer, wf
   const sents = trainingCorpus(wf).filter((s) => !held.some((h) => s.includes(h))).slice(0, opts.sentences ?? Infinity)
   const bs = opts.batchSize ?? 32
   const batches = []
-  for (let i = 0; i < sents.length; i += bs) {
-    const rows = sents.slice(i, i + bs).map((s) => tok.encode(s))
-    const T = Math.max(...rows.map((r) => r.length)), B = rows.length
-    const ids = new Int32Array(B * T), mask = new Int32Array(B * T)
-    rows.forEach((r, b) => r.forEach((v, t) => { ids[b * T + t] = v; mask[b * T + t] = 1 }))
-    batches.push({ ids, B, T, mask })
-  }
+  for (let i = 0; i < sents.length; i += bs) batches.push(padRows(sents.slice(i, i + bs).map((s) => tok.encode(s)), 0))
   const model = mend.baseModel
   const layout = editorLayout(model, mend.config.innerParams)
   const { keyCov, rows } = await keyCovariances(model, layout, batches)

@@ -13,6 +13,7 @@
 import { mendError } from '../core/errors'
 import { callNative, keyCovariance, NativeEditor, NativeRidge, NativeRidgePrior, NativeRidgeUpdate, ridgePrior, ridgePriorSync, ridgeUpdate } from '../core/native'
 import { EditRecord, EditSolver, FunctionalGPT2LMHeadModel } from '../model/functional'
+import { Batch, prepareBatch } from '../model/batch'
 import { GPT2LMHeadModel } from '../model/gpt2'
 import { EditorLayout } from './network'
 
@@ -104,16 +105,16 @@ export class LifelongSolver implements EditSolver {
 }
 
 /**
- * C0 = E[x·xᵀ] of every inner param's input over `batches` (token rows of unrelated text) on the
- * base: the lifelong mode's preservation covariance (MEMIT's). Returns one [d_in, d_in] matrix per
- * inner param and the number of token rows it averages.
+ * C0 = E[x·xᵀ] of every inner param's input over `batches` (token rows of text the model knows,
+ * { inputIds, attentionMask }) on the base: the lifelong mode's preservation covariance (MEMIT's).
+ * Returns one [d_in, d_in] matrix per inner param and the number of token rows it averages.
  */
-export async function keyCovariances(base: GPT2LMHeadModel, layout: EditorLayout,
-  batches: { ids: Int32Array; B: number; T: number; mask: Int32Array | null }[]): Promise<{ keyCov: Float32Array[]; rows: number }> {
+export async function keyCovariances(base: GPT2LMHeadModel, layout: EditorLayout, batches: Batch[]): Promise<{ keyCov: Float32Array[]; rows: number }> {
   const sums: Float64Array[] = layout.shapes.map(([dIn]) => new Float64Array(dIn * dIn))
   let rows = 0
-  for (const b of batches) {
-    const r = await callNative(() => keyCovariance(base.native, b.ids, b.B, b.T, b.mask, layout.index))
+  for (const batch of batches) {
+    const b = prepareBatch(batch, base.config.vocabSize, false)
+    const r = await callNative(() => keyCovariance(base.native, b.ids.data, b.ids.B, b.ids.T, b.mask, layout.index))
     r.sums.forEach((s, k) => { const t = sums[k]; for (let i = 0; i < t.length; i++) t[i] += s[i] })
     rows += r.count
   }

@@ -480,25 +480,6 @@ void pack_a(bool transA, const float* A, i64 lda, int i0, int mc, int p0, int kc
   }
 }
 
-// op(B)[p0 .. p0+kc, j0 .. j0+nb] (nb <= NR) -> one kc x NR panel, columns past nb zero-filled.
-void pack_b_panel(const Ops& o, bool transB, const float* B, i64 ldb, int p0, int kc, int j0, int nb,
-                  float* out) {
-  if (transB) {
-    o.pack_bt(B + (i64)j0 * ldb + p0, ldb, kc, nb, out);
-  } else {
-    for (int k = 0; k < kc; k++) {
-      const float* src = B + (i64)(p0 + k) * ldb + j0;
-      float* ok = out + (i64)k * NR;
-      if (nb == NR) {
-        std::memcpy(ok, src, NR * sizeof(float));
-      } else {
-        int j = 0;
-        for (; j < nb; j++) ok[j] = src[j];
-        for (; j < NR; j++) ok[j] = 0.0f;
-      }
-    }
-  }
-}
 
 // op(B)[p0 .. p0+kc, j0 .. j0+nbw] -> ceil(nbw/NR) kc x NR panels, panel q at out + q*pstride.
 // A non-transposed B is read row by row (nbw contiguous floats per row, the DRAM-friendly order);
@@ -770,7 +751,9 @@ bool gemm_tile(const Ops& o, bool transA, bool transB, int i0, int mt, int j0, i
   const int kc_max = balanced_kc(K, KC);
   const int nc_max = std::min(NC, (nt_ + NR - 1) / NR * NR);
   const int mc_max = std::min(MC, (mt + MR - 1) / MR * MR);
-  float* bpack = tl_b.get((size_t)kc_max * nc_max);
+  // Panel q of the packed B block at bpack + q*pstride (+16: the panels' rows out of one L1 set).
+  const i64 pstride = (i64)kc_max * NR + 16;
+  float* bpack = tl_b.get((size_t)pstride * (nc_max / NR));
   float* apack = tl_a.get((size_t)kc_max * mc_max);
   if (!bpack || !apack) return false;
   for (int jc = 0; jc < nt_; jc += nc_max) {
@@ -778,14 +761,15 @@ bool gemm_tile(const Ops& o, bool transA, bool transB, int i0, int mt, int j0, i
     for (int pc = 0; pc < K; pc += kc_max) {
       const int kc = std::min(kc_max, K - pc);
       const float beta_e = pc == 0 ? beta : 1.0f;
-      for (int jr = 0; jr < nc; jr += NR)
-        pack_b_panel(o, transB, B, ldb, pc, kc, j0 + jc + jr, std::min(NR, nc - jr), bpack + (i64)jr * kc);
+      // B not transposed is packed row by row (nc contiguous floats per row of B: DRAM streams it;
+      // 16-float pieces per row, one strip at a time, ran at a fraction of the bandwidth).
+      pack_b_block(o, transB, B, ldb, pc, kc, j0 + jc, nc, bpack, pstride);
       for (int ic = 0; ic < mt; ic += mc_max) {
         const int mc = std::min(mc_max, mt - ic);
         pack_a(transA, A, lda, i0 + ic, mc, pc, kc, apack, (i64)kc * MR);
         for (int jr = 0; jr < nc; jr += NR) {
           const int nb = std::min(NR, nc - jr);
-          const float* bp = bpack + (i64)jr * kc;
+          const float* bp = bpack + (i64)(jr / NR) * pstride;
           float* cc = C + (i64)(i0 + ic) * ldc + j0 + jc + jr;
           for (int ir = 0; ir < mc; ir += MR)
             o.ukr(kc, apack + (i64)ir * kc, bp, NR, cc + (i64)ir * ldc, ldc, std::min(MR, mc - ir), nb, alpha,

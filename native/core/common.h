@@ -2,6 +2,7 @@
 // Native code never exits or aborts on bad input: functions return a Status, and native/addon/
 // turns a failed Status into a coded JavaScript error (addon/util.h make_error).
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -56,9 +57,17 @@ constexpr double kAnyFinite = 3.4028234663852886e38;
 // n floats are finite and |x| <= max_abs; else code::kNonFinite naming `what` (the first bad value).
 inline Status check_weights(const float* p, size_t n, const std::string& what, double max_abs = kMaxWeight) {
   const float m = (float)max_abs;
+  // Blocks of 1024 without an early exit (the compiler vectorises the inner loop: it ran at a tenth
+  // of the read bandwidth with a branch per element), then the first bad element of the bad block.
   size_t bad = n;
-  for (size_t i = 0; i < n; i++)
-    if (!(p[i] <= m && p[i] >= -m)) { bad = i; break; }  // also NaN
+  for (size_t b = 0; b < n && bad == n; b += 1024) {
+    const size_t e = std::min(n, b + 1024);
+    int ok = 1;
+    for (size_t i = b; i < e; i++) ok &= (p[i] <= m) & (p[i] >= -m);  // false for NaN
+    if (!ok)
+      for (size_t i = b; i < e; i++)
+        if (!(p[i] <= m && p[i] >= -m)) { bad = i; break; }
+  }
   if (bad == n) return Status::OK();
   if (!std::isfinite(p[bad]))
     return Status::Error(code::kNonFinite, what + " holds NaN or Inf (at element " + std::to_string(bad) + ")");

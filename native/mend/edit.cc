@@ -18,7 +18,7 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 
 Status mend_edit(const GPT2Model& model, const std::shared_ptr<const Overlay>& prev, const MendEditor& editor,
                  const Batch& batch, std::shared_ptr<const Overlay>* next, Edit* edit, EditInfo* info) {
-  MEND_RETURN_IF_ERROR(check_editor(model, editor));
+  MEND_RETURN_IF_ERROR(check_editor(model, editor, /*values=*/false));  // values checked when the handle was made
   const size_t n = editor.inner.size();
 
   // 1. Pre-edit pass on the current model: loss, and X_k, D_k of every inner param.

@@ -37,7 +37,8 @@ struct GradientTransform {
   std::vector<float> u_mean, v_mean, u_std, v_std, u_s, v_s;
   double k = 0;
   int D() const { return d_in + d_out; }
-  Status validate(const std::string& what) const;
+  // Sizes always; with `values`, also that every tensor is finite and bounded (a scan of every weight).
+  Status validate(const std::string& what, bool values = true) const;
 };
 
 struct MendEditor {
@@ -49,8 +50,12 @@ struct MendEditor {
 };
 
 // Checks that the editor fits the model: inner params are Conv1D weights whose shapes match
-// transforms, modes are consistent, every tensor is finite and of the right size.
-Status check_editor(const GPT2Model& model, const MendEditor& e);
+// transforms, modes are consistent, every tensor is of the right size and (with `values`) finite
+// and bounded. The value scan reads every editor weight (236 MB for the rank-1920 GPT-2 editor, about
+// as long as a forward pass), so it runs where an editor comes in (a handle is made, a trainer is
+// created or given weights) and not per edit: a handle's editor is immutable, and a trainer's changes
+// only by Adam steps taken with a finite gradient norm.
+Status check_editor(const GPT2Model& model, const MendEditor& e, bool values = true);
 
 // Gradients with the layout of a MendEditor's parameters.
 struct MendGrads {

@@ -263,7 +263,7 @@ Status ridge_overlay(const GPT2Model& base, const RidgeState& s, std::shared_ptr
 
 Status malmen_propose(const GPT2Model& model, const MendEditor& editor, const Batch& batch, const int32_t* key_mask,
                       Proposal* out) {
-  MEND_RETURN_IF_ERROR(check_editor(model, editor));
+  MEND_RETURN_IF_ERROR(check_editor(model, editor, /*values=*/false));  // values checked when the handle was made
   const size_t n = editor.inner.size();
   auto t0 = std::chrono::steady_clock::now();
   GradOptions go;

@@ -106,7 +106,7 @@ Status post_edit_passes(const GPT2Model& model, const MendEditor& editor, const 
 
 Status mend_train_step(const GPT2Model& model, MendEditor* editor, const TrainBatches& batches, float cedit, float cloc,
                        bool update_stats, MendGrads* grads, float grad_scale, TrainStepResult* out) {
-  MEND_RETURN_IF_ERROR(check_editor(model, *editor));
+  MEND_RETURN_IF_ERROR(check_editor(model, *editor, /*values=*/false));  // values: at trainer creation (editor.h)
   MEND_RETURN_IF_ERROR(model.check_batch(batches.loc, false));
   const size_t n = editor->inner.size();
 
@@ -177,7 +177,7 @@ struct SolveK {
 
 Status malmen_train_step(const GPT2Model& model, MendEditor* editor, const RidgeState& prior, const TrainBatches& batches,
                          float cedit, float cloc, bool update_stats, MendGrads* grads, float grad_scale, TrainStepResult* out) {
-  MEND_RETURN_IF_ERROR(check_editor(model, *editor));
+  MEND_RETURN_IF_ERROR(check_editor(model, *editor, /*values=*/false));  // values: at trainer creation (editor.h)
   MEND_RETURN_IF_ERROR(model.check_batch(batches.loc, false));
   const size_t n = editor->inner.size();
   if (prior.params.size() != n) return Status::Error(code::kInvalidArg, "the lifelong prior does not match the editor's inner params");

@@ -24,16 +24,24 @@ Status EditorTrainer::step(const TrainBatches& b, bool update_stats, bool train,
   if (!b.edit.labels || (b.edit_outer && !b.edit_outer->labels))
     return Status::Error(code::kInvalidArg, "the edit batches need labels");
   update_stats = update_stats && train;
-  // Statistics are updated in place: keep a copy to restore if the step fails.
-  std::vector<GradientTransform> saved;
-  if (update_stats) saved = editor_.transforms;
+  // Statistics are updated in place: keep a copy of them (not of the weights) to restore if the step fails.
+  struct Stats { std::vector<float> u_mean, v_mean, u_std, v_std, u_s, v_s; double k; };
+  std::vector<Stats> saved;
+  if (update_stats)
+    for (const GradientTransform& g : editor_.transforms) saved.push_back({g.u_mean, g.v_mean, g.u_std, g.v_std, g.u_s, g.v_s, g.k});
   Status s = opt_.malmen_prior
                  ? malmen_train_step(*model_, &editor_, *opt_.malmen_prior, b, opt_.cedit, opt_.cloc, update_stats,
                                      train ? &grads_ : nullptr, 1.0f / opt_.accumulate_bs, &out->losses)
                  : mend_train_step(*model_, &editor_, b, opt_.cedit, opt_.cloc, update_stats, train ? &grads_ : nullptr,
                                    1.0f / opt_.accumulate_bs, &out->losses);
   if (!s.ok()) {
-    if (update_stats) editor_.transforms = std::move(saved);
+    if (update_stats)
+      for (size_t i = 0; i < saved.size(); i++) {
+        GradientTransform& g = editor_.transforms[i];
+        Stats& st = saved[i];
+        g.u_mean.swap(st.u_mean); g.v_mean.swap(st.v_mean); g.u_std.swap(st.u_std); g.v_std.swap(st.v_std);
+        g.u_s.swap(st.u_s); g.v_s.swap(st.v_s); g.k = st.k;
+      }
     return s;
   }
   if (!train) return s;

@@ -165,6 +165,38 @@ t.test('requested parameters only, backward stops early, captures give X and D',
   t.equal(maxAbsDiff(lm.grads['lm_head.weight'].data, full.grads['transformer.wte.weight'].data), 0, 'lm_head.weight gradient is the tied wte gradient')
 })
 
+t.test('the LM head on label rows only equals the LM head on every row', async (t) => {
+  // Cross-entropy without returned logits runs the LM head (forward and backward) on the positions
+  // that predict a label only; wantLogits runs it on every row. Same loss, gradients and captures.
+  const m = await GPT2LMHeadModel.random(cfg, 13)
+  const B = 3, T = 10
+  const idsRows = randomIds(rng(6), B, T)
+  const ids = Int32Array.from(idsRows.flat())
+  const mask = Int32Array.from([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1])
+  // Row 0: the last 3 tokens are the target; row 1: two targets; row 2: one.
+  const lab = [[7, 8, 9], [4, 9], [6]]
+  const labels = Int32Array.from({ length: B * T }, (_, i) => (lab[Math.floor(i / T)].includes(i % T) ? ids[i] : -100))
+  const capture = ['transformer.h.0.mlp.c_fc.weight', 'transformer.h.1.attn.c_attn.weight']
+  const all = await m.native.lossAndGrad(ids, B, T, mask, labels, null, capture, true, null)
+  const rows = await m.native.lossAndGrad(ids, B, T, mask, labels, null, capture, false, null)
+  t.equal(rows.nTargets, all.nTargets, `${all.nTargets} targets both ways`)
+  t.ok(Math.abs(rows.loss - all.loss) <= 1e-6 * Math.abs(all.loss), `loss: label rows ${rows.loss}, every row ${all.loss}`)
+  let worst = 0
+  for (const [name, g] of Object.entries(all.grads)) {
+    const scale = Math.max(1e-6, maxAbs(g))
+    const d = maxAbsDiff(rows.grads[name], g) / scale
+    worst = Math.max(worst, d)
+    t.ok(d <= 2e-5, `${name}: largest difference ${d.toExponential(2)} of its largest entry`)
+  }
+  for (const name of capture) {
+    for (const k of ['x', 'd'] as const) {
+      const d = maxAbsDiff(rows.captures[name][k], all.captures[name][k]) / Math.max(1e-9, maxAbs(all.captures[name][k]))
+      t.ok(d <= 2e-5, `capture ${name}.${k}: largest difference ${d.toExponential(2)} of its largest entry`)
+    }
+  }
+  t.comment(`largest gradient difference over ${Object.keys(all.grads).length} parameters: ${worst.toExponential(2)} (relative to each one's largest entry)`)
+})
+
 t.test('padding does not change real tokens; a batch equals its rows; concurrent calls agree', async (t) => {
   const m = await GPT2LMHeadModel.random(cfg, 9)
   const r = rng(5)

@@ -228,9 +228,34 @@ Status GPT2Model::loss_and_grad(const Batch& b, const GradOptions& opt, const We
   RunSpec s{b.ids, pos.data(), b.mask, B, T, 0, nullptr};
   run_blocks(*this, s, &acts, deltas);
 
-  FloatBuf logits((size_t)N * V);
-  lm_head(*this, acts.lnf, N, logits.data());
+  // The LM head runs on the rows the loss reads: with cross-entropy (and no logits returned) only the
+  // positions that predict a label, as `rows` (R of them, in order); every other row's logits
+  // gradient is zero, so the result is the same as over all N rows (EasyEdit computes them all).
+  // An edit request of 16 tokens with a 4-token target: R = 4.
   std::vector<int32_t> tg;
+  std::vector<int> rows;  // empty: all N rows
+  if (!kl) {
+    tg = shifted_targets(b.labels, B, T);
+    if (!opt.want_logits) {
+      for (int i = 0; i < N; i++)
+        if (tg[i] >= 0) rows.push_back(i);
+      if ((int)rows.size() == N) rows.clear();
+    }
+  }
+  const int R = rows.empty() ? N : (int)rows.size();
+  FloatBuf hrows;  // (R, C) the final hidden states of those rows
+  if (!rows.empty()) {
+    hrows.resize((size_t)R * C);
+    std::vector<int32_t> tr(R);
+    for (int r = 0; r < R; r++) {
+      std::memcpy(hrows.data() + (size_t)r * C, acts.lnf + (size_t)rows[r] * C, C * sizeof(float));
+      tr[r] = tg[rows[r]];
+    }
+    tg.swap(tr);
+  }
+  const float* hlnf = rows.empty() ? acts.lnf : hrows.data();
+  FloatBuf logits((size_t)R * V);
+  lm_head(*this, hlnf, R, logits.data());
   std::vector<double> lse;
   if (opt.want_logits) out->logits = logits;
   if (kl) {
@@ -238,8 +263,7 @@ Status GPT2Model::loss_and_grad(const Batch& b, const GradOptions& opt, const We
     out->n_targets = kl_forward(&out->loss, lse.data(), logits.data(), opt.kl_target, b.mask, N, V);
     if (out->n_targets == 0) return Status::Error(code::kNoTarget, "the locality batch has no token with attentionMask = 1");
   } else {
-    tg = shifted_targets(b.labels, B, T);
-    out->n_targets = mean_loss(logits.data(), tg.data(), N, V, &out->loss);
+    out->n_targets = mean_loss(logits.data(), tg.data(), R, V, &out->loss);
   }
   if (!std::isfinite(out->loss)) return Status::Error(code::kNonFinite, "loss is not finite");
 
@@ -266,20 +290,32 @@ Status GPT2Model::loss_and_grad(const Batch& b, const GradOptions& opt, const We
   // dlogits in place, then into the final hidden state and the tied embedding.
   float* dlogits = logits.data();
   if (kl) kl_backward(dlogits, dlogits, opt.kl_target, lse.data(), b.mask, out->n_targets, N, V);
-  else if (!opt.per_row_mean) crossentropy_backward(dlogits, dlogits, tg.data(), 1.0f / out->n_targets, N, V);
+  else if (!opt.per_row_mean) crossentropy_backward(dlogits, dlogits, tg.data(), 1.0f / out->n_targets, R, V);
   else {
-    crossentropy_backward(dlogits, dlogits, tg.data(), 1.0f, N, V);
-    for (int r = 0; r < B; r++) {
-      int n = 0;
-      for (int t = 0; t < T; t++) n += tg[(size_t)r * T + t] >= 0;
+    crossentropy_backward(dlogits, dlogits, tg.data(), 1.0f, R, V);
+    // Each batch row's logits rows scaled by 1 / (its target count).
+    std::vector<int> count(B, 0);
+    for (int r = 0; r < R; r++) {
+      const int i = rows.empty() ? r : rows[r];
+      if (tg[r] >= 0) count[i / T]++;
+    }
+    for (int r = 0; r < R; r++) {
+      const int n = count[(rows.empty() ? r : rows[r]) / T];
       if (n == 0) continue;
       const float inv = 1.0f / n;
-      float* row = dlogits + (size_t)r * T * V;
-      for (size_t i = 0; i < (size_t)T * V; i++) row[i] *= inv;
+      float* row = dlogits + (size_t)r * V;
+      for (int v = 0; v < V; v++) row[v] *= inv;
     }
   }
   FloatBuf dlnf((size_t)N * C);
-  lm_head_backward(dlnf.data(), g.wte, dlogits, acts.lnf, w.wte, N, C, V);
+  if (rows.empty()) {
+    lm_head_backward(dlnf.data(), g.wte, dlogits, acts.lnf, w.wte, N, C, V);
+  } else {
+    FloatBuf drows((size_t)R * C);
+    lm_head_backward(drows.data(), g.wte, dlogits, hlnf, w.wte, R, C, V);
+    std::memset(dlnf.data(), 0, (size_t)N * C * sizeof(float));
+    for (int r = 0; r < R; r++) std::memcpy(dlnf.data() + (size_t)rows[r] * C, drows.data() + (size_t)r * C, C * sizeof(float));
+  }
   logits.clear();
   logits.shrink_to_fit();
 

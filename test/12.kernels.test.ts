@@ -555,7 +555,7 @@ t.test('argument checks throw ERR_INVALID_ARG instead of reading out of bounds',
 // gemm last: gemm.cc comes from another change and is the kernel most likely to be missing.
 t.test('gemm: four transpose combinations, odd sizes, strides, alpha/beta, both backends', async tt => {
   const backend = K.gemmBackend()
-  tt.ok(['avx2-fma', 'portable'].includes(backend), `gemm backend is ${backend}`)
+  tt.ok(['avx512f', 'avx2-fma', 'portable'].includes(backend), `gemm backend is ${backend}`)
   // C = alpha op(A) op(B) + beta C in float64; scale = the magnitude bound for float32 rounding
   function gemmRef(ta: boolean, tb: boolean, M: number, N: number, Kd: number, alpha: number, A: Vec, lda: number,
     B: Vec, ldb: number, beta: number, C: Vec, ldc: number) {

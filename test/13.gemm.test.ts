@@ -12,7 +12,7 @@ const K = testingAddon()
 
 t.test('gemm check: backend', async (tt) => {
   const backend = K.gemmBackend()
-  tt.ok(['avx2-fma', 'portable'].includes(backend), `gemm backend is ${backend} (the portable path is checked too)`)
+  tt.ok(['avx512f', 'avx2-fma', 'portable'].includes(backend), `gemm backend is ${backend} (the portable path is checked too)`)
 })
 
 const sections: number = K.gemmCheckSections()

@@ -9,6 +9,7 @@
 // The CUDA twin of each function is in kernels/cuda/<op>.cu with the same signature, in namespace
 // mend::cuda, over device pointers (kernels/cuda/kernels_cuda.h; built only where nvcc is found).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 namespace mend {
@@ -18,14 +19,32 @@ struct Rng;  // kernels/rng.h
 // ---- gemm.cc -------------------------------------------------------------------------------
 // C(M,N) = alpha * op(A)(M,K) · op(B)(K,N) + beta * C, row-major.
 // op(A) = A (M,K; lda >= K) or, when transA, Aᵀ with A stored (K,M; lda >= M). Same for B.
-// beta == 0 means C is not read (NaN-safe overwrite). Chooses the AVX2/FMA micro-kernel at run time
-// when the CPU has it, else a portable path.
+// beta == 0 means C is not read (NaN-safe overwrite). Chooses the micro-kernel at run time: AVX-512F
+// (32-column tiles) when the CPU has it, else AVX2/FMA, else a portable path. The AVX-512 and AVX2
+// kernels give bit-identical results (the same operations per element, in the same order).
 void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
           const float* B, int ldb, float beta, float* C, int ldc);
-// Which code path gemm uses on this CPU: "avx2-fma" or "portable".
+// Which code path gemm uses on this CPU: "avx512f", "avx2-fma" or "portable".
 const char* gemm_backend();
 // Force the portable path (tests compare both); returns the previous setting.
 bool gemm_force_portable(bool on);
+// A (K, N) matrix in the GEMM's B panel layout: 16-column strips, strip s = rows 0..K-1 of columns
+// 16s..16s+15 (zeros past N), K*16 floats each, one after the other (packed_floats(K, N) floats).
+// The base model's Conv1D weights are kept this way (model/gpt2.h): at B = 1 and a few dozen tokens
+// the micro-kernel then streams them in place instead of copying every weight on every call.
+struct PackedMatrix {
+  const float* data = nullptr;
+  int K = 0, N = 0;
+};
+size_t packed_floats(int K, int N);
+void pack_matrix(const float* W, int K, int N, float* out);   // row-major (K,N) -> packed (parallel)
+void unpack_matrix(const PackedMatrix& W, float* out);       // packed -> row-major (K,N)
+// C = alpha * op(A) · op(W) + beta * C with op(W) = W (C is M x N, op(A) M x K) or, when transW, Wᵀ
+// (C is M x K, op(A) M x N). Float32 accuracy as gemm (blocked sums of FMAs over k).
+void gemm_packed(bool transA, bool transW, int M, float alpha, const float* A, int lda, const PackedMatrix& W,
+                 float beta, float* C, int ldc);
+// Force the AVX2 kernels on a CPU with AVX-512 (tests check both); returns the previous setting.
+bool gemm_force_avx2(bool on);
 
 // ---- encoder.cc (token + position embedding) -----------------------------------------------
 // pos (B,T) = max(0, cumsum(mask != 0) - 1) per row (HF generate's position ids: left padding does

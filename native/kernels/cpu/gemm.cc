@@ -102,10 +102,18 @@ using DotFn = void (*)(int K, int m, int nb, const float* a, i64 lda, const floa
 using GemvNFn = void (*)(int kc, int m, int n, const float* a, i64 lda, const float* b, i64 ldb, float* c,
                          i64 ldc, bool init);
 
+// Two adjacent 16-column strips at once: c (m x n, n <= 2*NR) from B panels b (columns 0..15) and
+// b2 (columns 16..31), both kc rows of NR floats with row stride ldb. Per element the same operations
+// in the same order as UkrFn (so results are bit-identical to two UkrFn calls); null where the
+// backend has no such kernel.
+using Ukr2Fn = void (*)(int kc, const float* a, const float* b, const float* b2, i64 ldb, float* c, i64 ldc, int m,
+                        int n, float alpha, float beta);
+
 constexpr int dot_nb(int m) { return m == 1 ? 8 : m == 2 ? 6 : m == 3 ? 4 : 3; }
 
 struct Ops {
   UkrFn ukr;
+  Ukr2Fn ukr2;
   PackBTFn pack_bt;
   DotFn dot;
   GemvNFn gemvn;
@@ -208,7 +216,7 @@ void gemvn_port(int kc, int m, int n, const float* a, i64 lda, const float* b, i
   }
 }
 
-const Ops kPortable = {ukr_port, pack_bt_port, dot_port, gemvn_port, "portable"};
+const Ops kPortable = {ukr_port, nullptr, pack_bt_port, dot_port, gemvn_port, "portable"};
 
 // ---------------------------------------------------------------------------------------------
 // AVX2/FMA kernels (compiled for the target, selected only when the CPU supports it).
@@ -431,25 +439,116 @@ MEND_AVX2 void gemvn_avx2(int kc, int m, int n, const float* a, i64 lda, const f
   return gemvn_avx2_t<2>(kc, n, a, lda, b, ldb, c, ldc, init);
 }
 
-const Ops kAvx2 = {ukr_avx2, pack_bt_avx2, dot_avx2, gemvn_avx2, "avx2-fma"};
+const Ops kAvx2 = {ukr_avx2, nullptr, pack_bt_avx2, dot_avx2, gemvn_avx2, "avx2-fma"};
+
+// ---------------------------------------------------------------------------------------------
+// AVX-512F micro-kernel: M_ x 32 from two 16-column strips, one zmm per row and strip: 12
+// accumulators (enough independent FMA chains for two 512-bit FMA ports), per k 2 B loads and M_
+// broadcasts for 2*M_ FMAs. One zmm lane does what one ymm lane of ukr_avx2 does (multiply by
+// alpha, then fma with beta * C), so the results are bit-identical to the AVX2 kernel. Packing,
+// the dot and GEMV kernels are the AVX2 ones (bandwidth bound).
+#define MEND_AVX512 __attribute__((target("avx512f,avx2,fma")))
+
+MEND_AVX512 inline void store_row512(float* cr, __m512 r, __mmask16 m, __m512 va, float beta) {
+  r = _mm512_mul_ps(va, r);
+  if (beta != 0.0f) r = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(m, cr), r);
+  _mm512_mask_storeu_ps(cr, m, r);
+}
+
+template <int M_>
+MEND_AVX512 void ukr2_avx512_t(int kc, const float* __restrict a, const float* __restrict b, const float* __restrict b2,
+                               i64 ldb, float* c, i64 ldc, int n, float alpha, float beta) {
+  __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+#define MEND_ROW(i)                                 \
+  if constexpr (M_ > i) {                           \
+    const __m512 av = _mm512_set1_ps(a[i]);         \
+    c##i##0 = _mm512_fmadd_ps(av, x0, c##i##0);     \
+    c##i##1 = _mm512_fmadd_ps(av, x1, c##i##1);     \
+  }
+#pragma GCC unroll 4
+  for (int k = 0; k < kc; k++) {
+    const __m512 x0 = _mm512_loadu_ps(b), x1 = _mm512_loadu_ps(b2);
+    MEND_ROW(0) MEND_ROW(1) MEND_ROW(2) MEND_ROW(3) MEND_ROW(4) MEND_ROW(5)
+    a += MR;
+    b += ldb;
+    b2 += ldb;
+  }
+#undef MEND_ROW
+  const __m512 va = _mm512_set1_ps(alpha);
+  const __mmask16 m0 = n >= NR ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+  const __mmask16 m1 = n >= 2 * NR ? (__mmask16)0xFFFF : n <= NR ? (__mmask16)0 : (__mmask16)((1u << (n - NR)) - 1);
+  store_row512(c, c00, m0, va, beta);
+  store_row512(c + NR, c01, m1, va, beta);
+#define MEND_STORE(i)                                                \
+  if constexpr (M_ > i) {                                            \
+    store_row512(c + i * ldc, c##i##0, m0, va, beta);                \
+    store_row512(c + i * ldc + NR, c##i##1, m1, va, beta);           \
+  }
+  MEND_STORE(1) MEND_STORE(2) MEND_STORE(3) MEND_STORE(4) MEND_STORE(5)
+#undef MEND_STORE
+}
+
+MEND_AVX512 void ukr2_avx512(int kc, const float* a, const float* b, const float* b2, i64 ldb, float* c, i64 ldc,
+                             int m, int n, float alpha, float beta) {
+  switch (m) {
+    case 1: return ukr2_avx512_t<1>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta);
+    case 2: return ukr2_avx512_t<2>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta);
+    case 3: return ukr2_avx512_t<3>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta);
+    case 4: return ukr2_avx512_t<4>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta);
+    case 5: return ukr2_avx512_t<5>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta);
+    default: return ukr2_avx512_t<6>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta);
+  }
+}
+
+const Ops kAvx512 = {ukr_avx2, ukr2_avx512, pack_bt_avx2, dot_avx2, gemvn_avx2, "avx512f"};
+
 
 bool cpu_has_avx2_fma() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
+bool cpu_has_avx512f() {
+  __builtin_cpu_init();
+  return cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f");
+}
 #endif  // __x86_64__
 
 std::atomic<bool> g_force_portable{false};
+std::atomic<bool> g_force_avx2{false};
 
 const Ops& native_ops() {
 #if defined(__x86_64__)
-  static const bool has = cpu_has_avx2_fma();
+  static const bool has512 = cpu_has_avx512f(), has = cpu_has_avx2_fma();
+  if (has512 && !g_force_avx2.load(std::memory_order_relaxed)) return kAvx512;
   if (has) return kAvx2;
 #endif
   return kPortable;
 }
 
 const Ops& ops() { return g_force_portable.load(std::memory_order_relaxed) ? kPortable : native_ops(); }
+
+// Runs the micro-kernels over strips [0, nstr) of one kc block: strip q's B panel at b + q*pstride
+// (row stride ldb), C columns from c + q*NR; every strip is used by the npanels row panels of A
+// (panel ip at a + ip*astride, rows min(MR, m - ip*MR)). Pairs of strips go to ukr2 where the
+// backend has it (per element the same result as ukr).
+inline void run_strips(const Ops& o, int kc, const float* a, i64 astride, int npanels, int m, const float* b,
+                       i64 pstride, i64 ldb, int nstr, int ncols, float* c, i64 ldc, float alpha, float beta) {
+  int q = 0;
+  if (o.ukr2)
+    for (; q + 1 < nstr; q += 2) {
+      const int nb = std::min(2 * NR, ncols - q * NR);
+      for (int ip = 0; ip < npanels; ip++)
+        o.ukr2(kc, a + (i64)ip * astride, b + q * pstride, b + (q + 1) * pstride, ldb, c + (i64)ip * MR * ldc + q * NR,
+               ldc, std::min(MR, m - ip * MR), nb, alpha, beta);
+    }
+  for (; q < nstr; q++) {
+    const int nb = std::min(NR, ncols - q * NR);
+    for (int ip = 0; ip < npanels; ip++)
+      o.ukr(kc, a + (i64)ip * astride, b + q * pstride, ldb, c + (i64)ip * MR * ldc + q * NR, ldc,
+            std::min(MR, m - ip * MR), nb, alpha, beta);
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Packing of op(A) and op(B) (shared by both backends; transposed B uses ops().pack_bt).
@@ -642,12 +741,15 @@ void gemm_skinny_t(const Ops& o, bool transA, int M, int N, int K, float alpha, 
             next = {B + (i64)nj0 * ldb + ps, ldb, nnbw, nkc};
           }
           const int nstr = (nbw + NR - 1) / NR;
-          for (int q = 0; q < nstr; q++) {
-            if (next.p) prefetch_rows(next, q, nstr);
-            const int nb = std::min(NR, nbw - q * NR);
-            for (int ip = 0; ip < npanels; ip++)
-              o.ukr(kc, apack + (i64)ip * ks * MR + (i64)p * MR, bbuf + q * pstride, NR,
-                    C + (i64)ip * MR * ldc + j0 + q * NR, ldc, std::min(MR, M - ip * MR), nb, alpha, beta_e);
+          // Prefetch a slice of the next block per pair of strips, then the strips (in pairs).
+          for (int q = 0; q < nstr; q += 2) {
+            if (next.p) {
+              prefetch_rows(next, q, nstr);
+              if (q + 1 < nstr) prefetch_rows(next, q + 1, nstr);
+            }
+            const int nq = std::min(2, nstr - q);
+            run_strips(o, kc, apack + (i64)p * MR, (i64)ks * MR, npanels, M, bbuf + q * pstride, pstride, NR, nq,
+                       nbw - q * NR, C + j0 + q * NR, ldc, alpha, beta_e);
           }
         }
       }
@@ -714,11 +816,8 @@ void gemm_ksplit(const Ops& o, bool transA, int M, int N, int K, float alpha, co
       for (int p = k0; p < k1; p += kcb) {
         const int kc = std::min(kcb, k1 - p);
         pack_b_block(o, false, B, ldb, p, kc, j, w, bbuf, pstride);
-        for (int q = 0; q < nstr; q++)
-          for (int ip = 0; ip < npanels; ip++)
-            o.ukr(kc, apack + (i64)ip * K * MR + (i64)p * MR, bbuf + q * pstride, NR,
-                  cp + (i64)ip * MR * N + j + q * NR, N, std::min(MR, M - ip * MR), std::min(NR, w - q * NR),
-                  1.0f, p == k0 ? 0.0f : 1.0f);
+        run_strips(o, kc, apack + (i64)p * MR, (i64)K * MR, npanels, M, bbuf, pstride, NR, nstr, w, cp + j, N, 1.0f,
+                   p == k0 ? 0.0f : 1.0f);
       }
     }
   };
@@ -745,9 +844,13 @@ void gemm_ksplit(const Ops& o, bool transA, int M, int N, int K, float alpha, co
 }
 
 // ---------------------------------------------------------------------------------------------
-// General driver: Goto/BLIS loops on one C tile, with thread-local packed blocks.
-bool gemm_tile(const Ops& o, bool transA, bool transB, int i0, int mt, int j0, int nt_, int K, float alpha,
-               const float* A, i64 lda, const float* B, i64 ldb, float beta, float* C, i64 ldc) {
+// General driver: Goto/BLIS loops on one C tile, with thread-local packed blocks. Where op(B) comes
+// from is a functor: block(pc, kc, j, nc, buf, buf_stride, &stride) returns the ceil(nc/NR) panels of
+// op(B) rows pc..pc+kc, columns j..j+nc (panel q at result + q*stride), packed into buf or found in
+// place (a PackedMatrix not transposed: its strips are those panels already).
+template <class BlockB>
+bool gemm_tile_t(const Ops& o, bool transA, int i0, int mt, int j0, int nt_, int K, float alpha, const float* A,
+                 i64 lda, const BlockB& block, float beta, float* C, i64 ldc) {
   const int kc_max = balanced_kc(K, KC);
   const int nc_max = std::min(NC, (nt_ + NR - 1) / NR * NR);
   const int mc_max = std::min(MC, (mt + MR - 1) / MR * MR);
@@ -761,28 +864,23 @@ bool gemm_tile(const Ops& o, bool transA, bool transB, int i0, int mt, int j0, i
     for (int pc = 0; pc < K; pc += kc_max) {
       const int kc = std::min(kc_max, K - pc);
       const float beta_e = pc == 0 ? beta : 1.0f;
-      // B not transposed is packed row by row (nc contiguous floats per row of B: DRAM streams it;
-      // 16-float pieces per row, one strip at a time, ran at a fraction of the bandwidth).
-      pack_b_block(o, transB, B, ldb, pc, kc, j0 + jc, nc, bpack, pstride);
+      i64 bstride = pstride;
+      const float* bp = block(pc, kc, j0 + jc, nc, bpack, pstride, &bstride);
       for (int ic = 0; ic < mt; ic += mc_max) {
         const int mc = std::min(mc_max, mt - ic);
         pack_a(transA, A, lda, i0 + ic, mc, pc, kc, apack, (i64)kc * MR);
-        for (int jr = 0; jr < nc; jr += NR) {
-          const int nb = std::min(NR, nc - jr);
-          const float* bp = bpack + (i64)(jr / NR) * pstride;
-          float* cc = C + (i64)(i0 + ic) * ldc + j0 + jc + jr;
-          for (int ir = 0; ir < mc; ir += MR)
-            o.ukr(kc, apack + (i64)ir * kc, bp, NR, cc + (i64)ir * ldc, ldc, std::min(MR, mc - ir), nb, alpha,
-                  beta_e);
-        }
+        run_strips(o, kc, apack, (i64)kc * MR, (mc + MR - 1) / MR, mc, bp, bstride, NR, (nc + NR - 1) / NR, nc,
+                   C + (i64)(i0 + ic) * ldc + j0 + jc, ldc, alpha, beta_e);
       }
     }
   }
   return true;
 }
 
-void gemm_general(const Ops& o, bool transA, bool transB, int M, int N, int K, float alpha, const float* A,
-                  i64 lda, const float* B, i64 ldb, float beta, float* C, i64 ldc) {
+// naive(i0, m, j0, n): the tile unblocked (used only if a pack buffer cannot be allocated).
+template <class BlockB, class Naive>
+void gemm_general_t(const Ops& o, bool transA, int M, int N, int K, float alpha, const float* A, i64 lda,
+                    const BlockB& block, const Naive& naive, float beta, float* C, i64 ldc) {
   const int T = threads_for(2.0 * M * N * K);
   // Pick a tm x tn grid of T tiles (aligned to MR / NR) with the smallest tile perimeter, i.e. the
   // least redundant packing per thread.
@@ -803,10 +901,7 @@ void gemm_general(const Ops& o, bool transA, bool transB, int M, int N, int K, f
     const int i0 = (int)(t / best_tn) * mt, j0 = (int)(t % best_tn) * ntl;
     const int m = std::min(mt, M - i0), n = std::min(ntl, N - j0);
     if (m <= 0 || n <= 0) return;
-    if (!gemm_tile(o, transA, transB, i0, m, j0, n, K, alpha, A, lda, B, ldb, beta, C, ldc)) {
-      gemm_naive(transA, transB, m, n, K, alpha, transA ? A + i0 : A + (i64)i0 * lda, lda,
-                 transB ? B + (i64)j0 * ldb : B + j0, ldb, beta, C + (i64)i0 * ldc + j0, ldc);
-    }
+    if (!gemm_tile_t(o, transA, i0, m, j0, n, K, alpha, A, lda, block, beta, C, ldc)) naive(i0, m, j0, n);
   };
   if (best_tm * best_tn == 1)
     tile(0);
@@ -814,6 +909,107 @@ void gemm_general(const Ops& o, bool transA, bool transB, int M, int N, int K, f
     parallel_tasks(best_tm * best_tn, tile);
 }
 
+void gemm_general(const Ops& o, bool transA, bool transB, int M, int N, int K, float alpha, const float* A,
+                  i64 lda, const float* B, i64 ldb, float beta, float* C, i64 ldc) {
+  // B not transposed is packed row by row (nc contiguous floats per row of B: DRAM streams it;
+  // 16-float pieces per row, one strip at a time, ran at a fraction of the bandwidth).
+  auto block = [&](int pc, int kc, int j, int nc, float* buf, i64 stride, i64*) -> const float* {
+    pack_b_block(o, transB, B, ldb, pc, kc, j, nc, buf, stride);
+    return buf;
+  };
+  auto naive = [&](int i0, int m, int j0, int n) {
+    gemm_naive(transA, transB, m, n, K, alpha, transA ? A + i0 : A + (i64)i0 * lda, lda,
+               transB ? B + (i64)j0 * ldb : B + j0, ldb, beta, C + (i64)i0 * ldc + j0, ldc);
+  };
+  gemm_general_t(o, transA, M, N, K, alpha, A, lda, block, naive, beta, C, ldc);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packed matrices (kernels.h PackedMatrix): W (K, N) in 16-column strips, strip s = rows 0..K-1 of
+// columns 16s..16s+15 (zero past N), K*NR floats each. Not transposed, op(B) = W: the strips are the
+// micro-kernel's B panels, read in place (no copy of B per call: at B = 1 and 16-32 tokens the copy
+// cost about as much as the arithmetic). Transposed, op(B) = Wᵀ (N, K): a panel of kc rows x 16
+// columns of Wᵀ is 16 rows of W times kc columns, i.e. 16 x 16 blocks that lie contiguous (1 KB) in
+// W's strips, each transposed into the panel by pack_bt.
+
+void pack_bt_from_packed(const Ops& o, const PackedMatrix& W, int p0, int kc, int j0, int nbw, float* out, i64 pstride) {
+  // op(B) = Wᵀ rows p0..p0+kc (columns of W), columns j0..j0+nbw (rows of W).
+  for (int jr = 0, q = 0; jr < nbw; jr += NR, q++) {
+    const int nb = std::min(NR, nbw - jr), j = j0 + jr;
+    float* dst = out + q * pstride;
+    for (int k = p0; k < p0 + kc;) {
+      const int strip = k / NR, koff = k - strip * NR, len = std::min(NR - koff, p0 + kc - k);
+      o.pack_bt(W.data + (i64)strip * W.K * NR + (i64)j * NR + koff, NR, len, nb, dst + (i64)(k - p0) * NR);
+      k += len;
+    }
+  }
+}
+
+inline float packed_at(const PackedMatrix& W, int k, int n) { return W.data[((i64)(n / NR) * W.K + k) * NR + n % NR]; }
+
+}  // namespace
+
+size_t packed_floats(int K, int N) { return (size_t)K * (size_t)((N + NR - 1) / NR) * NR; }
+
+void pack_matrix(const float* W, int K, int N, float* out) {
+  const int nstrips = (N + NR - 1) / NR;
+  parallel_for(nstrips, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; s++) {
+      float* o = out + s * (i64)K * NR;
+      const int j0 = (int)s * NR, nb = std::min(NR, N - j0);
+      for (int k = 0; k < K; k++) {
+        const float* src = W + (i64)k * N + j0;
+        float* d = o + (i64)k * NR;
+        int j = 0;
+        for (; j < nb; j++) d[j] = src[j];
+        for (; j < NR; j++) d[j] = 0.0f;
+      }
+    }
+  }, 1);
+}
+
+void unpack_matrix(const PackedMatrix& W, float* out) {
+  parallel_for(W.K, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; k++)
+      for (int s = 0; s * NR < W.N; s++) {
+        const int nb = std::min(NR, W.N - s * NR);
+        std::memcpy(out + k * W.N + s * NR, W.data + ((i64)s * W.K + k) * NR, nb * sizeof(float));
+      }
+  }, 16);
+}
+
+void gemm_packed(bool transA, bool transW, int M, float alpha, const float* A, int lda, const PackedMatrix& W,
+                 float beta, float* C, int ldc) {
+  const int N = transW ? W.K : W.N, K = transW ? W.N : W.K;
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == 0.0f) return scale_c(M, N, beta, C, ldc);
+  const Ops& o = ops();
+  auto naive = [&](int i0, int m, int j0, int n) {
+    for (int i = i0; i < i0 + m; i++)
+      for (int j = j0; j < j0 + n; j++) {
+        float sum = 0.0f;
+        for (int k = 0; k < K; k++)
+          sum += (transA ? A[(i64)k * lda + i] : A[(i64)i * lda + k]) * (transW ? packed_at(W, j, k) : packed_at(W, k, j));
+        float* c = C + (i64)i * ldc + j;
+        *c = beta == 0.0f ? alpha * sum : alpha * sum + beta * *c;
+      }
+  };
+  if (!transW) {
+    auto block = [&](int pc, int, int j, int, float*, i64, i64* stride) -> const float* {
+      *stride = (i64)W.K * NR;
+      return W.data + (i64)(j / NR) * W.K * NR + (i64)pc * NR;
+    };
+    gemm_general_t(o, transA, M, N, K, alpha, A, lda, block, naive, beta, C, ldc);
+  } else {
+    auto block = [&](int pc, int kc, int j, int nc, float* buf, i64 stride, i64*) -> const float* {
+      pack_bt_from_packed(o, W, pc, kc, j, nc, buf, stride);
+      return buf;
+    };
+    gemm_general_t(o, transA, M, N, K, alpha, A, lda, block, naive, beta, C, ldc);
+  }
+}
+
+namespace {
 }  // namespace
 
 void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
@@ -832,5 +1028,7 @@ void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const floa
 const char* gemm_backend() { return ops().name; }
 
 bool gemm_force_portable(bool on) { return g_force_portable.exchange(on); }
+
+bool gemm_force_avx2(bool on) { return g_force_avx2.exchange(on); }
 
 }  // namespace mend

@@ -140,7 +140,7 @@ class Model : public GuardedWrap<Model> {
     if (i < 0) MEND_THROW(env, code::kInvalidArg, "unknown parameter \"" + name + "\"");
     size_t n = (size_t)model_->params()[i].numel();
     Napi::Float32Array a = Napi::Float32Array::New(env, n);
-    std::memcpy(a.Data(), model_->param(i), n * sizeof(float));
+    model_->copy_param(i, a.Data());
     return a;
   }
 

@@ -44,6 +44,7 @@ class SafetensorsFile {
   const std::string& path() const { return path_; }
   const std::map<std::string, SafeTensor>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  bool mapped() const { return mapped_; }  // the tensors lie in a read-only file mapping (else private memory)
   const SafeTensor* find(const std::string& name) const;
 
   // Float32 view of a tensor: when it is F32 and 4-byte aligned, a pointer into the mapping

@@ -68,6 +68,8 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
 // ---- linear.cc (Conv1D layers, the tied LM head, the overlay's low-rank part) ----------------
 // out (M,OC) = inp (M,C) · weight (C,OC) + bias (OC); bias may be null. (GPT-2 Conv1D: weight (in, out))
 void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int M, int C, int OC);
+void linear_forward_packed(float* out, const float* inp, const PackedMatrix& w, const float* bias, int M);
+void linear_backward_input_packed(float* dinp, const float* dout, const PackedMatrix& w, int M);
 // dinp (M,C) = dout · weightᵀ, dweight (C,OC) += inpᵀ · dout, dbias (OC) += Σ rows of dout; each may be null
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int M, int C, int OC);

@@ -253,10 +253,10 @@ Status ridge_update(const RidgeState& prev, const std::vector<RidgeUpdate>& ups,
 Status ridge_overlay(const GPT2Model& base, const RidgeState& s, std::shared_ptr<const Overlay>* out) {
   std::map<int, std::vector<float>> merged;
   for (const RidgeParam& p : s.params) {
-    const float* w = base.param(p.param);
     std::vector<float>& m = merged[p.param];
     m.resize(p.dW.size());
-    for (size_t i = 0; i < m.size(); i++) m[i] = (float)((double)w[i] + p.dW[i]);
+    base.copy_param(p.param, m.data());
+    for (size_t i = 0; i < m.size(); i++) m[i] = (float)((double)m[i] + p.dW[i]);
   }
   return Overlay::from_merged(base, std::move(merged), out);
 }

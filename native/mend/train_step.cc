@@ -257,10 +257,10 @@ Status malmen_train_step(const GPT2Model& model, MendEditor* editor, const Ridge
       gemm(true, false, S.din, S.dout, S.n, 1.0f, S.A.data(), S.din, Xf.data(), S.dout, 0.0f, S.dW.data(), S.dout);
     }
     for (size_t i = 0; i < S.dW.size(); i++) S.dW[i] += (float)P0.dW[i];
-    const float* w = model.param(editor->inner[k]);
     std::vector<float>& m = merged[editor->inner[k]];
     m.resize(S.dW.size());
-    for (size_t i = 0; i < m.size(); i++) m[i] = w[i] + S.dW[i];
+    model.copy_param(editor->inner[k], m.data());
+    for (size_t i = 0; i < m.size(); i++) m[i] += S.dW[i];
     for (float x : m)
       if (!std::isfinite(x)) return Status::Error(code::kNonFinite, "the lifelong solve of a training step produced NaN or Inf");
   }

@@ -17,20 +17,39 @@ namespace mend {
 
 namespace {
 
+// The weight of Conv1D parameter `param` as the GEMM takes it: the overlay's merged copy W' (row-major)
+// where it has one, else the base weight, packed (model/gpt2.h) or row-major.
+struct ConvWeight {
+  const float* rowmajor = nullptr;
+  const PackedMatrix* packed = nullptr;
+};
+ConvWeight conv_weight(const GPT2Model& m, int param, const WeightDeltas* deltas) {
+  if (deltas)
+    if (const float* w = deltas->weight(param, nullptr)) return {w, nullptr};
+  if (const PackedMatrix* p = m.packed(param)) return {nullptr, p};
+  return {m.param(param), nullptr};
+}
+
 // out (M,OC) = inp (M,C) · W' + bias + inp · Δ: a Conv1D layer of a possibly edited model, with W'
 // and Δ of parameter `param` from the overlay (WeightDeltas); the base weight without one.
-void edited_linear_forward(float* out, const float* inp, const float* weight, const float* bias, int param,
+void edited_linear_forward(const GPT2Model& m, float* out, const float* inp, const float* bias, int param,
                            const WeightDeltas* deltas, int M, int C, int OC) {
-  if (deltas) weight = deltas->weight(param, weight);
-  linear_forward(out, inp, weight, bias, M, C, OC);
+  const ConvWeight w = conv_weight(m, param, deltas);
+  if (w.packed) linear_forward_packed(out, inp, *w.packed, bias, M);
+  else linear_forward(out, inp, w.rowmajor, bias, M, C, OC);
   if (deltas && deltas->has_lowrank(param)) deltas->forward(param, inp, M, out);
 }
 
 // Its backward: dweight +=, dbias += (of the base parameters), dinp = through W' and Δ; any may be null.
-void edited_linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                            const float* weight, int param, const WeightDeltas* deltas, int M, int C, int OC) {
-  if (deltas && dinp) weight = deltas->weight(param, weight);
-  linear_backward(dinp, dweight, dbias, dout, inp, weight, M, C, OC);
+void edited_linear_backward(const GPT2Model& m, float* dinp, float* dweight, float* dbias, const float* dout,
+                            const float* inp, int param, const WeightDeltas* deltas, int M, int C, int OC) {
+  const ConvWeight w = dinp ? conv_weight(m, param, deltas) : ConvWeight{};
+  if (w.packed) {
+    linear_backward(nullptr, dweight, dbias, dout, inp, nullptr, M, C, OC);
+    linear_backward_input_packed(dinp, dout, *w.packed, M);
+  } else {
+    linear_backward(dinp, dweight, dbias, dout, inp, w.rowmajor, M, C, OC);
+  }
   if (dinp && deltas && deltas->has_lowrank(param)) deltas->backward_input(param, dout, M, dinp);
 }
 
@@ -112,7 +131,7 @@ void run_blocks(const GPT2Model& m, const RunSpec& s, ActivationTensors* acts, c
     const BlockParams<const float*>& p = w.h[l];
     const BlockParams<int>& pi = id.h[l];
     layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, x, p.ln1w, p.ln1b, N, C, eps);
-    edited_linear_forward(a.qkv, a.ln1, p.qkvw, p.qkvb, pi.qkvw, deltas, N, C, 3 * C);
+    edited_linear_forward(m, a.qkv, a.ln1, p.qkvb, pi.qkvw, deltas, N, C, 3 * C);
     if (s.cache) {
       float* kc = s.cache->k[l].data();
       float* vc = s.cache->v[l].data();
@@ -129,12 +148,12 @@ void run_blocks(const GPT2Model& m, const RunSpec& s, ActivationTensors* acts, c
       attention_forward(a.atty, a.att, a.qkv, (int64_t)T * 3 * C, 3 * C, a.qkv + C, (int64_t)T * 3 * C, 3 * C,
                         a.qkv + 2 * C, (int64_t)T * 3 * C, 3 * C, s.mask, B, T, T, C, NH, 0);
     }
-    edited_linear_forward(a.res2, a.atty, p.attprojw, p.attprojb, pi.attprojw, deltas, N, C, C);
+    edited_linear_forward(m, a.res2, a.atty, p.attprojb, pi.attprojw, deltas, N, C, C);
     residual_forward(a.res2, a.res2, x, (int64_t)N * C);
     layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res2, p.ln2w, p.ln2b, N, C, eps);
-    edited_linear_forward(a.fch, a.ln2, p.fcw, p.fcb, pi.fcw, deltas, N, C, I);
+    edited_linear_forward(m, a.fch, a.ln2, p.fcb, pi.fcw, deltas, N, C, I);
     gelu_forward(a.fch_gelu, a.fch, (int64_t)N * I);
-    edited_linear_forward(a.res3, a.fch_gelu, p.fcprojw, p.fcprojb, pi.fcprojw, deltas, N, I, C);
+    edited_linear_forward(m, a.res3, a.fch_gelu, p.fcprojb, pi.fcprojw, deltas, N, I, C);
     residual_forward(a.res3, a.res3, a.res2, (int64_t)N * C);
     x = a.res3;
   }
@@ -337,13 +356,13 @@ Status GPT2Model::loss_and_grad(const Batch& b, const GradOptions& opt, const We
 
     // mlp.c_proj — dy = dres
     capture(pc.fcprojw, a.fch_gelu, dres.data(), I, C);
-    edited_linear_backward(below(kOpFcProj) ? dbig.data() : nullptr, pg.fcprojw, pg.fcprojb, dres.data(), a.fch_gelu,
-                           p.fcprojw, pi.fcprojw, deltas, N, I, C);
+    edited_linear_backward(*this, below(kOpFcProj) ? dbig.data() : nullptr, pg.fcprojw, pg.fcprojb, dres.data(),
+                           a.fch_gelu, pi.fcprojw, deltas, N, I, C);
     if (!below(kOpFcProj)) break;
     // gelu + mlp.c_fc
     gelu_backward(dbig.data(), a.fch, dbig.data(), (int64_t)N * I);
     capture(pc.fcw, a.ln2, dbig.data(), C, I);
-    edited_linear_backward(below(kOpFc) ? dmid.data() : nullptr, pg.fcw, pg.fcb, dbig.data(), a.ln2, p.fcw, pi.fcw,
+    edited_linear_backward(*this, below(kOpFc) ? dmid.data() : nullptr, pg.fcw, pg.fcb, dbig.data(), a.ln2, pi.fcw,
                            deltas, N, C, I);
     if (!below(kOpFc)) break;
     // ln_2 — dres += LN backward (the residual path already carries dres)
@@ -351,13 +370,13 @@ Status GPT2Model::loss_and_grad(const Batch& b, const GradOptions& opt, const We
     if (!below(kOpLn2)) break;
     // attn.c_proj — dy = dres
     capture(pc.attprojw, a.atty, dres.data(), C, C);
-    edited_linear_backward(below(kOpAttnProj) ? dmid.data() : nullptr, pg.attprojw, pg.attprojb, dres.data(), a.atty,
-                           p.attprojw, pi.attprojw, deltas, N, C, C);
+    edited_linear_backward(*this, below(kOpAttnProj) ? dmid.data() : nullptr, pg.attprojw, pg.attprojb, dres.data(),
+                           a.atty, pi.attprojw, deltas, N, C, C);
     if (!below(kOpAttnProj)) break;
     // attention + attn.c_attn
     attention_backward(dbig.data(), dmid.data(), a.qkv, a.att, b.mask, B, T, C, NH);
     capture(pc.qkvw, a.ln1, dbig.data(), C, 3 * C);
-    edited_linear_backward(below(kOpAttn) ? dmid.data() : nullptr, pg.qkvw, pg.qkvb, dbig.data(), a.ln1, p.qkvw,
+    edited_linear_backward(*this, below(kOpAttn) ? dmid.data() : nullptr, pg.qkvw, pg.qkvb, dbig.data(), a.ln1,
                            pi.qkvw, deltas, N, C, 3 * C);
     if (!below(kOpAttn)) break;
     // ln_1

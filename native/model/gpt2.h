@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/common.h"
+#include "kernels/kernels.h"
 #include "model/tensors.h"
 
 namespace mend {
@@ -101,7 +102,14 @@ class GPT2Model {
   const GPT2Config& config() const { return cfg_; }
   const std::vector<ParamInfo>& params() const { return info_; }
   int param_index(const std::string& name) const;  // accepts "h.0…", "transformer.h.0…", "lm_head.weight"; -1 if none
+  // Row-major data of parameter i, or null for a Conv1D weight kept only packed (packed(i)); copy_param
+  // gives every parameter row-major.
   const float* param(int i) const { return ptr_[i]; }
+  // The packed form (kernels.h PackedMatrix) of Conv1D weight i, or null. Every Conv1D weight of a
+  // model is packed once, when the model is made: in place where the model's storage is its own (one
+  // copy of the weights), next to a read-only file mapping otherwise.
+  const PackedMatrix* packed(int i) const { return packed_[i].data ? &packed_[i] : nullptr; }
+  void copy_param(int i, float* dst) const;  // numel floats, row-major
   size_t param_bytes() const;
   size_t owned_bytes() const;  // heap storage this model holds (generated, converted or replaced weights)
 
@@ -119,10 +127,13 @@ class GPT2Model {
 
  private:
   explicit GPT2Model(const GPT2Config& cfg);  // the parameter table for cfg, no storage yet
+  // Packs the Conv1D weights (those in `which`, default all); in place where writable[i].
+  void pack_weights(const std::vector<bool>& writable, const std::vector<int>* which = nullptr);
   GPT2Config cfg_;
   std::vector<ParamInfo> info_;
   ParameterTensors<int> ids_;
   std::vector<const float*> ptr_;
+  std::vector<PackedMatrix> packed_;                             // per parameter; data null = not packed
   std::shared_ptr<SafetensorsFile> file_;                       // mapping the pointers may refer to
   std::vector<std::shared_ptr<std::vector<float>>> owned_;      // converted or generated storage
 };

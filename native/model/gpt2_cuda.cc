@@ -26,9 +26,16 @@ Status CudaGPT2::upload(const GPT2Model& m, std::unique_ptr<CudaGPT2>* out) {
   MEND_RETURN_IF_ERROR(device_alloc(reinterpret_cast<void**>(&g->storage_), g->bytes_));
   std::vector<const float*> ptrs(info.size());
   size_t at = 0;
+  std::vector<float> host;  // row-major staging for the weights the CPU model keeps packed
   for (size_t i = 0; i < info.size(); i++) {
     ptrs[i] = g->storage_ + at;
-    MEND_RETURN_IF_ERROR(copy_to_device(g->storage_ + at, m.param((int)i), (size_t)info[i].numel() * sizeof(float)));
+    const float* src = m.param((int)i);
+    if (!src) {
+      host.resize((size_t)info[i].numel());
+      m.copy_param((int)i, host.data());
+      src = host.data();
+    }
+    MEND_RETURN_IF_ERROR(copy_to_device(g->storage_ + at, src, (size_t)info[i].numel() * sizeof(float)));
     at += (size_t)info[i].numel();
   }
   g->w_ = point_params(ptrs, m.config().n_layer);

@@ -63,8 +63,9 @@ Status Overlay::add_edit(const GPT2Model& base, const Edit& edit, std::map<int, 
 
 // merged = (merged or base W) + aᵀ·b; the factors are cleared.
 void Overlay::fold(const GPT2Model& base, int param, Entry* e) {
-  const float* src = e->merged ? e->merged->data() : base.param(param);
-  auto m = std::make_shared<std::vector<float>>(src, src + (size_t)e->d_in * e->d_out);
+  auto m = e->merged ? std::make_shared<std::vector<float>>(*e->merged)
+                     : std::make_shared<std::vector<float>>((size_t)e->d_in * e->d_out);
+  if (!e->merged) base.copy_param(param, m->data());
   gemm(true, false, e->d_in, e->d_out, e->R, 1.0f, e->a.data(), e->d_in, e->b.data(), e->d_out, 1.0f, m->data(), e->d_out);
   e->merged = std::move(m);
   e->a.clear(); e->a.shrink_to_fit();
@@ -123,8 +124,13 @@ std::map<int, std::vector<float>> Overlay::merged_weights(const GPT2Model& base)
   for (const auto& kv : entries_) {
     Entry e = kv.second;
     if (e.R > 0) fold(base, kv.first, &e);
-    const float* src = e.merged ? e.merged->data() : base.param(kv.first);
-    out[kv.first].assign(src, src + (size_t)e.d_in * e.d_out);
+    std::vector<float>& w = out[kv.first];
+    if (e.merged) {
+      w = *e.merged;
+    } else {
+      w.resize((size_t)e.d_in * e.d_out);
+      base.copy_param(kv.first, w.data());
+    }
   }
   return out;
 }

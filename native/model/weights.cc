@@ -13,7 +13,8 @@
 
 namespace mend {
 
-GPT2Model::GPT2Model(const GPT2Config& cfg) : cfg_(cfg), info_(param_table(cfg)), ptr_(info_.size(), nullptr) {
+GPT2Model::GPT2Model(const GPT2Config& cfg)
+    : cfg_(cfg), info_(param_table(cfg)), ptr_(info_.size(), nullptr), packed_(info_.size()) {
   std::vector<int> index(info_.size());
   std::iota(index.begin(), index.end(), 0);
   ids_ = point_params(index, cfg.n_layer);
@@ -71,6 +72,8 @@ Status GPT2Model::load(const std::string& path, const GPT2Config& cfg, std::shar
     MEND_RETURN_IF_ERROR(check_weights(data, (size_t)p.numel(), path + ": tensor \"" + t->name + "\""));
     m->ptr_[i] = data;
   }
+  // Private memory (the file's copy or a conversion) is the model's own: packed in place.
+  m->pack_weights(std::vector<bool>(m->info_.size(), !m->file_->mapped()));
   *out = std::move(m);
   return Status::OK();
 }
@@ -103,6 +106,7 @@ Status GPT2Model::random(const GPT2Config& cfg, uint64_t seed, std::shared_ptr<G
   });
   for (size_t i = 0; i < m->info_.size(); i++) m->ptr_[i] = w + offs[i];
   m->owned_.push_back(buf);
+  m->pack_weights(std::vector<bool>(m->info_.size(), true));
   *out = std::move(m);
   return Status::OK();
 }
@@ -124,6 +128,7 @@ Status GPT2Model::from_tensors(const GPT2Config& cfg, std::map<std::string, std:
     m->ptr_[i] = buf->data();
     m->owned_.push_back(std::move(buf));
   }
+  m->pack_weights(std::vector<bool>(m->info_.size(), true));
   *out = std::move(m);
   return Status::OK();
 }
@@ -138,20 +143,66 @@ Status GPT2Model::with_replaced(std::map<int, std::vector<float>>&& replaced, st
     MEND_RETURN_IF_ERROR(check_weights(kv.second.data(), kv.second.size(), "the merged weight \"" + info_[kv.first].name + "\""));
     auto v = std::make_shared<std::vector<float>>(std::move(kv.second));
     m->ptr_[kv.first] = v->data();
+    m->packed_[kv.first] = PackedMatrix{};
     m->owned_.push_back(v);
   }
+  // The replaced weights are this model's own; the rest (shared with this model) are packed already.
+  std::vector<int> which;
+  for (auto& kv : replaced) which.push_back(kv.first);
+  m->pack_weights(std::vector<bool>(info_.size(), true), &which);
   *out = std::move(m);
   return Status::OK();
 }
 
 Status GPT2Model::save(const std::string& path, const std::map<std::string, std::string>& metadata) const {
   std::vector<TensorToWrite> t;
+  std::vector<std::vector<float>> unpacked;  // row-major copies of the weights kept only packed
+  unpacked.reserve(info_.size());
   for (size_t i = 0; i < info_.size(); i++) {
+    const float* p = ptr_[i];
+    if (!p) {
+      unpacked.emplace_back((size_t)info_[i].numel());
+      copy_param((int)i, unpacked.back().data());
+      p = unpacked.back().data();
+    }
     // never write a weight that would not load again (nothing is written then)
-    MEND_RETURN_IF_ERROR(check_weights(ptr_[i], (size_t)info_[i].numel(), path + ": tensor \"" + info_[i].name + "\""));
-    t.push_back({info_[i].name, info_[i].shape, ptr_[i]});
+    MEND_RETURN_IF_ERROR(check_weights(p, (size_t)info_[i].numel(), path + ": tensor \"" + info_[i].name + "\""));
+    t.push_back({info_[i].name, info_[i].shape, p});
   }
   return safetensors_write(path, t, metadata);
+}
+
+void GPT2Model::copy_param(int i, float* dst) const {
+  if (ptr_[i]) std::memcpy(dst, ptr_[i], (size_t)info_[i].numel() * sizeof(float));
+  else unpack_matrix(packed_[i], dst);
+}
+
+void GPT2Model::pack_weights(const std::vector<bool>& writable, const std::vector<int>* which) {
+  std::vector<int> all;
+  if (!which) {
+    for (size_t i = 0; i < info_.size(); i++) all.push_back((int)i);
+    which = &all;
+  }
+  std::vector<float> tmp;
+  for (int i : *which) {
+    const ParamInfo& p = info_[i];
+    if (!p.conv1d || !ptr_[i]) continue;
+    const int K = (int)p.shape[0], N = (int)p.shape[1];
+    if (writable[i] && packed_floats(K, N) == (size_t)p.numel()) {
+      // Same size (N a multiple of 16): the packed form replaces the row-major one in its storage.
+      tmp.resize((size_t)p.numel());
+      pack_matrix(ptr_[i], K, N, tmp.data());
+      float* w = const_cast<float*>(ptr_[i]);  // this model's own storage (writable)
+      std::memcpy(w, tmp.data(), tmp.size() * sizeof(float));
+      packed_[i] = PackedMatrix{w, K, N};
+      ptr_[i] = nullptr;
+    } else {
+      auto buf = std::make_shared<std::vector<float>>(packed_floats(K, N));
+      pack_matrix(ptr_[i], K, N, buf->data());
+      packed_[i] = PackedMatrix{buf->data(), K, N};
+      owned_.push_back(std::move(buf));
+    }
+  }
 }
 
 }  // namespace mend

@@ -3,6 +3,7 @@
 // (the overlay's factors, y += (x·aᵀ)·b). All of them are GEMMs (gemm.cc) plus a bias.
 // linear_forward:    out (M,OC) =
 // linear_backward:   dinp (M,C) =, dweight (C,OC) +=, dbias (OC) +=
+// linear_forward_packed, linear_backward_input_packed: the same with the weight packed (kernels.h)
 // lm_head_forward:   logits (M,V) =
 // lm_head_backward:  dinp (M,C) =, dwte (V,C) +=
 // lowrank_forward:   out (M,OC) +=
@@ -26,6 +27,17 @@ void linear_backward(float* dinp, float* dweight, float* dbias, const float* dou
   if (dweight) gemm(true, false, C, OC, M, 1.0f, inp, C, dout, OC, 1.0f, dweight, OC);
   if (dbias) bias_backward(dbias, dout, M, OC);
   if (dinp) gemm(false, true, M, C, OC, 1.0f, dout, OC, weight, OC, 0.0f, dinp, C);
+}
+
+void linear_forward_packed(float* out, const float* inp, const PackedMatrix& w, const float* bias, int M) {
+  // out (M,OC), inp (M,C), w packed (C,OC), bias (OC) or null
+  gemm_packed(false, false, M, 1.0f, inp, w.K, w, 0.0f, out, w.N);
+  if (bias) bias_forward(out, bias, M, w.N);
+}
+
+void linear_backward_input_packed(float* dinp, const float* dout, const PackedMatrix& w, int M) {
+  // dinp (M,C) = dout (M,OC) · wᵀ, w packed (C,OC)
+  gemm_packed(false, true, M, 1.0f, dout, w.N, w, 0.0f, dinp, w.K);
 }
 
 void lm_head_forward(float* logits, const float* inp, const float* wte, int M, int C, int V) {

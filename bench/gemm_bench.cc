@@ -35,6 +35,8 @@ struct Shape {
   const char* what;
   bool ta, tb;
   int M, N, K;
+  bool packed = false;  // B through mend::gemm_packed (a PackedMatrix of B as stored; BLAS gets row-major B)
+  bool warm = false;    // one copy of B (cache-resident after the first call) even at small M
 };
 
 const Shape kShapes[] = {
@@ -51,6 +53,12 @@ const Shape kShapes[] = {
     {"LM head decode", false, true, 1, 50257, 768},
     {"dW = X^T dY", true, false, 768, 3072, 128},
     {"dX = dY W^T", false, true, 128, 768, 3072},
+    {"fc, 16 rows", false, false, 16, 3072, 768},
+    {"fc, 16 rows, packed W", false, false, 16, 3072, 768, true},
+    {"fc, 16 rows, packed, warm", false, false, 16, 3072, 768, true, true},
+    {"fc, 32 rows, packed W", false, false, 32, 3072, 768, true},
+    {"proj, 16 rows, packed W", false, false, 16, 768, 3072, true},
+    {"dX, 16 rows, packed W^T", false, true, 16, 768, 3072, true},
 };
 
 using Clock = std::chrono::steady_clock;
@@ -69,6 +77,7 @@ std::string cpu_model() {
 struct Operands {
   std::vector<float> A, C;
   std::vector<std::vector<float>> Bs;  // copies of B (several when cold)
+  std::vector<std::vector<float>> Ps;  // the same copies packed (Shape::packed)
   int lda, ldb, ldc;
 };
 
@@ -84,11 +93,18 @@ Operands make_operands(const Shape& s) {
   o.C.assign((size_t)s.M * s.N, 0.0f);
   const size_t bn = (size_t)s.K * s.N;
   int copies = 1;
-  if (s.M <= 32) copies = (int)std::min<size_t>(64, std::max<size_t>(1, (256u << 20) / (bn * 4) + 1));
+  if (s.M <= 32 && !s.warm) copies = (int)std::min<size_t>(64, std::max<size_t>(1, (256u << 20) / (bn * 4) + 1));
   o.Bs.resize(copies);
   for (auto& b : o.Bs) {
     b.resize(bn);
     for (auto& x : b) x = u(rng);
+  }
+  if (s.packed) {
+    const int wr = s.tb ? s.N : s.K, wc = s.tb ? s.K : s.N;
+    for (auto& b : o.Bs) {
+      o.Ps.emplace_back(mend::packed_floats(wr, wc));
+      mend::pack_matrix(b.data(), wr, wc, o.Ps.back().data());
+    }
   }
   return o;
 }
@@ -140,8 +156,12 @@ int main(int argc, char** argv) {
     Operands& o = ops[i];
     ours[i] = time_median(
         [&](int c) {
-          mend::gemm(s.ta, s.tb, s.M, s.N, s.K, 1.0f, o.A.data(), o.lda, o.Bs[c].data(), o.ldb, 0.0f, o.C.data(),
-                     o.ldc);
+          if (s.packed)
+            mend::gemm_packed(s.ta, s.tb, s.M, 1.0f, o.A.data(), o.lda,
+                              mend::PackedMatrix{o.Ps[c].data(), s.tb ? s.N : s.K, s.tb ? s.K : s.N}, 0.0f, o.C.data(), o.ldc);
+          else
+            mend::gemm(s.ta, s.tb, s.M, s.N, s.K, 1.0f, o.A.data(), o.lda, o.Bs[c].data(), o.ldb, 0.0f, o.C.data(),
+                       o.ldc);
         },
         (int)o.Bs.size());
   }

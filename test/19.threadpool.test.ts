@@ -54,3 +54,30 @@ t.test('more threads than cores does not collapse', async (t) => {
   t.comment(`16-token generate: ${one.toFixed(1)} ms with 1 thread, ${many.toFixed(1)} ms with 16`)
   t.ok(many < 20 * one + 50, `16 threads: ${many.toFixed(1)} ms, within 20x of 1 thread (${one.toFixed(1)} ms) + 50 ms`)
 })
+
+t.test('random() spreads large tensors over the threads and gives the same weights at any thread count', async (t) => {
+  const before = numThreads()
+  t.teardown(() => setNumThreads(before))
+  // wte of 4100 x 256 = 1.05M values: two chunks of the initialiser (1M values each at most).
+  const cfg = { nLayer: 1, nHead: 2, nEmbd: 256, vocabSize: 4100, nPositions: 8 }
+  setNumThreads(1)
+  const one = await GPT2LMHeadModel.random(cfg, 5)
+  setNumThreads(2)
+  const two = await GPT2LMHeadModel.random(cfg, 5)
+  let differ = 0
+  for (const { name } of one.parameters()) {
+    const a = one.parameter(name).data, b = two.parameter(name).data
+    for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) differ++
+  }
+  t.equal(differ, 0, '1 and 2 threads: every parameter bit-identical')
+  // Chunk 0 of a tensor draws from the stream the tensor always had: wte of a smaller vocabulary
+  // (one chunk) is the start of this one.
+  const small = await GPT2LMHeadModel.random({ ...cfg, vocabSize: 2048 }, 5)
+  const ws = small.parameter('transformer.wte.weight').data, wl = one.parameter('transformer.wte.weight').data
+  let same = 0
+  for (let i = 0; i < ws.length; i++) if (ws[i] === wl[i]) same++
+  t.equal(same, ws.length, `wte of vocabulary 2048 equals the first ${ws.length} values of vocabulary 4100's`)
+  // The second chunk is not a copy of the first.
+  t.not(wl[1 << 20], wl[0], 'the second chunk has its own stream')
+  for (const m of [one, two, small]) m.dispose()
+})

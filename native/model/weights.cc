@@ -90,19 +90,31 @@ Status GPT2Model::random(const GPT2Config& cfg, uint64_t seed, std::shared_ptr<G
   size_t off = 0;
   for (size_t i = 0; i < m->info_.size(); i++) { offs[i] = off; off += (size_t)m->info_[i].numel(); }
   const double proj_std = 0.02 / std::sqrt(2.0 * cfg.n_layer);
-  parallel_tasks((int64_t)m->info_.size(), [&](int64_t i) {
+  // Tasks of at most kChunk values, so that one large tensor (wte: 38.6M values for GPT-2 small,
+  // 80M for XL) is spread over the threads too. Chunk 0 of parameter i draws from the stream it
+  // always had (seed * 1000003 + i), chunk c > 0 from its own stream: the values depend on the seed
+  // only, never on the thread count, and a model whose tensors all fit one chunk (the bundled
+  // WorldFacts model) is what it was before chunking.
+  constexpr int64_t kChunk = 1 << 20;
+  std::vector<std::pair<int, int64_t>> tasks;  // (parameter, chunk)
+  for (size_t i = 0; i < m->info_.size(); i++)
+    for (int64_t c = 0; c * kChunk < std::max<int64_t>(1, m->info_[i].numel()); c++) tasks.push_back({(int)i, c});
+  parallel_tasks((int64_t)tasks.size(), [&](int64_t t) {
+    const int i = tasks[t].first;
+    const int64_t c = tasks[t].second;
     const ParamInfo& p = m->info_[i];
+    const int64_t b = c * kChunk, e = std::min<int64_t>(p.numel(), b + kChunk);
     float* d = w + offs[i];
-    int64_t n = p.numel();
     const std::string& nm = p.name;
     bool is_ln = nm.find(".ln_") != std::string::npos;
     bool is_bias = nm.size() > 5 && nm.compare(nm.size() - 5, 5, ".bias") == 0;
-    if (is_ln && !is_bias) { std::fill(d, d + n, 1.0f); return; }
-    if (is_bias) { std::fill(d, d + n, 0.0f); return; }
+    if (is_ln && !is_bias) { std::fill(d + b, d + e, 1.0f); return; }
+    if (is_bias) { std::fill(d + b, d + e, 0.0f); return; }
     bool is_proj = nm.find("c_proj.weight") != std::string::npos;
     double sd = is_proj ? proj_std : 0.02;
-    Rng r(seed * 1000003ull + (uint64_t)i);
-    for (int64_t k = 0; k < n; k++) d[k] = (float)(r.normal() * sd);
+    const uint64_t stream = seed * 1000003ull + (uint64_t)i;
+    Rng r(c == 0 ? stream : Rng(stream ^ ((uint64_t)c * 0xD1B54A32D192ED03ull)).next());
+    for (int64_t k = b; k < e; k++) d[k] = (float)(r.normal() * sd);
   });
   for (size_t i = 0; i < m->info_.size(); i++) m->ptr_[i] = w + offs[i];
   m->owned_.push_back(buf);

@@ -4,7 +4,9 @@
 // (as bench/edit.js) and one training step (as bench/train.js, accumulateBs 10). Both run with the
 // same thread count and never at the same time: each round times a node-mend block, then the same
 // workload in the (persistent) Python process; the table has the medians over all rounds' reps.
-// Usage: node bench/peer.js [--threads N] [--rounds N] [--only forward,edit,train]
+// Usage: node bench/peer.js [--threads N] [--rounds N] [--only forward,edit,train] [--omp-wait-policy P]
+//   (the peer runs with OMP_WAIT_POLICY=PASSIVE unless set: GOMP's default spinning made it 1.7-3×
+//   slower at small sizes on the 2-core machine; --omp-wait-policy default measures that)
 //        node bench/peer.js --check   (peer vs node-mend numerically, small random model and editor)
 // Needs PyTorch for /usr/bin/python3 (Debian: apt-get install python3-torch); NODE_MEND_PYTHON overrides.
 'use strict'
@@ -46,7 +48,8 @@ function requireTorch() {
 
 // The peer as a server: one JSON command per line in, one JSON reply per line out.
 function startPeer() {
-  const child = spawn(PY, [PEER, '--serve', '--threads', String(threads)], { env, stdio: ['pipe', 'pipe', 'inherit'] })
+  const wait = opt('--omp-wait-policy')
+  const child = spawn(PY, [PEER, '--serve', '--threads', String(threads), ...(wait ? ['--omp-wait-policy', wait] : [])], { env, stdio: ['pipe', 'pipe', 'inherit'] })
   const lines = readline.createInterface({ input: child.stdout })
   const waiting = []
   lines.on('line', (l) => waiting.shift()?.resolve(JSON.parse(l)))
@@ -101,7 +104,7 @@ async function bench() {
   const peer = startPeer()
   const pinfo = await peer.ready
   console.log(`# node-mend vs PyTorch peer — ${machine()}`)
-  console.log(`# threads: node-mend ${numThreads()}, PyTorch ${pinfo.threads} (OMP_NUM_THREADS ${pinfo.omp_threads}, OPENBLAS_NUM_THREADS ${pinfo.openblas_threads})`)
+  console.log(`# threads: node-mend ${numThreads()}, PyTorch ${pinfo.threads} (OMP_NUM_THREADS ${pinfo.OMP_NUM_THREADS}, OPENBLAS_NUM_THREADS ${pinfo.OPENBLAS_NUM_THREADS}, OMP_WAIT_POLICY ${pinfo.OMP_WAIT_POLICY ?? 'unset: GOMP default'})`)
   console.log(`# torch ${torchVersion} (${PY}), BLAS ${pinfo.blas.join(', ') || 'unknown'}; GPT-2 small shape, random weights, float32`)
   console.log(`# ${rounds} round(s) of [node-mend block, PyTorch block] per workload; medians over all rounds' reps; load average ${os.loadavg()[0].toFixed(2)} at start\n`)
 

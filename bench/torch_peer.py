@@ -4,7 +4,7 @@
 #
 # What it measures, GPT-2 small shape (12 layers, 12 heads, 768, vocab 50257, 1024 positions), random
 # weights N(0, 0.02), float32, CPU, torch.set_num_threads(N) (N = --threads, else $NODE_MEND_THREADS,
-# else 2; OMP_NUM_THREADS and OPENBLAS_NUM_THREADS are set to N too unless already set):
+# else 2; OMP_NUM_THREADS and OPENBLAS_NUM_THREADS = N and OMP_WAIT_POLICY = PASSIVE unless set — see below):
 #   fwd16, fwd32, fwd8x128  forward B=1 T=16, B=1 T=32, B=8 T=128 under torch.no_grad(), full logits.
 #   edit                    one MEND edit as EasyEdit runs it (trainer/algs/MEND.py MEND.edit after
 #                           models/mend/mend_main.py init_model): forward, loss, backward with hooks
@@ -43,7 +43,7 @@
 # - a fresh editor's statistics are μ = 0, σ = 1 (node-mend's fresh editor; EasyEdit's are NaN until
 #   trained), so the eval-mode edit is finite.
 # Usage: /usr/bin/python3 bench/torch_peer.py [--threads N] [--reps N] [--only fwd16,edit,...]
-#        [--serve] (JSON commands on stdin, used by peer.js) [--check FILE] (cross-check, peer.js --check)
+#        [--omp-wait-policy PASSIVE|ACTIVE|default] [--serve] (JSON commands on stdin, used by peer.js) [--check FILE] (cross-check, peer.js --check)
 import argparse, json, math, os, sys, time
 
 ap = argparse.ArgumentParser()
@@ -52,9 +52,18 @@ ap.add_argument('--reps', type=int, default=5)
 ap.add_argument('--only', default='fwd16,fwd32,fwd8x128,edit,train')
 ap.add_argument('--serve', action='store_true')
 ap.add_argument('--check', metavar='FILE')
+ap.add_argument('--omp-wait-policy', choices=['PASSIVE', 'ACTIVE', 'default'], help="default: GOMP's own (spin, then sleep)")
 args = ap.parse_args()
-for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS'):
-    os.environ.setdefault(var, str(args.threads))  # OpenBLAS reads it when torch loads it
+# OpenBLAS (Debian's torch calls the pthread build) reads its thread count when torch loads it. Idle
+# OpenMP workers spinning (GOMP's default) take the cores from OpenBLAS's threads on a small machine;
+# PASSIVE was faster in every A/B run on the 2-core machine (quiet: forward T=16 90 vs 264 ms, the edit
+# 390 vs 660 ms, B=8 T=128 about the same), so it is the peer's default; --omp-wait-policy default compares.
+for var, val in (('OMP_NUM_THREADS', args.threads), ('OPENBLAS_NUM_THREADS', args.threads), ('OMP_WAIT_POLICY', 'PASSIVE')):
+    os.environ.setdefault(var, str(val))
+if args.omp_wait_policy == 'default':
+    del os.environ['OMP_WAIT_POLICY']
+elif args.omp_wait_policy:
+    os.environ['OMP_WAIT_POLICY'] = args.omp_wait_policy
 try:
     import torch
 except ImportError:
@@ -318,7 +327,7 @@ def median(xs):
 def info():
     blas = sorted({l.split()[-1] for l in open('/proc/self/maps') if 'blas' in l.lower()}) if os.path.exists('/proc/self/maps') else []
     return dict(torch=torch.__version__, threads=torch.get_num_threads(), blas=[os.path.basename(b) for b in blas],
-                openblas_threads=os.environ.get('OPENBLAS_NUM_THREADS'), omp_threads=os.environ.get('OMP_NUM_THREADS'))
+                **{v: os.environ.get(v) for v in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'OMP_WAIT_POLICY')})
 
 # ---- self-test and the cross-check against node-mend (peer.js --check) ------------------------------
 def self_test():

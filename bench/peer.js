@@ -5,9 +5,9 @@
 // same thread count and never at the same time: each round times a node-mend block, then the same
 // workload in the (persistent) Python process; the table has the medians over all rounds' reps.
 // Usage: node bench/peer.js [--threads N] [--rounds N] [--only forward,edit,train] [--omp-wait-policy P]
-//   (the peer runs with OMP_WAIT_POLICY=PASSIVE unless set: GOMP's default spinning made it 1.7-3×
-//   slower at small sizes on the 2-core machine; --omp-wait-policy default measures that)
 //        node bench/peer.js --check   (peer vs node-mend numerically, small random model and editor)
+// The peer runs with OMP_WAIT_POLICY=PASSIVE unless it is set: GOMP's default spinning made it 1.7-3×
+// slower at small sizes on the 2-core machine; `--omp-wait-policy default` measures that.
 // Needs PyTorch for /usr/bin/python3 (Debian: apt-get install python3-torch); NODE_MEND_PYTHON overrides.
 'use strict'
 const { spawn, spawnSync } = require('child_process')

@@ -123,6 +123,20 @@ void MendGrads::clear() {
   std::fill(edit_lrs.begin(), edit_lrs.end(), 0.0f);
 }
 
+void pack_editor(MendEditor* e) {
+  for (GradientTransform& g : e->transforms) {
+    const int D = g.D(), r = g.rank;
+    for (MendLayer& L : g.layers) {
+      auto pu = std::make_shared<std::vector<float>>(packed_floats(D, r));
+      auto pv = std::make_shared<std::vector<float>>(packed_floats(r, D));
+      pack_matrix(L.u.data(), D, r, pu->data());
+      pack_matrix(L.v.data(), r, D, pv->data());
+      L.pu = std::move(pu);
+      L.pv = std::move(pv);
+    }
+  }
+}
+
 // ---- the network -----------------------------------------------------------------------------
 
 void transform_forward(const GradientTransform& g, float* z, const int* mode, int Ns, std::vector<LayerActs>* acts) {
@@ -132,8 +146,13 @@ void transform_forward(const GradientTransform& g, float* z, const int* mode, in
   for (size_t j = 0; j < g.layers.size(); j++) {
     const MendLayer& L = g.layers[j];
     if (acts) (*acts)[j].z.assign(z, z + (size_t)Ns * D);
-    gemm(false, true, Ns, r, D, 1.0f, z, D, L.v.data(), D, 0.0f, h.data(), r);    // (Ns,r) = z·Vᵀ
-    gemm(false, true, Ns, D, r, 1.0f, h.data(), r, L.u.data(), r, 0.0f, pre.data(), D);  // (Ns,D) = h·Uᵀ
+    if (L.pu && L.pv) {
+      gemm_packed(false, true, Ns, 1.0f, z, D, PackedMatrix{L.pv->data(), r, D}, 0.0f, h.data(), r);
+      gemm_packed(false, true, Ns, 1.0f, h.data(), r, PackedMatrix{L.pu->data(), D, r}, 0.0f, pre.data(), D);
+    } else {
+      gemm(false, true, Ns, r, D, 1.0f, z, D, L.v.data(), D, 0.0f, h.data(), r);    // (Ns,r) = z·Vᵀ
+      gemm(false, true, Ns, D, r, 1.0f, h.data(), r, L.u.data(), r, 0.0f, pre.data(), D);  // (Ns,D) = h·Uᵀ
+    }
     mend_layer_forward(z, pre.data(), L.bias.data(), L.scale.data(), L.shift.data(), mode, Ns, D, L.relu);
     if (acts) { (*acts)[j].h = h; (*acts)[j].p = pre; }
   }
@@ -151,9 +170,11 @@ void transform_backward(const GradientTransform& g, float* dz, const int* mode, 
     mend_layer_backward(dp.data(), G.bias.data(), G.scale.data(), G.shift.data(), dz, a.p.data(), L.scale.data(),
                         L.shift.data(), mode, Ns, D, L.relu);
     gemm(true, false, D, r, Ns, 1.0f, dp.data(), D, a.h.data(), r, 1.0f, G.u.data(), r);   // dU (D,r) += dpᵀ·h
-    gemm(false, false, Ns, r, D, 1.0f, dp.data(), D, L.u.data(), r, 0.0f, dh.data(), r);  // dh (Ns,r) = dp·U
+    if (L.pu) gemm_packed(false, false, Ns, 1.0f, dp.data(), D, PackedMatrix{L.pu->data(), D, r}, 0.0f, dh.data(), r);
+    else gemm(false, false, Ns, r, D, 1.0f, dp.data(), D, L.u.data(), r, 0.0f, dh.data(), r);  // dh (Ns,r) = dp·U
     gemm(true, false, r, D, Ns, 1.0f, dh.data(), r, a.z.data(), D, 1.0f, G.v.data(), D);   // dV (r,D) += dhᵀ·z
-    gemm(false, false, Ns, D, r, 1.0f, dh.data(), r, L.v.data(), D, 1.0f, dz, D);         // dz += dh·V
+    if (L.pv) gemm_packed(false, false, Ns, 1.0f, dh.data(), r, PackedMatrix{L.pv->data(), r, D}, 1.0f, dz, D);
+    else gemm(false, false, Ns, D, r, 1.0f, dh.data(), r, L.v.data(), D, 1.0f, dz, D);         // dz += dh·V
   }
 }
 

@@ -24,6 +24,12 @@ struct MendLayer {
   std::vector<float> scale;  // (n_modes, D) init 1
   std::vector<float> shift;  // (n_modes, D) init 0
   bool relu = true;  // clamp (EasyEdit); false = identity (legacy node-mend files only)
+  // Packed copies of u and v (kernels.h PackedMatrix: u as (D, r), v as (r, D)), or null. The GEMMs
+  // of the editor then stream them in place (dh = dp·U, dz += dh·V) or by 16x16 block transposes
+  // (z·Vᵀ, h·Uᵀ) instead of copying every weight per pass. A trainer keeps them (pack_editor at
+  // creation and after every optimizer step: its weights change nowhere else); anything that
+  // changes u or v must drop them (reset) or pack again.
+  std::shared_ptr<const std::vector<float>> pu, pv;
 };
 
 // The most hidden layers an editor MLP may have (lib/mend/network.ts MAX_HIDDEN; EasyEdit uses 1).
@@ -56,6 +62,9 @@ struct MendEditor {
 // created or given weights) and not per edit: a handle's editor is immutable, and a trainer's changes
 // only by Adam steps taken with a finite gradient norm.
 Status check_editor(const GPT2Model& model, const MendEditor& e, bool values = true);
+
+// (Re)makes the packed copies of every layer's u and v (MendLayer::pu, pv).
+void pack_editor(MendEditor* e);
 
 // Gradients with the layout of a MendEditor's parameters.
 struct MendGrads {

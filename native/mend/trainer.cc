@@ -16,6 +16,7 @@ Status EditorTrainer::create(std::shared_ptr<GPT2Model> model, MendEditor editor
   t->editor_ = std::move(editor);
   t->opt_ = opt;
   t->grads_ = MendGrads::zeros_like(t->editor_);
+  pack_editor(&t->editor_);  // fixed until the first optimizer step
   *out = std::move(t);
   return Status::OK();
 }
@@ -69,6 +70,7 @@ void EditorTrainer::apply_gradients(TrainerStepResult* out) {
     for (size_t i = 0; i < ps.size(); i++) { ps[i].m = adam_.m[i].data(); ps[i].v = adam_.v[i].data(); }
     adam_.t++;
     clip_and_adamw(ps, out->grad_norm, opt_.grad_clip, AdamWOptions{}, adam_.t);
+    pack_editor(&editor_);  // u and v changed: pack them again for the next accumulate_bs steps
   }
   grads_.clear();
 }

@@ -49,20 +49,6 @@ Status update_statistics(GradientTransform* g, const Capture& c, const std::vect
   return Status::OK();
 }
 
-// Token accuracy of logits (B,T,V) against HF-shifted labels.
-float token_accuracy(const FloatBuf& logits, const Batch& b, int V) {
-  int hit = 0, n = 0;
-  for (int r = 0; r < b.B; r++)
-    for (int t = 0; t + 1 < b.T; t++) {
-      const int32_t lab = b.labels[r * b.T + t + 1];
-      if (lab == -100) continue;
-      const float* l = logits.data() + ((size_t)r * b.T + t) * V;
-      hit += (int)(std::max_element(l, l + V) - l) == lab;
-      n++;
-    }
-  return n ? (float)hit / n : 0.0f;
-}
-
 // Adds c·α-weighted low-rank outer gradients of one post-edit pass for inner param k.
 void lowrank_grads(const Capture& cap, int rows, const std::vector<float>& U, const std::vector<float>& Dt, int Nk, int din,
                    int dout, float alpha, float c, float* dU, float* dD, double* dalpha) {
@@ -86,10 +72,10 @@ Status post_edit_passes(const GPT2Model& model, const MendEditor& editor, const 
   const Batch& eb = batches.edit_outer ? *batches.edit_outer : batches.edit;
   GradOptions ge;
   ge.capture = editor.inner;
-  ge.want_logits = true;
+  ge.want_accuracy = true;  // the LM head on the label rows only (no logits returned)
   MEND_RETURN_IF_ERROR(model.loss_and_grad(eb, ge, ov, post));
   out->edit = post->loss;
-  out->edit_acc = token_accuracy(post->logits, eb, model.config().vocab_size);
+  out->edit_acc = post->n_targets ? (float)post->n_correct / post->n_targets : 0.0f;
   ForwardResult ref;
   ForwardOptions fo;
   MEND_RETURN_IF_ERROR(model.forward(batches.loc, fo, loc_ref, &ref));

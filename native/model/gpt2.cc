@@ -283,6 +283,12 @@ Status GPT2Model::loss_and_grad(const Batch& b, const GradOptions& opt, const We
     if (out->n_targets == 0) return Status::Error(code::kNoTarget, "the locality batch has no token with attentionMask = 1");
   } else {
     out->n_targets = mean_loss(logits.data(), tg.data(), R, V, &out->loss);
+    if (opt.want_accuracy)
+      for (int r = 0; r < R; r++) {
+        if (tg[r] < 0) continue;
+        const float* l = logits.data() + (size_t)r * V;
+        out->n_correct += (int)(std::max_element(l, l + V) - l) == tg[r];
+      }
   }
   if (!std::isfinite(out->loss)) return Status::Error(code::kNonFinite, "loss is not finite");
 

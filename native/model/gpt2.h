@@ -62,6 +62,9 @@ struct GradOptions {
   // target tokens, so that every row's gradient is the one it would have alone (a batch of
   // independent edits: the lifelong mode's training step, as MALMEN's per-edit backward).
   bool per_row_mean = false;
+  // Cross-entropy mode: also count the target tokens the logits' argmax predicts (GradResult::n_correct;
+  // teacher-forced token accuracy without returning the logits).
+  bool want_accuracy = false;
 };
 struct Capture {
   std::vector<float> x;  // (B*T, d_in)  layer input rows
@@ -70,6 +73,7 @@ struct Capture {
 struct GradResult {
   float loss = 0;
   int n_targets = 0;
+  int n_correct = 0;                        // with want_accuracy
   std::map<int, ZeroBuf> grads;             // param index -> gradient, same shape as the param
   std::map<int, Capture> captures;
   FloatBuf logits;                          // (B,T,V) when want_logits

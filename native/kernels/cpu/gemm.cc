@@ -1059,7 +1059,9 @@ void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const floa
   if (transB && M <= kDotM) return gemm_dot(o, transA, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   if (M <= kSkinnyM) {
     if (transB) return gemm_skinny_t(o, transA, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    if (M <= kKSplitM) return gemm_ksplit(o, transA, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    // K-split also for a tall B (K >= 8N: the LM head backward, dlogits · wte with K = 50257, N = 768),
+    // where splitting N would leave each thread short, strided pieces of every row of B.
+    if (M <= kKSplitM || K >= 8 * N) return gemm_ksplit(o, transA, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
   gemm_general(o, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }

@@ -14,6 +14,8 @@
 #include <vector>
 #if defined(__linux__)
 #include <sys/mman.h>
+
+#include "core/bufcache.h"
 #endif
 
 namespace mend {
@@ -88,20 +90,20 @@ struct UninitAllocator {
   UninitAllocator(const UninitAllocator<U>&) {}
   T* allocate(size_t n) {
     const size_t bytes = n * sizeof(T);
-    if (bytes >= (4u << 20)) {
-      const size_t huge = 2u << 20;
-      void* p = std::aligned_alloc(huge, (bytes + huge - 1) / huge * huge);
+    if (bytes >= kLargeBytes) {
+      void* p = large_alloc(bytes);  // core/bufcache.h: reuses a freed block's pages when one fits
       if (!p) throw std::bad_alloc();
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-      madvise(p, (bytes + huge - 1) / huge * huge, MADV_HUGEPAGE);
-#endif
       return static_cast<T*>(p);
     }
     void* p = std::malloc(bytes ? bytes : 1);
     if (!p) throw std::bad_alloc();
     return static_cast<T*>(p);
   }
-  void deallocate(T* p, size_t) { std::free(p); }
+  void deallocate(T* p, size_t n) {
+    if (n * sizeof(T) >= kLargeBytes) large_free(p, n * sizeof(T));
+    else std::free(p);
+  }
+  static constexpr size_t kLargeBytes = 4u << 20;
   template <class U, class... Args>
   void construct(U* p, Args&&... args) {
     if constexpr (sizeof...(Args) > 0) ::new ((void*)p) U(std::forward<Args>(args)...);

@@ -57,6 +57,29 @@ async function timePaired(fns, { reps = 15, warmup = 2 } = {}) {
   return ms.map(median)
 }
 
+/**
+ * The references the floors use: the GEMM rate on 1024³ (FLOP/s) and the read bandwidth (B/s) of the
+ * testing addon's kernels (the same code and thread pool). The machine is shared and its speed drifts,
+ * so each is the best of several measurements, and callers measure again after their workloads and
+ * keep the better value: a floor from a slow moment would flatter every ratio.
+ */
+async function reference(testing, prev = null) {
+  const n = 1024
+  const A = new Float32Array(n * n).map(() => Math.random() - 0.5)
+  const B = new Float32Array(n * n).map(() => Math.random() - 0.5)
+  const C = new Float32Array(n * n)
+  let best = Infinity
+  for (let i = 0; i < 15; i++) {
+    const t0 = process.hrtime.bigint()
+    testing.gemm(false, false, n, n, n, 1, A, n, B, n, 0, C, n)
+    best = Math.min(best, Number(process.hrtime.bigint() - t0) / 1e6)
+  }
+  let bw = 0
+  for (let i = 0; i < 3; i++) bw = Math.max(bw, testing.benchReadBandwidth(1024, 5) * 1e9)
+  const rate = (2 * n ** 3) / (best / 1e3)
+  return prev ? { rate: Math.max(rate, prev.rate), bw: Math.max(bw, prev.bw) } : { rate, bw }
+}
+
 function table(headers, rows) {
   const w = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)))
   const line = (cells) => '| ' + cells.map((c, i) => String(c).padEnd(w[i])).join(' | ') + ' |'
@@ -65,4 +88,4 @@ function table(headers, rows) {
   for (const r of rows) console.log(line(r))
 }
 
-module.exports = { machine, median, timeit, timePaired, table, testingAddon }
+module.exports = { reference, machine, median, timeit, timePaired, table, testingAddon }

@@ -7,20 +7,13 @@
 // Needs about 8 GB of memory. Usage: node bench/xl.js   (NODE_MEND_THREADS sets the threads)
 'use strict'
 const { GPT2LMHeadModel, MEND, setNumThreads, numThreads } = require('..')
-const { machine, timeit, table, testingAddon } = require('./common')
+const { machine, reference, timeit, table, testingAddon } = require('./common')
 
 async function main() {
   if (process.env.NODE_MEND_THREADS) setNumThreads(Number(process.env.NODE_MEND_THREADS))
   const testing = testingAddon()
   console.log(`# node-mend GPT-2 XL benchmark — ${machine()}; threads ${numThreads()}, gemm backend ${testing.gemmBackend()}\n`)
-  const n = 1024
-  const A = new Float32Array(n * n).map(() => Math.random() - 0.5)
-  const B = new Float32Array(n * n).map(() => Math.random() - 0.5)
-  const C = new Float32Array(n * n)
-  const gemmMs = await timeit(() => testing.gemm(false, false, n, n, n, 1, A, n, B, n, 0, C, n), { reps: 9 })
-  const rate = (2 * n ** 3) / (gemmMs / 1e3)
-  const bw = testing.benchReadBandwidth(1024, 7) * 1e9
-  console.log(`reference: GEMM 1024³ ${(rate / 1e9).toFixed(1)} GFLOP/s; read bandwidth ${(bw / 1e9).toFixed(1)} GB/s\n`)
+  let ref = await reference(testing)
 
   const cfg = { nLayer: 48, nHead: 25, nEmbd: 1600, vocabSize: 50257, nPositions: 1024 }
   let t0 = Date.now()
@@ -34,7 +27,6 @@ async function main() {
   const flopsPerToken = 2 * (L * 12 * Cd * Cd + Cd * V)
   const T = 16
   const fwdFlops = T * flopsPerToken
-  const fwdFloor = Math.max(fwdFlops / rate, weightBytes / bw) * 1e3
   const ids = Array.from({ length: T }, (_, t) => (t * 131) % V)
   const fwd = await timeit(() => model.forward({ inputIds: [ids] }), { reps: 5, warmup: 1 })
 
@@ -54,6 +46,10 @@ async function main() {
   // Editor FLOPs: per kept row, each of the two layers does z·Vᵀ and h·Uᵀ (2 · D · rank each).
   const editorRows = Object.values(rows).reduce((a, b) => a + b, 0)
   const editorFlops = editorRows * 2 * 2 * 2 * D * rank
+  ref = await reference(testing, ref)
+  const { rate, bw } = ref
+  console.log(`reference (best of before and after): GEMM 1024³ ${(rate / 1e9).toFixed(1)} GFLOP/s; read bandwidth ${(bw / 1e9).toFixed(1)} GB/s\n`)
+  const fwdFloor = Math.max(fwdFlops / rate, weightBytes / bw) * 1e3
   const editFloor = fwdFloor + (editorFlops / rate) * 1e3
   const med = (k) => infos.map((i) => i.timings[k]).sort((a, b) => a - b)[Math.floor(infos.length / 2)]
   table(['workload', 'median', 'floor', 'ratio', 'target', 'note'], [

@@ -158,7 +158,7 @@ export function setNumThreads(n: number): void {
   checkInt(n, 'setNumThreads', 1, MAX_THREADS)
   native().setNumThreads(n)
 }
-/** The GEMM code path chosen for this CPU: "avx2-fma" or "portable". */
+/** The GEMM code path chosen for this CPU: "avx512f", "avx2-fma" or "portable". */
 export function gemmBackend(): string {
   return native().gemmBackend()
 }

@@ -31,8 +31,8 @@ function median(xs) {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
 }
 
-/** Runs fn (async) `warmup` times, then `reps` timed times; returns the median ms. */
-async function timeit(fn, { reps = 7, warmup = 2 } = {}) {
+/** Runs fn (async) `warmup` times, then `reps` timed times; returns each timed run's ms. */
+async function samples(fn, { reps = 7, warmup = 2 } = {}) {
   for (let i = 0; i < warmup; i++) await fn()
   const ms = []
   for (let i = 0; i < reps; i++) {
@@ -40,7 +40,12 @@ async function timeit(fn, { reps = 7, warmup = 2 } = {}) {
     await fn()
     ms.push(Number(process.hrtime.bigint() - t0) / 1e6)
   }
-  return median(ms)
+  return ms
+}
+
+/** Runs fn (async) `warmup` times, then `reps` timed times; returns the median ms. */
+async function timeit(fn, opts) {
+  return median(await samples(fn, opts))
 }
 
 /** Times fns alternately (a, b, a, b, …) so machine noise hits both alike; returns their median ms. */
@@ -88,4 +93,4 @@ function table(headers, rows) {
   for (const r of rows) console.log(line(r))
 }
 
-module.exports = { reference, machine, median, timeit, timePaired, table, testingAddon }
+module.exports = { reference, machine, median, samples, timeit, timePaired, table, testingAddon }

@@ -16,7 +16,7 @@ const os = require('os')
 const path = require('path')
 const readline = require('readline')
 const { GPT2LMHeadModel, MEND, EditTrainer, setNumThreads, numThreads } = require('..')
-const { machine, median, table } = require('./common')
+const { machine, median, samples, table } = require('./common')
 
 const argv = process.argv.slice(2)
 const opt = (name, dflt) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1] : dflt }
@@ -63,17 +63,6 @@ function startPeer() {
   }
 }
 
-async function timeNode(fn, reps, warmup = 2) {
-  for (let i = 0; i < warmup; i++) await fn()
-  const ms = []
-  for (let i = 0; i < reps; i++) {
-    const t0 = process.hrtime.bigint()
-    await fn()
-    ms.push(Number(process.hrtime.bigint() - t0) / 1e6)
-  }
-  return ms
-}
-
 async function bench() {
   const torchVersion = requireTorch()
   setNumThreads(threads)
@@ -112,7 +101,7 @@ async function bench() {
   const ms = Object.fromEntries(work.map((w) => [w.key, { node: [], torch: [] }]))
   for (let r = 0; r < rounds; r++) {
     for (const w of work) {
-      ms[w.key].node.push(...(await timeNode(nodeRun[w.key], w.reps, w.warmup ?? 2)))
+      ms[w.key].node.push(...(await samples(nodeRun[w.key], { reps: w.reps, warmup: w.warmup ?? 2 })))
       await sleep(300) // let spinning worker threads go idle before the other side starts
       ms[w.key].torch.push(...(await peer.time(w.key, w.reps, w.warmup ?? 2)).ms)
       await sleep(300)

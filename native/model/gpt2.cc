@@ -252,18 +252,14 @@ Status GPT2Model::loss_and_grad(const Batch& b, const GradOptions& opt, const We
   // gradient is zero, so the result is the same as over all N rows (EasyEdit computes them all).
   // An edit request of 16 tokens with a 4-token target: R = 4.
   std::vector<int32_t> tg;
-  std::vector<int> rows;  // empty: all N rows
-  if (!kl) {
-    tg = shifted_targets(b.labels, B, T);
-    if (!opt.want_logits) {
-      for (int i = 0; i < N; i++)
-        if (tg[i] >= 0) rows.push_back(i);
-      if ((int)rows.size() == N) rows.clear();
-    }
-  }
-  const int R = rows.empty() ? N : (int)rows.size();
+  std::vector<int> rows;  // the rows the LM head runs on, in order
+  if (!kl) tg = shifted_targets(b.labels, B, T);
+  for (int i = 0; i < N; i++)
+    if (kl || opt.want_logits || tg[i] >= 0) rows.push_back(i);
+  const int R = (int)rows.size();
+  const bool compact = R < N;
   FloatBuf hrows;  // (R, C) the final hidden states of those rows
-  if (!rows.empty()) {
+  if (compact) {
     hrows.resize((size_t)R * C);
     std::vector<int32_t> tr(R);
     for (int r = 0; r < R; r++) {
@@ -272,7 +268,7 @@ Status GPT2Model::loss_and_grad(const Batch& b, const GradOptions& opt, const We
     }
     tg.swap(tr);
   }
-  const float* hlnf = rows.empty() ? acts.lnf : hrows.data();
+  const float* hlnf = compact ? hrows.data() : acts.lnf;
   FloatBuf logits((size_t)R * V);
   lm_head(*this, hlnf, R, logits.data());
   std::vector<double> lse;
@@ -320,12 +316,10 @@ Status GPT2Model::loss_and_grad(const Batch& b, const GradOptions& opt, const We
     crossentropy_backward(dlogits, dlogits, tg.data(), 1.0f, R, V);
     // Each batch row's logits rows scaled by 1 / (its target count).
     std::vector<int> count(B, 0);
+    for (int r = 0; r < R; r++)
+      if (tg[r] >= 0) count[rows[r] / T]++;
     for (int r = 0; r < R; r++) {
-      const int i = rows.empty() ? r : rows[r];
-      if (tg[r] >= 0) count[i / T]++;
-    }
-    for (int r = 0; r < R; r++) {
-      const int n = count[(rows.empty() ? r : rows[r]) / T];
+      const int n = count[rows[r] / T];
       if (n == 0) continue;
       const float inv = 1.0f / n;
       float* row = dlogits + (size_t)r * V;
@@ -333,7 +327,7 @@ Status GPT2Model::loss_and_grad(const Batch& b, const GradOptions& opt, const We
     }
   }
   FloatBuf dlnf((size_t)N * C);
-  if (rows.empty()) {
+  if (!compact) {
     lm_head_backward(dlnf.data(), g.wte, dlogits, acts.lnf, w.wte, N, C, V);
   } else {
     FloatBuf drows((size_t)R * C);

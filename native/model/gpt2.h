@@ -131,8 +131,8 @@ class GPT2Model {
 
  private:
   explicit GPT2Model(const GPT2Config& cfg);  // the parameter table for cfg, no storage yet
-  // Packs the Conv1D weights (those in `which`, default all); in place where writable[i].
-  void pack_weights(const std::vector<bool>& writable, const std::vector<int>* which = nullptr);
+  // Packs every Conv1D weight not packed yet: in place where `writable` (the storage is this model's own).
+  void pack_weights(bool writable);
   GPT2Config cfg_;
   std::vector<ParamInfo> info_;
   ParameterTensors<int> ids_;

@@ -73,7 +73,7 @@ Status GPT2Model::load(const std::string& path, const GPT2Config& cfg, std::shar
     m->ptr_[i] = data;
   }
   // Private memory (the file's copy or a conversion) is the model's own: packed in place.
-  m->pack_weights(std::vector<bool>(m->info_.size(), !m->file_->mapped()));
+  m->pack_weights(!m->file_->mapped());
   *out = std::move(m);
   return Status::OK();
 }
@@ -118,7 +118,7 @@ Status GPT2Model::random(const GPT2Config& cfg, uint64_t seed, std::shared_ptr<G
   });
   for (size_t i = 0; i < m->info_.size(); i++) m->ptr_[i] = w + offs[i];
   m->owned_.push_back(buf);
-  m->pack_weights(std::vector<bool>(m->info_.size(), true));
+  m->pack_weights(true);
   *out = std::move(m);
   return Status::OK();
 }
@@ -140,7 +140,7 @@ Status GPT2Model::from_tensors(const GPT2Config& cfg, std::map<std::string, std:
     m->ptr_[i] = buf->data();
     m->owned_.push_back(std::move(buf));
   }
-  m->pack_weights(std::vector<bool>(m->info_.size(), true));
+  m->pack_weights(true);
   *out = std::move(m);
   return Status::OK();
 }
@@ -159,9 +159,7 @@ Status GPT2Model::with_replaced(std::map<int, std::vector<float>>&& replaced, st
     m->owned_.push_back(v);
   }
   // The replaced weights are this model's own; the rest (shared with this model) are packed already.
-  std::vector<int> which;
-  for (auto& kv : replaced) which.push_back(kv.first);
-  m->pack_weights(std::vector<bool>(info_.size(), true), &which);
+  m->pack_weights(true);
   *out = std::move(m);
   return Status::OK();
 }
@@ -189,18 +187,13 @@ void GPT2Model::copy_param(int i, float* dst) const {
   else unpack_matrix(packed_[i], dst);
 }
 
-void GPT2Model::pack_weights(const std::vector<bool>& writable, const std::vector<int>* which) {
-  std::vector<int> all;
-  if (!which) {
-    for (size_t i = 0; i < info_.size(); i++) all.push_back((int)i);
-    which = &all;
-  }
+void GPT2Model::pack_weights(bool writable) {
   std::vector<float> tmp;
-  for (int i : *which) {
+  for (size_t i = 0; i < info_.size(); i++) {
     const ParamInfo& p = info_[i];
-    if (!p.conv1d || !ptr_[i]) continue;
+    if (!p.conv1d || packed_[i].data) continue;  // packed already (a with_replaced copy shares it)
     const int K = (int)p.shape[0], N = (int)p.shape[1];
-    if (writable[i] && packed_floats(K, N) == (size_t)p.numel()) {
+    if (writable && packed_floats(K, N) == (size_t)p.numel()) {
       // Same size (N a multiple of 16): the packed form replaces the row-major one in its storage.
       tmp.resize((size_t)p.numel());
       pack_matrix(ptr_[i], K, N, tmp.data());

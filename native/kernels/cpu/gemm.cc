@@ -640,18 +640,24 @@ void scale_c(int M, int N, float beta, float* C, i64 ldc) {
   }
 }
 
-// Unblocked fallback, used only if a pack buffer cannot be allocated.
-void gemm_naive(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, i64 lda,
-                const float* B, i64 ldb, float beta, float* C, i64 ldc) {
-  for (int i = 0; i < M; i++)
-    for (int j = 0; j < N; j++) {
+// Unblocked fallback, used only if a pack buffer cannot be allocated: C rows i0..i0+M, columns
+// j0..j0+N, with op(B)[k][j] = b(k, j) (the row-major or the packed layout).
+template <class BAt>
+void gemm_naive_at(bool transA, int i0, int M, int j0, int N, int K, float alpha, const float* A, i64 lda,
+                   const BAt& b, float beta, float* C, i64 ldc) {
+  for (int i = i0; i < i0 + M; i++)
+    for (int j = j0; j < j0 + N; j++) {
       float s = 0.0f;
-      for (int k = 0; k < K; k++)
-        s += (transA ? A[(i64)k * lda + i] : A[(i64)i * lda + k]) *
-             (transB ? B[(i64)j * ldb + k] : B[(i64)k * ldb + j]);
+      for (int k = 0; k < K; k++) s += (transA ? A[(i64)k * lda + i] : A[(i64)i * lda + k]) * b(k, j);
       float* c = C + (i64)i * ldc + j;
       *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
     }
+}
+
+void gemm_naive(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, i64 lda,
+                const float* B, i64 ldb, float beta, float* C, i64 ldc) {
+  gemm_naive_at(transA, 0, M, 0, N, K, alpha, A, lda,
+                [&](int k, int j) { return transB ? B[(i64)j * ldb + k] : B[(i64)k * ldb + j]; }, beta, C, ldc);
 }
 
 // Splits [0, K) into equal blocks of at most kmax (multiples of 8 where possible).
@@ -1023,14 +1029,8 @@ void gemm_packed(bool transA, bool transW, int M, float alpha, const float* A, i
   if (K <= 0 || alpha == 0.0f) return scale_c(M, N, beta, C, ldc);
   const Ops& o = ops();
   auto naive = [&](int i0, int m, int j0, int n) {
-    for (int i = i0; i < i0 + m; i++)
-      for (int j = j0; j < j0 + n; j++) {
-        float sum = 0.0f;
-        for (int k = 0; k < K; k++)
-          sum += (transA ? A[(i64)k * lda + i] : A[(i64)i * lda + k]) * (transW ? packed_at(W, j, k) : packed_at(W, k, j));
-        float* c = C + (i64)i * ldc + j;
-        *c = beta == 0.0f ? alpha * sum : alpha * sum + beta * *c;
-      }
+    gemm_naive_at(transA, i0, m, j0, n, K, alpha, A, lda,
+                  [&](int k, int j) { return transW ? packed_at(W, j, k) : packed_at(W, k, j); }, beta, C, ldc);
   };
   if (!transW && M <= kSkinnyM && gemm_packed_skinny(o, transA, M, N, K, alpha, A, lda, W, beta, C, ldc)) return;
   if (!transW) {
@@ -1047,9 +1047,6 @@ void gemm_packed(bool transA, bool transW, int M, float alpha, const float* A, i
     gemm_general_t(o, transA, M, N, K, alpha, A, lda, block, naive, beta, C, ldc);
   }
 }
-
-namespace {
-}  // namespace
 
 void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
           int ldb, float beta, float* C, int ldc) {

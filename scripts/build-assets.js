@@ -35,6 +35,12 @@ const num = (name) => (v) => {
   if (!Number.isFinite(n)) throw new Error(`${name} must be a number, got ${v}`)
   return n
 }
+// "upTo:mu,upTo:mu" -> [{ upTo, mu }] (checked again by the MEND config)
+const muSchedule = (v) => (v.trim() === '' ? [] : v.split(',').map((step) => {
+  const [upTo, mu] = step.split(':').map(Number)
+  if (!Number.isInteger(upTo) || upTo < 1 || !Number.isFinite(mu) || mu < 0) throw new Error(`--lifelong-mu-schedule steps are upTo:mu (a positive integer and a number >= 0), got ${step}`)
+  return { upTo, mu }
+}))
 const program = new Command()
 program.name('build-assets').description('Rebuild the bundled WorldFacts GPT-2 and its MEND editor')
   .option('--out <dir>', 'output directory', BUNDLED_MODEL_DIR)
@@ -57,6 +63,7 @@ program.name('build-assets').description('Rebuild the bundled WorldFacts GPT-2 a
   .option('--lifelong-edits <n>', 'edits solved jointly per lifelong training step', int('--lifelong-edits'), 16)
   .option('--lifelong-background <n>', 'edits in the background log of lifelong training', int('--lifelong-background'), 400)
   .option('--lifelong-mu <x>', 'weight of the preservation covariance', num('--lifelong-mu'), 3000)
+  .option('--lifelong-mu-schedule <steps>', 'the smaller μ of short logs, as upTo:mu,… (μ while the log holds at most upTo live edits; "" for none)', muSchedule, muSchedule('1:100,9:300,49:1000'))
   .option('--lifelong-log-ridge <x>', 'log of the solve\'s ridge', num('--lifelong-log-ridge'), -1.6)
   .option('--lifelong-lr <x>', 'lifelong editor learning rate (Adam)', num('--lifelong-lr'), 1e-5)
   .option('--lifelong-cloc <x>', 'lifelong locality loss weight', num('--lifelong-cloc'), 5)
@@ -165,7 +172,7 @@ async function main() {
   log(`preservation covariance C0 from ${cov.rows} corpus tokens of the training subjects (${secs(t)} s)`)
   let lastL = Date.now()
   const ll = await fm.trainLifelongEditor(classic, tok, wf, {
-    seed: o.seed, mu: o.lifelongMu, logRidge: o.lifelongLogRidge, keyCov: cov.keyCov,
+    seed: o.seed, mu: o.lifelongMu, muSchedule: o.lifelongMuSchedule, logRidge: o.lifelongLogRidge, keyCov: cov.keyCov,
     editsPerStep: o.lifelongEdits, backgroundEdits: o.lifelongBackground,
     trainer: { maxIters: o.lifelongSteps, valInterval: 100, lr: o.lifelongLr, lrLr: o.editorLrLr, cedit: 1, cloc: o.lifelongCloc, accumulateBs: 1 },
     onProgress: (p) => {

@@ -229,6 +229,52 @@ t.test('the editor file records the lifelong kind and its key covariance', async
   t.throws(() => new MEND(model, { innerParams: inner, kind: 'other' as 'mend' }), { code: 'ERR_INVALID_ARG' })
 })
 
+t.test('the μ schedule: each depth is the solve with its step\'s μ; undo, supersession and replay across steps', async (t) => {
+  const { model, r, ll } = await setup(6)
+  const muSchedule = [{ upTo: 1, mu: 0.25 }, { upTo: 4, mu: 1 }]
+  const sched = ll.withLifelong({ muSchedule })
+  t.same(sched.config.muSchedule, muSchedule); t.equal(sched.config.mu, 2)
+  const facts = Array.from({ length: 7 }, () => fact(r))
+  let cur = sched as MEND
+  const states: FunctionalGPT2LMHeadModel[] = []
+  for (const f of facts) { cur = (await cur.edit(f)).edited; states.push(cur.model as FunctionalGPT2LMHeadModel) }
+  // After n edits: the constant-μ solve of those n edits, with μ(n) = 0.25, 1, 1, 1, 2, 2, 2.
+  const muOf = (n: number) => (n <= 1 ? 0.25 : n <= 4 ? 1 : 2)
+  for (const n of [1, 2, 4, 5, 7]) {
+    const fixed = await ll.withLifelong({ mu: muOf(n), muSchedule: [] }).fromEdits(states[n - 1].edits as EditRecord[])
+    const a = await deltas(model, states[n - 1]), b = await deltas(model, fixed.model)
+    let worst = 0
+    for (const name of inner) worst = Math.max(worst, relErr(a[name], b[name]).err)
+    t.ok(worst < 1e-5, `after ${n} edits: ΔW equals the solve with μ = ${muOf(n)} (worst rel ${worst.toExponential(2)})`)
+  }
+  // Undo across a step (7 -> 6 live edits stays in the last step; 5 -> 4 enters the middle one).
+  const probe = fact(r, 9, 3)
+  const logits = async (m: FunctionalGPT2LMHeadModel) => (await m.forward(probe)).logits.data
+  const w = await states[4].without(2)
+  let fresh = sched as MEND
+  for (const [i, f] of facts.slice(0, 5).entries()) if (i !== 2) fresh = (await fresh.edit(f)).edited
+  const [x1, x2] = [await logits(w), await logits(fresh.model as FunctionalGPT2LMHeadModel)]
+  t.ok(x1.every((v, i) => v === x2[i]), 'without(2) of 5 edits (back into the μ = 1 step) is bit-identical to the 4 others made afresh')
+  // A re-edit of a fact keeps the live count: it supersedes within the step.
+  const again = { ...facts[6], labels: facts[6].labels }
+  const sup = (await cur.edit(again)).edited.model as FunctionalGPT2LMHeadModel
+  t.equal(sup.liveEdits.filter(Boolean).length, 7, 'the re-edit supersedes: still 7 live edits')
+  // A saved log replays bit for bit through the steps; the schedule round-trips in the editor file.
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mend-ll-'))
+  t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
+  await states[6].saveEdits(path.join(tmp, 'log.safetensors'))
+  const replay = await sched.loadEdits(path.join(tmp, 'log.safetensors'))
+  const [y1, y2] = [await logits(states[6]), await logits(replay.model)]
+  t.ok(y1.every((v, i) => v === y2[i]), 'a saved log of 7 edits replays bit for bit across the schedule\'s steps')
+  await sched.save(path.join(tmp, 'editor.safetensors'))
+  const back = await MEND.fromPretrained(model, path.join(tmp, 'editor.safetensors'))
+  t.same(back.config.muSchedule, muSchedule, 'the editor file keeps the μ schedule')
+  // Bad schedules are refused with a coded error and change nothing.
+  for (const bad of [[{ upTo: 0, mu: 1 }], [{ upTo: 3, mu: 1 }, { upTo: 3, mu: 2 }], [{ upTo: 2, mu: -1 }], [{ upTo: 1.5, mu: 1 }], 'x']) {
+    t.throws(() => ll.withLifelong({ muSchedule: bad as never }), { code: 'ERR_INVALID_ARG' }, `muSchedule ${JSON.stringify(bad)} is refused`)
+  }
+})
+
 const batch = (r: () => number, B: number, T: number, nTarget: number) => batchOf(r, cfg.vocabSize, B, T, nTarget)
 
 t.test('outer gradients through the lifelong solve match central differences', async (t) => {

@@ -16,7 +16,7 @@
 import { mendError } from '../core/errors'
 import { GPT2LMHeadModel } from '../model/gpt2'
 import { EDITS_FORMAT } from '../model/functional'
-import { defaultInnerParams, editorLayout, LayerActivation, layerActivationsOf, MENDConfig, resolveConfig } from './network'
+import { defaultInnerParams, editorLayout, LayerActivation, layerActivationsOf, MENDConfig, MuStep, checkMuSchedule, resolveConfig } from './network'
 import { callNative, EditorSpec, safetensorsRead, safetensorsWrite, TransformSpec } from '../core/native'
 
 const FORMAT = 'node-mend-editor'
@@ -158,13 +158,15 @@ export function specFromTensors(model: GPT2LMHeadModel, all: ReadTensors, metada
   const num = (k: string, d: number) => (metadata[k] !== undefined && Number.isFinite(Number(metadata[k])) ? Number(metadata[k]) : d)
   const kind = metadata[EDITOR_KIND_KEY] ?? 'mend'
   if (kind !== 'mend' && kind !== 'malmen') throw mendError('ERR_SAFETENSORS', `${file}: metadata ${EDITOR_KIND_KEY} is ${JSON.stringify(kind)}; expected "mend" or "malmen"`)
-  let lifelong: { logRidge: number; mu: number } = { logRidge: 0, mu: 0 }
+  let lifelong: { logRidge: number; mu: number; muSchedule: MuStep[] } = { logRidge: 0, mu: 0, muSchedule: [] }
   let keyCov: (Float32Array | null)[] | undefined
   if (kind === 'malmen') {
     try {
       const j = JSON.parse(metadata.malmen ?? '')
       if (typeof j !== 'object' || j === null || !Number.isFinite(j.log_ridge) || !Number.isFinite(j.mu) || j.mu < 0) throw new Error('expected {"log_ridge": number, "mu": number >= 0}')
-      lifelong = { logRidge: j.log_ridge, mu: j.mu }
+      const sched = j.mu_schedule ?? []
+      if (!Array.isArray(sched) || !sched.every((s: unknown) => Array.isArray(s) && s.length === 2)) throw new Error('expected "mu_schedule" as [[up_to, mu], ...]')
+      lifelong = { logRidge: j.log_ridge, mu: j.mu, muSchedule: checkMuSchedule(sched.map(([upTo, mu]: [number, number]) => ({ upTo, mu }))) }
     } catch (e) {
       throw mendError('ERR_SAFETENSORS', `${file}: metadata "malmen" is missing or malformed (${(e as Error).message})`)
     }
@@ -176,7 +178,7 @@ export function specFromTensors(model: GPT2LMHeadModel, all: ReadTensors, metada
       if (!data.every(Number.isFinite)) throw mendError('ERR_NON_FINITE', `${file}: tensor "malmen.key_cov.${name}" holds NaN or Inf`)
       return data
     })
-    if (lifelong.mu > 0) {
+    if (lifelong.mu > 0 || lifelong.muSchedule.some((s) => s.mu > 0)) {
       const missing = layout.inner.find((_, k) => keyCov![k] === null)
       if (missing) throw mendError('ERR_MISSING_TENSOR', `${file}: missing tensor "malmen.key_cov.${missing}" (mu > 0 needs the key covariance of every inner param)`)
     }
@@ -229,7 +231,7 @@ export function editorMetadata(cfg: Readonly<Required<MENDConfig>>, m: { nLayer:
     n_hidden: String(cfg.nHidden),
     edit_lr: String(cfg.editLr),
     seed: String(cfg.seed),
-    ...(cfg.kind === 'malmen' ? { [EDITOR_KIND_KEY]: 'malmen', malmen: JSON.stringify({ log_ridge: cfg.logRidge, mu: cfg.mu }) } : {}),
+    ...(cfg.kind === 'malmen' ? { [EDITOR_KIND_KEY]: 'malmen', malmen: JSON.stringify({ log_ridge: cfg.logRidge, mu: cfg.mu, ...(cfg.muSchedule.length ? { mu_schedule: cfg.muSchedule.map((s) => [s.upTo, s.mu]) } : {}) }) } : {}),
     model: JSON.stringify({ n_layer: m.nLayer, n_embd: m.nEmbd, vocab_size: m.vocabSize }),
   }
 }

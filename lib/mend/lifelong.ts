@@ -15,14 +15,16 @@ import { callNative, keyCovariance, NativeEditor, NativeRidge, NativeRidgePrior,
 import { EditRecord, EditSolver, FunctionalGPT2LMHeadModel } from '../model/functional'
 import { Batch, prepareBatch } from '../model/batch'
 import { GPT2LMHeadModel } from '../model/gpt2'
-import { EditorLayout } from './network'
+import { EditorLayout, MuStep } from './network'
 
 /** The lifelong prior of every inner param: S0 = mu·C0 + exp(logRidge)·I. */
 export interface LifelongSettings {
   /** log of the ridge e^λ added to the diagonal, per inner param. */
   logRidge: number[]
-  /** Weight of the preservation covariance C0 (0 = none). */
+  /** Weight of the preservation covariance C0 (0 = none) beyond the last step of muSchedule. */
   mu: number
+  /** A smaller μ while the log is short: the first step with (live edits) ≤ upTo gives μ (DESIGN §5b). */
+  muSchedule: MuStep[]
   /** C0 = E[x·xᵀ] of each inner param's input over unrelated text ([d_in, d_in]), or null per param (needed when mu > 0). */
   keyCov: (Float32Array | null)[]
 }
@@ -31,7 +33,8 @@ export interface LifelongSettings {
 export type EditorKind = 'mend' | 'malmen'
 
 export class LifelongSolver implements EditSolver {
-  private prior: Promise<NativeRidge> | null = null
+  /** P0 per μ of the schedule, computed on first use. */
+  private priors = new Map<number, Promise<NativeRidge>>()
 
   constructor(readonly base: GPT2LMHeadModel, readonly layout: EditorLayout, readonly settings: LifelongSettings, readonly editor: NativeEditor) {
     const n = layout.inner.length
@@ -40,23 +43,31 @@ export class LifelongSolver implements EditSolver {
     }
   }
 
-  private priorSpecs(): NativeRidgePrior[] {
+  /** The μ of a solve over n live edits. */
+  muAt(n: number): number {
+    for (const s of this.settings.muSchedule) if (n <= s.upTo) return s.mu
+    return this.settings.mu
+  }
+
+  private priorSpecs(mu: number): NativeRidgePrior[] {
     const s = this.settings
-    return this.layout.index.map((param, k) => ({ param, logRidge: s.logRidge[k], mu: s.mu, c0: s.mu > 0 ? s.keyCov[k] : null }))
+    return this.layout.index.map((param, k) => ({ param, logRidge: s.logRidge[k], mu, c0: mu > 0 ? s.keyCov[k] : null }))
   }
 
-  /** P0 = S0⁻¹ per inner param (a d_in³ solve, once per controller, on first use). */
-  private priorState(): Promise<NativeRidge> {
-    if (!this.prior) {
-      this.prior = callNative(() => ridgePrior(this.base.native, this.priorSpecs()))
-      this.prior.catch(() => { this.prior = null })
+  /** P0 = S0⁻¹ per inner param for this μ (a d_in³ solve, once per controller and μ, on first use). */
+  private priorState(mu: number): Promise<NativeRidge> {
+    let p = this.priors.get(mu)
+    if (!p) {
+      p = callNative(() => ridgePrior(this.base.native, this.priorSpecs(mu)))
+      this.priors.set(mu, p)
+      p.catch(() => { this.priors.delete(mu) })
     }
-    return this.prior
+    return p
   }
 
-  /** The prior, computed now on this thread (EditTrainer's constructor). */
+  /** The prior of `mu` (the μ of long logs), computed now on this thread (EditTrainer's constructor). */
   priorStateSync(): NativeRidge {
-    return ridgePriorSync(this.base.native, this.priorSpecs())
+    return ridgePriorSync(this.base.native, this.priorSpecs(this.settings.mu))
   }
 
   live(edits: readonly EditRecord[]): boolean[] {
@@ -80,14 +91,30 @@ export class LifelongSolver implements EditSolver {
     return ups
   }
 
-  /** prev (an edited model of this solver, or null for the base) with one more edit. */
+  /**
+   * prev (an edited model of this solver, or null for the base) with one more edit. Within a step of
+   * the μ schedule the state moves by Woodbury updates; when the live count enters the next step, the
+   * state is that step's prior with every live edit added again in log order (the same updates a
+   * replay performs, so a saved log replays bit for bit).
+   */
   async append(prev: FunctionalGPT2LMHeadModel | null, record: EditRecord): Promise<FunctionalGPT2LMHeadModel> {
     const edits = prev ? [...prev.edits] : []
-    const state = prev && prev.solverState ? (prev.solverState as NativeRidge) : await this.priorState()
     const live = this.live(edits)
     const f = record.lifelong!.factKey
     const sup = f === undefined ? -1 : edits.findIndex((e, i) => live[i] && e.lifelong?.factKey === f)
-    const r = await callNative(() => ridgeUpdate(this.base.native, state, this.updatesFor(record, sup >= 0 ? edits[sup] : undefined)))
+    const nLive = live.filter(Boolean).length
+    const mu = this.muAt(nLive + (sup >= 0 ? 0 : 1))
+    let state: NativeRidge
+    let ups: NativeRidgeUpdate[]
+    if (prev && prev.solverState && nLive > 0 && this.muAt(nLive) === mu) {
+      state = prev.solverState as NativeRidge
+      ups = this.updatesFor(record, sup >= 0 ? edits[sup] : undefined)
+    } else {
+      state = await this.priorState(mu)
+      ups = edits.flatMap((e, i) => (live[i] && i !== sup ? this.updatesFor(e, undefined) : []))
+      ups.push(...this.updatesFor(record, undefined))
+    }
+    const r = await callNative(() => ridgeUpdate(this.base.native, state, ups))
     return new FunctionalGPT2LMHeadModel(this.base, [...edits, record], r.overlay, this, r.state)
   }
 

@@ -10,10 +10,10 @@ import { callNative, createEditor, EditorSpec, malmenPropose, mendEdit, NativeEd
 import { LifelongSettings, LifelongSolver } from './lifelong'
 import { Tensor } from '../core/tensor'
 import { loadEditorFile, saveEditorFile } from './editor-file'
-import { EditorLayout, editorLayout, freshEditorSpec, LayerActivation, layerActivationsOf, MENDConfig, resolveConfig } from './network'
+import { EditorLayout, editorLayout, freshEditorSpec, LayerActivation, layerActivationsOf, MENDConfig, MuStep, resolveConfig } from './network'
 import { checkOptions, invalidArg } from '../core/check'
 
-export type { MENDConfig, LayerActivation } from './network'
+export type { MENDConfig, LayerActivation, MuStep } from './network'
 export { defaultInnerParams, shapeKey } from './network'
 
 export interface EditOptions {
@@ -78,14 +78,14 @@ function editorState(model: GPT2LMHeadModel, spec: EditorSpec, config: Required<
 
 function lifelongOf(model: GPT2LMHeadModel, st: EditorState, keyCov: (Float32Array | null)[]): EditorState['lifelong'] {
   const { layout, config } = st
-  if (config.mu > 0) {
+  if (config.mu > 0 || config.muSchedule.some((s) => s.mu > 0)) {
     keyCov.forEach((c, k) => {
       const d = layout.shapes[k][0]
       if (!c) throw mendError('ERR_INVALID_ARG', `the lifelong mode with mu > 0 needs a key covariance for "${layout.inner[k]}" (MEND.withKeyCovariance)`)
       if (c.length !== d * d) throw mendError('ERR_SHAPE_MISMATCH', `the key covariance of "${layout.inner[k]}" must be [${d}, ${d}]`)
     })
   }
-  const settings: LifelongSettings = { logRidge: layout.inner.map(() => config.logRidge), mu: config.mu, keyCov }
+  const settings: LifelongSettings = { logRidge: layout.inner.map(() => config.logRidge), mu: config.mu, muSchedule: config.muSchedule, keyCov }
   return { settings, solver: new LifelongSolver(model, layout, settings, st.handle) }
 }
 
@@ -163,12 +163,15 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
 
   /**
    * A root controller with the same editor network in the lifelong mode ('malmen') with these
-   * solve settings: `keyCov` is C0 = E[x·xᵀ] per inner param (see keyCovariances), weighted by `mu`.
+   * solve settings: `keyCov` is C0 = E[x·xᵀ] per inner param (see keyCovariances), weighted by `mu`
+   * (by the μ of `muSchedule` while the log is short). Options not given keep this controller's.
    */
-  withLifelong(opts: { logRidge?: number; mu?: number; keyCov?: Record<string, Float32Array> } = {}): MEND<GPT2LMHeadModel> {
-    opts = checkOptions(opts, 'MEND.withLifelong', ['logRidge', 'mu', 'keyCov'])
+  withLifelong(opts: { logRidge?: number; mu?: number; muSchedule?: MuStep[]; keyCov?: Record<string, Float32Array> } = {}): MEND<GPT2LMHeadModel> {
+    opts = checkOptions(opts, 'MEND.withLifelong', ['logRidge', 'mu', 'muSchedule', 'keyCov'])
     const st = this[INTERNAL]
-    const cfg = resolveConfig(this.baseModel, { ...st.config, kind: 'malmen', logRidge: opts.logRidge ?? st.config.logRidge, mu: opts.mu ?? st.config.mu })
+    const cfg = resolveConfig(this.baseModel, {
+      ...st.config, kind: 'malmen', logRidge: opts.logRidge ?? st.config.logRidge, mu: opts.mu ?? st.config.mu, muSchedule: opts.muSchedule ?? st.config.muSchedule,
+    })
     const prevCov = st.lifelong?.settings.keyCov
     const keyCov = st.layout.inner.map((name, k) => opts.keyCov?.[name] ?? prevCov?.[k] ?? null)
     const next: EditorState = { ...st, config: cfg, lifelong: undefined, trainedCopy: undefined }

@@ -32,6 +32,17 @@ export interface MENDConfig {
   logRidge?: number
   /** Lifelong mode: weight of the preservation covariance C0 (needs one, see MEND.withKeyCovariance). Default 0. */
   mu?: number
+  /**
+   * Lifelong mode: a smaller μ while the log is short (DESIGN §5b). Steps in ascending `upTo`: the solve
+   * over n live edits uses the μ of the first step with n ≤ upTo, and `mu` beyond the last. Default [] (μ = mu).
+   */
+  muSchedule?: MuStep[]
+}
+
+/** One step of the lifelong μ schedule: μ = mu while the log holds at most upTo live edits. */
+export interface MuStep {
+  upTo: number
+  mu: number
 }
 
 /** The activation of one editor layer: EasyEdit's clamp max(·, 0), or the identity (legacy node-mend files). */
@@ -125,9 +136,22 @@ export function freshEditorSpec(layout: EditorLayout, cfg: Required<Omit<MENDCon
   }
 }
 
+/** A checked copy of a μ schedule: integer upTo ≥ 1, strictly ascending, finite μ ≥ 0. */
+export function checkMuSchedule(steps: unknown): MuStep[] {
+  if (!Array.isArray(steps)) throw invalidArg('a list of { upTo, mu } steps', 'muSchedule', steps)
+  return steps.map((s, i) => {
+    if (!s || typeof s !== 'object') throw invalidArg('a { upTo, mu } step', `muSchedule[${i}]`, s)
+    const { upTo, mu } = s as MuStep
+    checkInt(upTo, `muSchedule[${i}].upTo`, 1, 2 ** 31 - 1)
+    checkNumber(mu, `muSchedule[${i}].mu`)
+    if (i > 0 && !(upTo > (steps[i - 1] as MuStep).upTo)) throw invalidArg(`an upTo above ${(steps[i - 1] as MuStep).upTo} (the steps ascend)`, `muSchedule[${i}].upTo`, upTo)
+    return { upTo, mu }
+  })
+}
+
 export function resolveConfig(model: GPT2LMHeadModel, config: MENDConfig): Required<MENDConfig> {
   if (!config || typeof config !== 'object') throw invalidArg('a MEND config object', 'config', config)
-  config = checkOptions<MENDConfig>(config, 'the MEND config', ['innerParams', 'rank', 'nHidden', 'editLr', 'seed', 'kind', 'logRidge', 'mu'])
+  config = checkOptions<MENDConfig>(config, 'the MEND config', ['innerParams', 'rank', 'nHidden', 'editLr', 'seed', 'kind', 'logRidge', 'mu', 'muSchedule'])
   const c: Required<MENDConfig> = {
     innerParams: config.innerParams ?? defaultInnerParams(model.config.nLayer),
     rank: config.rank ?? 1920,
@@ -137,11 +161,13 @@ export function resolveConfig(model: GPT2LMHeadModel, config: MENDConfig): Requi
     kind: config.kind ?? 'mend',
     logRidge: config.logRidge ?? 0,
     mu: config.mu ?? 0,
+    muSchedule: config.muSchedule ?? [],
   }
   if (c.kind !== 'mend' && c.kind !== 'malmen') throw invalidArg("'mend' or 'malmen'", 'kind', c.kind)
   checkNumber(c.logRidge, 'logRidge', { allowNegative: true })
   if (!(Math.abs(c.logRidge) <= 30)) throw invalidArg('a number in [-30, 30]', 'logRidge', c.logRidge)
   checkNumber(c.mu, 'mu')
+  c.muSchedule = checkMuSchedule(c.muSchedule)
   // Bounded up front: an editor is (nHidden + 1) layers of 2·rank·(d_in + d_out) floats per shape, so an
   // absurd value would exhaust memory (and abort in V8) before any other check could run.
   checkInt(c.rank, 'rank', 1, MAX_RANK)

@@ -210,6 +210,23 @@ t.test('a batch of B rows is B edits: the same solve as B single edits', async (
     const e = relErr(a[name], b[name])
     t.ok(e.err < 1e-5, `${name}: one batch of 3 vs 3 single edits, rel ${e.err.toExponential(2)}`)
   }
+  // The μ schedule counts requests, not log entries: a batch of 3 is 3 edits (μ of the step holding 3).
+  const sched = ll.withLifelong({ muSchedule: [{ upTo: 1, mu: 0.25 }] })
+  const oneS = (await sched.edit(batch)).edited.model as FunctionalGPT2LMHeadModel
+  t.equal(oneS.edits[0].lifelong!.requests, 3, 'the batch edit records its 3 requests')
+  let seqS = sched as MEND
+  for (const f of rows) seqS = (await seqS.edit(f)).edited
+  const c = await deltas(model, oneS), d = await deltas(model, seqS.model as FunctionalGPT2LMHeadModel)
+  let worst = 0
+  for (const name of inner) worst = Math.max(worst, relErr(c[name], d[name]).err, relErr(c[name], a[name]).err)
+  t.ok(worst < 1e-5, `with a μ schedule, one batch of 3 = 3 single edits = the solve with μ beyond the first step (worst rel ${worst.toExponential(2)})`)
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mend-ll-'))
+  t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
+  await oneS.saveEdits(path.join(tmp, 'log.safetensors'))
+  const back = (await sched.loadEdits(path.join(tmp, 'log.safetensors'))).model as FunctionalGPT2LMHeadModel
+  t.equal(back.edits[0].lifelong!.requests, 3, 'the saved log keeps the request count')
+  const e2 = await deltas(model, back)
+  t.ok(inner.every((n) => e2[n].every((v, i) => v === c[n][i])), 'and replays bit for bit')
 })
 
 t.test('the editor file records the lifelong kind and its key covariance', async (t) => {

@@ -102,8 +102,10 @@ export class LifelongSolver implements EditSolver {
     const live = this.live(edits)
     const f = record.lifelong!.factKey
     const sup = f === undefined ? -1 : edits.findIndex((e, i) => live[i] && e.lifelong?.factKey === f)
-    const nLive = live.filter(Boolean).length
-    const mu = this.muAt(nLive + (sup >= 0 ? 0 : 1))
+    // The schedule counts requests: a batch of B is B edits of the solve.
+    const count = (e: EditRecord) => e.lifelong!.requests ?? 1
+    const nLive = edits.reduce((a, e, i) => a + (live[i] ? count(e) : 0), 0)
+    const mu = this.muAt(nLive - (sup >= 0 ? count(edits[sup]) : 0) + count(record))
     let state: NativeRidge
     let ups: NativeRidgeUpdate[]
     if (prev && prev.solverState && nLive > 0 && this.muAt(nLive) === mu) {

@@ -325,7 +325,7 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
       info.keptRows[name] = r.rows[k]
     })
     const factKey = opts.factKey ?? defaultFactKey(b.ids.data, b.labels!, b.mask, b.ids.B, b.ids.T)
-    const record: EditRecord = { factors: {}, alphas: {}, request: opts.request, lifelong: { rows, factKey } }
+    const record: EditRecord = { factors: {}, alphas: {}, request: opts.request, lifelong: { rows, factKey, requests: b.ids.B } }
     const t1 = process.hrtime.bigint()
     const fm = await l.solver.append(prev && prev.edits.length > 0 ? prev : null, record)
     info.timings.overlayMs = Number(process.hrtime.bigint() - t1) / 1e6

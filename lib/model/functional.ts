@@ -33,6 +33,8 @@ export interface LifelongRows {
   rows: Record<string, { k: Tensor; v: Tensor }>
   /** The fact this edit sets: a later edit of the same fact supersedes this one. */
   factKey?: string
+  /** The requests (batch rows) this edit holds, each one edit of the solve (the μ schedule counts them). Default 1. */
+  requests?: number
 }
 
 /**
@@ -178,7 +180,7 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
           tensors.push({ name: `edits.${i}.${name}.k`, shape: r.k.shape, data: r.k.data })
           tensors.push({ name: `edits.${i}.${name}.v`, shape: r.v.shape, data: r.v.data })
         }
-        return { params: Object.keys(e.lifelong.rows), kind: 'malmen', fact_key: e.lifelong.factKey ?? null, request: e.request ?? null }
+        return { params: Object.keys(e.lifelong.rows), kind: 'malmen', fact_key: e.lifelong.factKey ?? null, requests: e.lifelong.requests ?? 1, request: e.request ?? null }
       }
       for (const [name, f] of Object.entries(e.factors)) {
         tensors.push({ name: `edits.${i}.${name}.u`, shape: f.u.shape, data: f.u.data })
@@ -223,7 +225,7 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
           'replay it on the model it was made on, or pass { allowBaseMismatch: true } to apply it anyway')
       }
     }
-    let meta: { params: string[]; alphas: Record<string, number>; request: unknown; kind?: string; fact_key?: string | null }[]
+    let meta: { params: string[]; alphas: Record<string, number>; request: unknown; kind?: string; fact_key?: string | null; requests?: number }[]
     try {
       meta = JSON.parse(r.metadata.edits)
       if (!Array.isArray(meta)) throw new Error('not a list')
@@ -244,7 +246,9 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
           for (const t of [k, v]) if (!t.data!.every(Number.isFinite)) throw mendError('ERR_NON_FINITE', `${file}: rows of edit ${i} for "${name}" hold NaN or Inf`)
           rows[name] = { k: { shape: k.shape, data: k.data }, v: { shape: v.shape, data: v.data } }
         }
-        return { factors: {}, alphas: {}, request: m.request ?? undefined, lifelong: { rows, factKey: m.fact_key ?? undefined } }
+        const requests = m.requests ?? 1
+        if (!Number.isInteger(requests) || requests < 1) throw mendError('ERR_SAFETENSORS', `${file}: edit ${i} has requests = ${JSON.stringify(m.requests)}; expected a positive integer`)
+        return { factors: {}, alphas: {}, request: m.request ?? undefined, lifelong: { rows, factKey: m.fact_key ?? undefined, requests } }
       }
       const factors: EditRecord['factors'] = {}
       for (const name of m.params) {

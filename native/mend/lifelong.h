@@ -27,7 +27,7 @@ namespace mend {
 // Dense float64 helpers: in-place Cholesky A = L·Lᵀ of an SPD (n, n) matrix (false when A is not
 // positive definite), and X (n, m) := (L·Lᵀ)⁻¹ X with that factor.
 bool cholesky(double* A, int n);
-void cholesky_solve(const double* L, int n, double* X, int m);
+void cholesky_solve(const double* L, int n, double* X, int m, bool x_is_identity = false);
 
 // The prior of one inner weight: S0 = mu·C0 + exp(log_ridge)·I.
 struct RidgePriorSpec {

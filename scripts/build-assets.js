@@ -37,9 +37,12 @@ const num = (name) => (v) => {
 }
 // "upTo:mu,upTo:mu" -> [{ upTo, mu }] (checked again by the MEND config)
 const muSchedule = (v) => (v.trim() === '' ? [] : v.split(',').map((step) => {
-  const [upTo, mu] = step.split(':').map(Number)
-  if (!Number.isInteger(upTo) || upTo < 1 || !Number.isFinite(mu) || mu < 0) throw new Error(`--lifelong-mu-schedule steps are upTo:mu (a positive integer and a number >= 0), got ${step}`)
-  return { upTo, mu }
+  const parts = step.split(':').map(Number)
+  const [upTo, mu, scale] = parts
+  if (parts.length < 2 || parts.length > 3 || !Number.isInteger(upTo) || upTo < 1 || !Number.isFinite(mu) || mu < 0 || (scale !== undefined && !(scale > 0))) {
+    throw new Error(`--lifelong-mu-schedule steps are upTo:mu or upTo:mu:scale (a positive integer, a number >= 0, a number > 0), got ${step}`)
+  }
+  return scale === undefined ? { upTo, mu } : { upTo, mu, scale }
 }))
 const program = new Command()
 program.name('build-assets').description('Rebuild the bundled WorldFacts GPT-2 and its MEND editor')
@@ -63,7 +66,7 @@ program.name('build-assets').description('Rebuild the bundled WorldFacts GPT-2 a
   .option('--lifelong-edits <n>', 'edits solved jointly per lifelong training step', int('--lifelong-edits'), 16)
   .option('--lifelong-background <n>', 'edits in the background log of lifelong training', int('--lifelong-background'), 400)
   .option('--lifelong-mu <x>', 'weight of the preservation covariance', num('--lifelong-mu'), 3000)
-  .option('--lifelong-mu-schedule <steps>', 'the smaller μ of short logs, as upTo:mu,… (μ while the log holds at most upTo live edits; "" for none)', muSchedule, muSchedule('1:100,9:300,49:1000'))
+  .option('--lifelong-mu-schedule <steps>', 'the smaller μ of short logs, as upTo:mu[:scale],… (μ, and the value scale, while the log holds at most upTo live edits; "" for none)', muSchedule, muSchedule('1:30:1.3,9:300,49:1000'))
   .option('--lifelong-log-ridge <x>', 'log of the solve\'s ridge', num('--lifelong-log-ridge'), -1.6)
   .option('--lifelong-lr <x>', 'lifelong editor learning rate (Adam)', num('--lifelong-lr'), 1e-5)
   .option('--lifelong-cloc <x>', 'lifelong locality loss weight', num('--lifelong-cloc'), 5)

@@ -286,8 +286,23 @@ t.test('the μ schedule: each depth is the solve with its step\'s μ; undo, supe
   await sched.save(path.join(tmp, 'editor.safetensors'))
   const back = await MEND.fromPretrained(model, path.join(tmp, 'editor.safetensors'))
   t.same(back.config.muSchedule, muSchedule, 'the editor file keeps the μ schedule')
+  // A step's value scale multiplies its solve's ΔW (the solve is linear in the values); beyond it, none.
+  const scaled = ll.withLifelong({ muSchedule: [{ upTo: 2, mu: 1, scale: 1.5 }] })
+  let sc = scaled as MEND
+  for (const f of facts.slice(0, 2)) sc = (await sc.edit(f)).edited
+  const plain = await ll.withLifelong({ mu: 1, muSchedule: [] }).fromEdits((sc.model as FunctionalGPT2LMHeadModel).edits as EditRecord[])
+  const dS = await deltas(model, sc.model as FunctionalGPT2LMHeadModel), dP = await deltas(model, plain.model)
+  let worstS = 0
+  for (const name of inner) worstS = Math.max(worstS, relErr(dS[name], Float64Array.from(dP[name], (v) => 1.5 * v)).err)
+  t.ok(worstS < 1e-5, `scale 1.5 in the μ = 1 step: ΔW = 1.5 × the unscaled solve (worst rel ${worstS.toExponential(2)})`)
+  sc = (await sc.edit(facts[2])).edited
+  const beyond = await ll.withLifelong({ mu: 2, muSchedule: [] }).fromEdits((sc.model as FunctionalGPT2LMHeadModel).edits as EditRecord[])
+  const dB = await deltas(model, sc.model as FunctionalGPT2LMHeadModel), dB2 = await deltas(model, beyond.model)
+  t.ok(inner.every((n) => relErr(dB[n], dB2[n]).err < 1e-5), 'the third edit leaves the scaled step: the unscaled μ = 2 solve')
+  await scaled.save(path.join(tmp, 'scaled.safetensors'))
+  t.same((await MEND.fromPretrained(model, path.join(tmp, 'scaled.safetensors'))).config.muSchedule, [{ upTo: 2, mu: 1, scale: 1.5 }], 'the editor file keeps the scale')
   // Bad schedules are refused with a coded error and change nothing.
-  for (const bad of [[{ upTo: 0, mu: 1 }], [{ upTo: 3, mu: 1 }, { upTo: 3, mu: 2 }], [{ upTo: 2, mu: -1 }], [{ upTo: 1.5, mu: 1 }], 'x']) {
+  for (const bad of [[{ upTo: 0, mu: 1 }], [{ upTo: 3, mu: 1 }, { upTo: 3, mu: 2 }], [{ upTo: 2, mu: -1 }], [{ upTo: 1.5, mu: 1 }], [{ upTo: 1, mu: 1, scale: 0 }], [{ upTo: 1, mu: 1, scale: 'x' }], 'x']) {
     t.throws(() => ll.withLifelong({ muSchedule: bad as never }), { code: 'ERR_INVALID_ARG' }, `muSchedule ${JSON.stringify(bad)} is refused`)
   }
 })

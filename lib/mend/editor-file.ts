@@ -165,8 +165,8 @@ export function specFromTensors(model: GPT2LMHeadModel, all: ReadTensors, metada
       const j = JSON.parse(metadata.malmen ?? '')
       if (typeof j !== 'object' || j === null || !Number.isFinite(j.log_ridge) || !Number.isFinite(j.mu) || j.mu < 0) throw new Error('expected {"log_ridge": number, "mu": number >= 0}')
       const sched = j.mu_schedule ?? []
-      if (!Array.isArray(sched) || !sched.every((s: unknown) => Array.isArray(s) && s.length === 2)) throw new Error('expected "mu_schedule" as [[up_to, mu], ...]')
-      lifelong = { logRidge: j.log_ridge, mu: j.mu, muSchedule: checkMuSchedule(sched.map(([upTo, mu]: [number, number]) => ({ upTo, mu }))) }
+      if (!Array.isArray(sched) || !sched.every((s: unknown) => Array.isArray(s) && (s.length === 2 || s.length === 3))) throw new Error('expected "mu_schedule" as [[up_to, mu] or [up_to, mu, scale], ...]')
+      lifelong = { logRidge: j.log_ridge, mu: j.mu, muSchedule: checkMuSchedule(sched.map(([upTo, mu, scale]: number[]) => (scale === undefined ? { upTo, mu } : { upTo, mu, scale }))) }
     } catch (e) {
       throw mendError('ERR_SAFETENSORS', `${file}: metadata "malmen" is missing or malformed (${(e as Error).message})`)
     }
@@ -231,7 +231,7 @@ export function editorMetadata(cfg: Readonly<Required<MENDConfig>>, m: { nLayer:
     n_hidden: String(cfg.nHidden),
     edit_lr: String(cfg.editLr),
     seed: String(cfg.seed),
-    ...(cfg.kind === 'malmen' ? { [EDITOR_KIND_KEY]: 'malmen', malmen: JSON.stringify({ log_ridge: cfg.logRidge, mu: cfg.mu, ...(cfg.muSchedule.length ? { mu_schedule: cfg.muSchedule.map((s) => [s.upTo, s.mu]) } : {}) }) } : {}),
+    ...(cfg.kind === 'malmen' ? { [EDITOR_KIND_KEY]: 'malmen', malmen: JSON.stringify({ log_ridge: cfg.logRidge, mu: cfg.mu, ...(cfg.muSchedule.length ? { mu_schedule: cfg.muSchedule.map((s) => (s.scale === undefined ? [s.upTo, s.mu] : [s.upTo, s.mu, s.scale])) } : {}) }) } : {}),
     model: JSON.stringify({ n_layer: m.nLayer, n_embd: m.nEmbd, vocab_size: m.vocabSize }),
   }
 }

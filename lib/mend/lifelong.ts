@@ -43,10 +43,10 @@ export class LifelongSolver implements EditSolver {
     }
   }
 
-  /** The μ of a solve over n live edits. */
-  muAt(n: number): number {
-    for (const s of this.settings.muSchedule) if (n <= s.upTo) return s.mu
-    return this.settings.mu
+  /** The step of a solve over n live edits: its μ and value scale. */
+  stepAt(n: number): { mu: number; scale: number } {
+    for (const s of this.settings.muSchedule) if (n <= s.upTo) return { mu: s.mu, scale: s.scale ?? 1 }
+    return { mu: this.settings.mu, scale: 1 }
   }
 
   private priorSpecs(mu: number): NativeRidgePrior[] {
@@ -76,14 +76,14 @@ export class LifelongSolver implements EditSolver {
     return edits.map((e, i) => { const f = e.lifelong?.factKey; return f === undefined || last.get(f) === i })
   }
 
-  /** The updates that move a log's state by one more edit: remove the edit it supersedes, then add it. */
-  private updatesFor(record: EditRecord, superseded: EditRecord | undefined): NativeRidgeUpdate[] {
+  /** The updates that move a log's state by one more edit: remove the edit it supersedes, then add it (values × scale). */
+  private updatesFor(record: EditRecord, superseded: EditRecord | undefined, scale: number): NativeRidgeUpdate[] {
     const ups: NativeRidgeUpdate[] = []
     const push = (r: EditRecord, sign: 1 | -1) => {
       const rows = r.lifelong!.rows
       this.layout.inner.forEach((name, slot) => {
         const x = rows[name]
-        if (x && x.k.shape[0] > 0) ups.push({ slot, k: x.k.data, v: x.v.data, sign })
+        if (x && x.k.shape[0] > 0) ups.push({ slot, k: x.k.data, v: scale === 1 ? x.v.data : Float32Array.from(x.v.data, (v) => v * scale), sign })
       })
     }
     if (superseded) push(superseded, -1)
@@ -105,16 +105,16 @@ export class LifelongSolver implements EditSolver {
     // The schedule counts requests: a batch of B is B edits of the solve.
     const count = (e: EditRecord) => e.lifelong!.requests ?? 1
     const nLive = edits.reduce((a, e, i) => a + (live[i] ? count(e) : 0), 0)
-    const mu = this.muAt(nLive - (sup >= 0 ? count(edits[sup]) : 0) + count(record))
+    const step = this.stepAt(nLive - (sup >= 0 ? count(edits[sup]) : 0) + count(record)), was = this.stepAt(nLive)
     let state: NativeRidge
     let ups: NativeRidgeUpdate[]
-    if (prev && prev.solverState && nLive > 0 && this.muAt(nLive) === mu) {
+    if (prev && prev.solverState && nLive > 0 && was.mu === step.mu && was.scale === step.scale) {
       state = prev.solverState as NativeRidge
-      ups = this.updatesFor(record, sup >= 0 ? edits[sup] : undefined)
+      ups = this.updatesFor(record, sup >= 0 ? edits[sup] : undefined, step.scale)
     } else {
-      state = await this.priorState(mu)
-      ups = edits.flatMap((e, i) => (live[i] && i !== sup ? this.updatesFor(e, undefined) : []))
-      ups.push(...this.updatesFor(record, undefined))
+      state = await this.priorState(step.mu)
+      ups = edits.flatMap((e, i) => (live[i] && i !== sup ? this.updatesFor(e, undefined, step.scale) : []))
+      ups.push(...this.updatesFor(record, undefined, step.scale))
     }
     const r = await callNative(() => ridgeUpdate(this.base.native, state, ups))
     return new FunctionalGPT2LMHeadModel(this.base, [...edits, record], r.overlay, this, r.state)

@@ -43,6 +43,8 @@ export interface MENDConfig {
 export interface MuStep {
   upTo: number
   mu: number
+  /** The editor's value shifts are multiplied by this in the step's solve (ΔW scales with it). Default 1. */
+  scale?: number
 }
 
 /** The activation of one editor layer: EasyEdit's clamp max(·, 0), or the identity (legacy node-mend files). */
@@ -136,16 +138,17 @@ export function freshEditorSpec(layout: EditorLayout, cfg: Required<Omit<MENDCon
   }
 }
 
-/** A checked copy of a μ schedule: integer upTo ≥ 1, strictly ascending, finite μ ≥ 0. */
+/** A checked copy of a μ schedule: integer upTo ≥ 1, strictly ascending, finite μ ≥ 0, scale in (0, 1e6] (1 is left out). */
 export function checkMuSchedule(steps: unknown): MuStep[] {
   if (!Array.isArray(steps)) throw invalidArg('a list of { upTo, mu } steps', 'muSchedule', steps)
   return steps.map((s, i) => {
     if (!s || typeof s !== 'object') throw invalidArg('a { upTo, mu } step', `muSchedule[${i}]`, s)
-    const { upTo, mu } = s as MuStep
+    const { upTo, mu, scale } = s as MuStep
     checkInt(upTo, `muSchedule[${i}].upTo`, 1, 2 ** 31 - 1)
     checkNumber(mu, `muSchedule[${i}].mu`)
+    if (scale !== undefined && !(typeof scale === 'number' && scale > 0 && scale <= 1e6)) throw invalidArg('a number in (0, 1e6]', `muSchedule[${i}].scale`, scale)
     if (i > 0 && !(upTo > (steps[i - 1] as MuStep).upTo)) throw invalidArg(`an upTo above ${(steps[i - 1] as MuStep).upTo} (the steps ascend)`, `muSchedule[${i}].upTo`, upTo)
-    return { upTo, mu }
+    return scale === undefined || scale === 1 ? { upTo, mu } : { upTo, mu, scale }
   })
 }
 

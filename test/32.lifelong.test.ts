@@ -244,6 +244,12 @@ t.test('the editor file records the lifelong kind and its key covariance', async
   t.throws(() => ll.withLifelong({ mu: 1, keyCov: { [inner[0]]: new Float32Array(3) } }), { code: 'ERR_SHAPE_MISMATCH' })
   t.throws(() => new MEND(model, { innerParams: inner, rank: 4, kind: 'malmen', mu: 1 }), { code: 'ERR_INVALID_ARG' }, 'mu > 0 without a key covariance')
   t.throws(() => new MEND(model, { innerParams: inner, kind: 'other' as 'mend' }), { code: 'ERR_INVALID_ARG' })
+  // A C0 that is not a covariance (here −I) leaves μ·C0 + e^λ·I indefinite: a coded error that names the weight and the settings.
+  const negCov = Object.fromEntries(inner.map((n) => { const d = model.parameter(n).shape[0]; const c = new Float32Array(d * d); for (let i = 0; i < d; i++) c[i * d + i] = -1; return [n, c] }))
+  const bad = ll.withLifelong({ mu: 2, keyCov: negCov })
+  await t.rejects(bad.edit(f), { code: 'ERR_INVALID_ARG', message: /is not positive definite in float64 \(mu 2, log ridge -0\.69/ }, 'an indefinite prior is refused with its settings in the message')
+  const again = (await (await ll.edit(f)).edited.model.forward(f)).logits.data
+  t.ok(again.every((v, i) => v === a[i]), 'and the good controller still edits as before')
 })
 
 t.test('the μ schedule: each depth is the solve with its step\'s μ; undo, supersession and replay across steps', async (t) => {

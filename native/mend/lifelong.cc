@@ -4,6 +4,8 @@
 #include <cmath>
 #include <algorithm>
 #include <cstring>
+#include <sstream>
+#include <string>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
@@ -101,6 +103,12 @@ void cholesky_solve(const double* L, int n, double* X, int m, bool x_is_identity
 }
 
 namespace {
+
+std::string short_number(double v) {
+  std::ostringstream o;
+  o << v;  // default stream precision: 3000, -1.6
+  return o.str();
+}
 
 bool all_finite(const float* x, size_t n) {
   for (size_t i = 0; i < n; i++)
@@ -233,7 +241,9 @@ Status ridge_prior(const GPT2Model& model, const std::vector<RidgePriorSpec>& sp
       for (size_t i = 0; i < S0.size(); i++) S0[i] = sp.mu * (double)sp.c0[i];
       for (int i = 0; i < din; i++) S0[(size_t)i * din + i] += ridge;
       if (!cholesky(S0.data(), din))
-        return Status::Error(code::kInvalidArg, "mu·C0 + e^λ·I of \"" + name + "\" is not positive definite (is C0 a covariance?)");
+        return Status::Error(code::kInvalidArg, "mu·C0 + e^λ·I of \"" + name + "\" is not positive definite in float64 (mu " +
+                                 short_number(sp.mu) + ", log ridge " + short_number(sp.log_ridge) +
+                                 "): C0 must be a covariance, and a rank-deficient one needs a larger ridge relative to mu");
       p.P.assign((size_t)din * din, 0.0);
       for (int i = 0; i < din; i++) p.P[(size_t)i * din + i] = 1.0;
       cholesky_solve(S0.data(), din, p.P.data(), din, /*x_is_identity=*/true);

@@ -9,6 +9,7 @@ const { GPT2LMHeadModel, GPT2Tokenizer, MEND, setNumThreads, numThreads } = requ
 const { BUNDLED_MODEL_DIR, BUNDLED_EDITOR_FILE, BUNDLED_MEND_EDITOR_FILE } = require(path.join(__dirname, '..', 'dist', 'data', 'assets'))
 const { worldFactsEvalRequests } = require(path.join(__dirname, '..', 'dist', 'app', 'factmodel'))
 const { buildEditBatch } = require(path.join(__dirname, '..', 'dist', 'data', 'editdata'))
+const { lifelongSolverOf } = require(path.join(__dirname, '..', 'dist', 'mend', 'mend'))
 const { machine, table } = require('./common')
 
 const arg = (k, d) => { const i = process.argv.indexOf(k); return i > 0 ? Number(process.argv[i + 1]) : d }
@@ -55,7 +56,7 @@ async function main() {
     [`lifelong edit, depth ${depth}`, `${ln.toFixed(1)} ms`, `lifelong edit, depth 0: ${l0.toFixed(1)} ms`, (ln / l0).toFixed(2), '≤ 2'],
     [`lifelong edit, depth ${depth}`, `${ln.toFixed(1)} ms`, `classic MEND edit, depth 0: ${c.toFixed(1)} ms`, (ln / c).toFixed(2), ''],
     [`${depth} lifelong edits in sequence (mean)`, `${(buildMs / depth).toFixed(1)} ms`, '', '', ''],
-    ...stepMs.map(([n, ms]) => [`edit ${n}: enters μ = ${ll.config.muSchedule.find((s) => s.upTo >= n)?.mu ?? ll.config.mu} (prior + ${n - 1} edits re-added)`, `${ms.toFixed(1)} ms`, `lifelong edit, depth 0: ${l0.toFixed(1)} ms`, (ms / l0).toFixed(2), 'once']),
+    ...stepMs.map(([n, ms]) => [`edit ${n}: enters μ = ${lifelongSolverOf(ll).stepAt(n).mu} (prior + ${n - 1} edits re-added)`, `${ms.toFixed(1)} ms`, `lifelong edit, depth 0: ${l0.toFixed(1)} ms`, (ms / l0).toFixed(2), 'once']),
     ['solve state (P, ΔW in float64)', `${(state / 2 ** 20).toFixed(1)} MiB`, `dense inner weights ${(dense / 2 ** 20).toFixed(1)} MiB`, (state / dense).toFixed(2), 'bounded'],
     ['merged weights (overlay)', `${(overlay / 2 ** 20).toFixed(1)} MiB`, `dense inner weights ${(dense / 2 ** 20).toFixed(1)} MiB`, (overlay / dense).toFixed(2), ''],
     [`edit log (${depth} edits: keys and values)`, `${(logBytes / 2 ** 20).toFixed(1)} MiB`, '', '', ''],

@@ -24,6 +24,7 @@ const root = path.resolve(__dirname, '..')
 const m = require(path.join(root, 'dist', 'index.js'))
 const fm = require(path.join(root, 'dist', 'app', 'factmodel.js'))
 const { BUNDLED_MODEL_DIR } = require(path.join(root, 'dist', 'data', 'assets.js'))
+const { checkMuSchedule } = require(path.join(root, 'dist', 'mend', 'network.js'))
 
 const int = (name) => (v) => {
   const n = Number(v)
@@ -35,15 +36,16 @@ const num = (name) => (v) => {
   if (!Number.isFinite(n)) throw new Error(`${name} must be a number, got ${v}`)
   return n
 }
-// "upTo:mu,upTo:mu" -> [{ upTo, mu }] (checked again by the MEND config)
-const muSchedule = (v) => (v.trim() === '' ? [] : v.split(',').map((step) => {
-  const parts = step.split(':').map(Number)
-  const [upTo, mu, scale] = parts
-  if (parts.length < 2 || parts.length > 3 || !Number.isInteger(upTo) || upTo < 1 || !Number.isFinite(mu) || mu < 0 || (scale !== undefined && !(scale > 0))) {
-    throw new Error(`--lifelong-mu-schedule steps are upTo:mu or upTo:mu:scale (a positive integer, a number >= 0, a number > 0), got ${step}`)
-  }
-  return scale === undefined ? { upTo, mu } : { upTo, mu, scale }
-}))
+// "upTo:mu[:scale],…" -> [{ upTo, mu, scale? }], checked now by the library's own check (not after pretraining)
+const muSchedule = (v) => {
+  const steps = v.trim() === '' ? [] : v.split(',').map((step) => {
+    const parts = step.split(':').map(Number)
+    if (parts.length < 2 || parts.length > 3) throw new Error(`--lifelong-mu-schedule steps are upTo:mu or upTo:mu:scale, got ${step}`)
+    const [upTo, mu, scale] = parts
+    return scale === undefined ? { upTo, mu } : { upTo, mu, scale }
+  })
+  return checkMuSchedule(steps)
+}
 const program = new Command()
 program.name('build-assets').description('Rebuild the bundled WorldFacts GPT-2 and its MEND editor')
   .option('--out <dir>', 'output directory', BUNDLED_MODEL_DIR)

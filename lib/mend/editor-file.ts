@@ -16,7 +16,7 @@
 import { mendError } from '../core/errors'
 import { GPT2LMHeadModel } from '../model/gpt2'
 import { EDITS_FORMAT } from '../model/functional'
-import { defaultInnerParams, editorLayout, LayerActivation, layerActivationsOf, MENDConfig, MuStep, checkMuSchedule, resolveConfig } from './network'
+import { defaultInnerParams, editorLayout, LayerActivation, layerActivationsOf, MENDConfig, MuStep, checkMuSchedule, resolveConfig, usesKeyCovariance } from './network'
 import { callNative, EditorSpec, safetensorsRead, safetensorsWrite, TransformSpec } from '../core/native'
 
 const FORMAT = 'node-mend-editor'
@@ -178,7 +178,7 @@ export function specFromTensors(model: GPT2LMHeadModel, all: ReadTensors, metada
       if (!data.every(Number.isFinite)) throw mendError('ERR_NON_FINITE', `${file}: tensor "malmen.key_cov.${name}" holds NaN or Inf`)
       return data
     })
-    if (lifelong.mu > 0 || lifelong.muSchedule.some((s) => s.mu > 0)) {
+    if (usesKeyCovariance(lifelong)) {
       const missing = layout.inner.find((_, k) => keyCov![k] === null)
       if (missing) throw mendError('ERR_MISSING_TENSOR', `${file}: missing tensor "malmen.key_cov.${missing}" (mu > 0 needs the key covariance of every inner param)`)
     }

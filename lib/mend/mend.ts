@@ -10,7 +10,7 @@ import { callNative, createEditor, EditorSpec, malmenPropose, mendEdit, NativeEd
 import { LifelongSettings, LifelongSolver } from './lifelong'
 import { Tensor } from '../core/tensor'
 import { loadEditorFile, saveEditorFile } from './editor-file'
-import { EditorLayout, editorLayout, freshEditorSpec, LayerActivation, layerActivationsOf, MENDConfig, MuStep, resolveConfig } from './network'
+import { EditorLayout, editorLayout, freshEditorSpec, LayerActivation, layerActivationsOf, MENDConfig, MuStep, resolveConfig, usesKeyCovariance } from './network'
 import { checkOptions, invalidArg } from '../core/check'
 
 export type { MENDConfig, LayerActivation, MuStep } from './network'
@@ -78,7 +78,7 @@ function editorState(model: GPT2LMHeadModel, spec: EditorSpec, config: Required<
 
 function lifelongOf(model: GPT2LMHeadModel, st: EditorState, keyCov: (Float32Array | null)[]): EditorState['lifelong'] {
   const { layout, config } = st
-  if (config.mu > 0 || config.muSchedule.some((s) => s.mu > 0)) {
+  if (usesKeyCovariance(config)) {
     keyCov.forEach((c, k) => {
       const d = layout.shapes[k][0]
       if (!c) throw mendError('ERR_INVALID_ARG', `the lifelong mode with mu > 0 needs a key covariance for "${layout.inner[k]}" (MEND.withKeyCovariance)`)

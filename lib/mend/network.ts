@@ -138,6 +138,11 @@ export function freshEditorSpec(layout: EditorLayout, cfg: Required<Omit<MENDCon
   }
 }
 
+/** Whether a lifelong solve with these settings weights C0 anywhere (and so needs a key covariance). */
+export function usesKeyCovariance(s: { mu: number; muSchedule: readonly MuStep[] }): boolean {
+  return s.mu > 0 || s.muSchedule.some((step) => step.mu > 0)
+}
+
 /** A checked copy of a μ schedule: integer upTo ≥ 1, strictly ascending, finite μ ≥ 0, scale in (0, 1e6] (1 is left out). */
 export function checkMuSchedule(steps: unknown): MuStep[] {
   if (!Array.isArray(steps)) throw invalidArg('a list of { upTo, mu } steps', 'muSchedule', steps)

@@ -26,6 +26,7 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 void sub_scaled_scalar(double* x, const double* y, double l, int w) {
   for (int c = 0; c < w; c++) x[c] -= l * y[c];
 }
+using SubScaled = void (*)(double*, const double*, double, int);
 #if defined(__x86_64__) || defined(__i386__)
 __attribute__((target("avx"))) void sub_scaled_avx(double* x, const double* y, double l, int w) {
   const __m256d lv = _mm256_set1_pd(l);
@@ -33,10 +34,8 @@ __attribute__((target("avx"))) void sub_scaled_avx(double* x, const double* y, d
   for (; c + 4 <= w; c += 4) _mm256_storeu_pd(x + c, _mm256_sub_pd(_mm256_loadu_pd(x + c), _mm256_mul_pd(lv, _mm256_loadu_pd(y + c))));
   for (; c < w; c++) x[c] -= l * y[c];
 }
-using SubScaled = void (*)(double*, const double*, double, int);
 SubScaled pick_sub_scaled() { return __builtin_cpu_supports("avx") ? sub_scaled_avx : sub_scaled_scalar; }
 #else
-using SubScaled = void (*)(double*, const double*, double, int);
 SubScaled pick_sub_scaled() { return sub_scaled_scalar; }
 #endif
 

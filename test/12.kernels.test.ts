@@ -613,3 +613,62 @@ t.test('gemm: four transpose combinations, odd sizes, strides, alpha/beta, both 
     K.gemmForcePortable(prev)
   }
 })
+
+// The AVX2 clones of the element-wise kernels (vec_math.h: compiled for AVX2 without FMA) must give
+// bit for bit what the baseline (SSE2) code gives: attention forward (with and without the mask and
+// probabilities, a KV-cache offset, few and many queries) and backward, and GELU.
+t.test('AVX2 clones are bit-identical to the baseline kernels', async (tt) => {
+  const sameBits = (name: string, a: Float32Array, b: Float32Array) => {
+    const ua = new Uint32Array(a.buffer, a.byteOffset, a.length), ub = new Uint32Array(b.buffer, b.byteOffset, b.length)
+    let diff = 0, first = -1, maxd = 0
+    for (let i = 0; i < ua.length; i++) {
+      if (ua[i] !== ub[i]) { diff++; if (first < 0) first = i; maxd = Math.max(maxd, Math.abs(a[i] - b[i])) }
+    }
+    tt.equal(diff, 0, `${name}: ${diff} of ${ua.length} values differ${diff ? ` (first at ${first}, max |diff| ${fmt(maxd)})` : ''}`)
+  }
+  tt.comment(`AVX2 clones in use on this CPU: ${K.avx2Clones()}`)
+  const run = (baseline: boolean, f: () => Float32Array[]): Float32Array[] => {
+    const prev = K.forceBaselineClones(baseline)
+    try { return f() } finally { K.forceBaselineClones(prev) }
+  }
+  for (const [B, T, C, NH, qOff, Tq] of [[2, 37, 48, 4, 0, 37], [1, 130, 64, 2, 0, 130], [3, 20, 32, 2, 13, 7], [1, 9, 16, 2, 8, 1]]) {
+    const Tk = qOff + Tq
+    const qkv = randF32(B * Tk * 3 * C)
+    const mask = new Int32Array(B * Tk).fill(1)
+    for (let j = 0; j < Math.min(3, Tk); j++) mask[j] = 0
+    const [qv, kv, vv] = packedViews(qkv, Tk, C)
+    const q = { ...qv, off: qv.off + qOff * 3 * C }
+    const outs = [true, false].map((baseline) => run(baseline, () => {
+      const out = new Float32Array(B * Tq * C), att = new Float32Array(B * NH * Tq * Tk), out2 = new Float32Array(B * Tq * C)
+      attentionFwd(out, att, q, kv, vv, mask, B, Tq, Tk, C, NH, qOff)
+      attentionFwd(out2, null, q, kv, vv, null, B, Tq, Tk, C, NH, qOff)
+      const r = [out, att, out2]
+      if (qOff === 0) {
+        const dqkv = new Float32Array(B * Tk * 3 * C)
+        K.attentionBackward(dqkv, randF32Seeded(B * Tq * C, 7), qkv, att, mask, B, Tk, C, NH)
+        r.push(dqkv)
+      }
+      return r
+    }))
+    const names = ['attention out', 'attention att', 'attention out (no mask, no att)', 'attention dqkv']
+    outs[0].forEach((a, i) => sameBits(`${names[i]} B=${B} Tq=${Tq} Tk=${Tk} C=${C} NH=${NH}`, outs[1][i], a))
+  }
+  const x = randF32(10007, 3)
+  const g = [true, false].map((baseline) => run(baseline, () => {
+    const y = new Float32Array(x.length), d = new Float32Array(x.length)
+    K.geluForward(y, x, x.length)
+    K.geluBackward(d, x, randF32Seeded(x.length, 11), x.length)
+    return [y, d]
+  }))
+  sameBits('gelu forward', g[1][0], g[0][0])
+  sameBits('gelu backward', g[1][1], g[0][1])
+})
+
+// The same random numbers every call (for inputs both runs of a comparison must share).
+function randF32Seeded(n: number, s: number): Float32Array {
+  const keep = seed
+  seed = s
+  const a = randF32(n)
+  seed = keep
+  return a
+}

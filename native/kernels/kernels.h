@@ -41,8 +41,17 @@ void pack_matrix(const float* W, int K, int N, float* out);   // row-major (K,N)
 void unpack_matrix(const PackedMatrix& W, float* out);       // packed -> row-major (K,N)
 // C = alpha * op(A) · op(W) + beta * C with op(W) = W (C is M x N, op(A) M x K) or, when transW, Wᵀ
 // (C is M x K, op(A) M x N). Float32 accuracy as gemm (blocked sums of FMAs over k).
+// What gemm_packed does to C once the product is complete (a Conv1D forward's bias and GELU, fused
+// into the GEMM so that C is not read again from memory): C[i,j] += bias[j], then, when gelu is
+// given, gelu[i*ldg + j] = gelu(C[i,j]) (gelu_rows). Per element the same operations as gemm_packed,
+// then bias_forward, then gelu_forward, so the results are bit-identical to those three calls.
+struct GemmEpilogue {
+  const float* bias = nullptr;  // (N) or null
+  float* gelu = nullptr;        // (M, N), row stride ldg, or null
+  int64_t ldg = 0;
+};
 void gemm_packed(bool transA, bool transW, int M, float alpha, const float* A, int lda, const PackedMatrix& W,
-                 float beta, float* C, int ldc);
+                 float beta, float* C, int ldc, const GemmEpilogue* ep = nullptr);
 // Force the AVX2 kernels on a CPU with AVX-512 (tests check both); returns the previous setting.
 bool gemm_force_avx2(bool on);
 
@@ -68,7 +77,9 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
 // ---- linear.cc (Conv1D layers, the tied LM head, the overlay's low-rank part) ----------------
 // out (M,OC) = inp (M,C) · weight (C,OC) + bias (OC); bias may be null. (GPT-2 Conv1D: weight (in, out))
 void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int M, int C, int OC);
-void linear_forward_packed(float* out, const float* inp, const PackedMatrix& w, const float* bias, int M);
+// gelu_out (M,OC) = gelu(out) when given (the MLP's c_fc), fused into the GEMM where it can be
+void linear_forward_packed(float* out, const float* inp, const PackedMatrix& w, const float* bias, int M,
+                           float* gelu_out = nullptr);
 void linear_backward_input_packed(float* dinp, const float* dout, const PackedMatrix& w, int M);
 // dinp (M,C) = dout · weightᵀ, dweight (C,OC) += inpᵀ · dout, dbias (OC) += Σ rows of dout; each may be null
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
@@ -90,6 +101,8 @@ void residual_forward(float* out, const float* inp1, const float* inp2, int64_t 
 // ---- gelu.cc (tanh approximation, HF "gelu_new") ---------------------------------------------
 // out (N) = gelu(inp); out may alias inp
 void gelu_forward(float* out, const float* inp, int64_t N);
+// the same on this thread only (for a GEMM epilogue's rows): out (n) = gelu(inp), bit-identical to gelu_forward
+void gelu_rows(float* out, const float* inp, int64_t n);
 // dinp (N) = dout * gelu'(inp); dinp may alias dout
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t N);
 

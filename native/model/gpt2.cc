@@ -31,13 +31,17 @@ ConvWeight conv_weight(const GPT2Model& m, int param, const WeightDeltas* deltas
 }
 
 // out (M,OC) = inp (M,C) · W' + bias + inp · Δ: a Conv1D layer of a possibly edited model, with W'
-// and Δ of parameter `param` from the overlay (WeightDeltas); the base weight without one.
+// and Δ of parameter `param` from the overlay (WeightDeltas); the base weight without one. With
+// gelu_out (M,OC), also gelu_out = gelu(out) (the MLP's c_fc), fused into the GEMM's epilogue when
+// the weight is packed and has no low-rank part (which must be added before the GELU).
 void edited_linear_forward(const GPT2Model& m, float* out, const float* inp, const float* bias, int param,
-                           const WeightDeltas* deltas, int M, int C, int OC) {
+                           const WeightDeltas* deltas, int M, int C, int OC, float* gelu_out = nullptr) {
   const ConvWeight w = conv_weight(m, param, deltas);
-  if (w.packed) linear_forward_packed(out, inp, *w.packed, bias, M);
+  const bool lowrank = deltas && deltas->has_lowrank(param);
+  if (w.packed) linear_forward_packed(out, inp, *w.packed, bias, M, lowrank ? nullptr : gelu_out);
   else linear_forward(out, inp, w.rowmajor, bias, M, C, OC);
-  if (deltas && deltas->has_lowrank(param)) deltas->forward(param, inp, M, out);
+  if (lowrank) deltas->forward(param, inp, M, out);
+  if (gelu_out && (lowrank || !w.packed)) gelu_forward(gelu_out, out, (int64_t)M * OC);
 }
 
 // Its backward: dweight +=, dbias += (of the base parameters), dinp = through W' and Δ; any may be null.
@@ -151,8 +155,7 @@ void run_blocks(const GPT2Model& m, const RunSpec& s, ActivationTensors* acts, c
     edited_linear_forward(m, a.res2, a.atty, p.attprojb, pi.attprojw, deltas, N, C, C);
     residual_forward(a.res2, a.res2, x, (int64_t)N * C);
     layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res2, p.ln2w, p.ln2b, N, C, eps);
-    edited_linear_forward(m, a.fch, a.ln2, p.fcb, pi.fcw, deltas, N, C, I);
-    gelu_forward(a.fch_gelu, a.fch, (int64_t)N * I);
+    edited_linear_forward(m, a.fch, a.ln2, p.fcb, pi.fcw, deltas, N, C, I, a.fch_gelu);
     edited_linear_forward(m, a.res3, a.fch_gelu, p.fcprojb, pi.fcprojw, deltas, N, I, C);
     residual_forward(a.res3, a.res3, a.res2, (int64_t)N * C);
     x = a.res3;

@@ -14,6 +14,7 @@
 #include "addon/util.h"
 #include "core/common.h"
 #include "kernels/kernels.h"
+#include "kernels/cpu/vec_math.h"
 #include "testing/testing.h"
 
 namespace mend {
@@ -177,6 +178,15 @@ Napi::Value GemmForcePortable(const Napi::CallbackInfo& info) {
   Args a(info, 1, "gemmForcePortable");
   return Napi::Boolean::New(a.env(), gemm_force_portable(a.boolean(0, "on")));
 }
+
+// forceBaselineClones(on): the element-wise kernels' baseline code instead of their AVX2 clones
+// (vec_math.h; bit-identical by construction, which the tests check); returns the previous setting.
+Napi::Value ForceBaselineClones(const Napi::CallbackInfo& info) {
+  Args a(info, 1, "forceBaselineClones");
+  return Napi::Boolean::New(a.env(), g_force_baseline_clones.exchange(a.boolean(0, "on")));
+}
+
+Napi::Value Avx2Clones(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), avx2_clones()); }
 
 Napi::Value GemmBackend(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), gemm_backend());
@@ -385,6 +395,8 @@ void init_kernels(Napi::Env env, Napi::Object exports) {
   fn("gemm", Gemm);
   fn("gemmForcePortable", GemmForcePortable);
   fn("gemmBackend", GemmBackend);
+  fn("forceBaselineClones", ForceBaselineClones);
+  fn("avx2Clones", Avx2Clones);
   fn("encoderForward", EncoderForward);
   fn("encoderBackward", EncoderBackward);
   fn("layernormForward", LayernormForward);

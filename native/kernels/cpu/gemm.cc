@@ -94,6 +94,8 @@ using UkrFn = void (*)(int kc, const float* a, const float* b, i64 ldb, float* c
                        float alpha, float beta);
 // out (kc x NR, zero-padded columns) = transpose of b: out[k*NR + j] = b[j*ldb + k], j < nb.
 using PackBTFn = void (*)(const float* b, i64 ldb, int kc, int nb, float* out);
+// out (kc x MR) = the MR rows a[r*lda + k], k < kc, k-major: out[k*MR + r] (a full A panel, not transposed).
+using PackA6Fn = void (*)(const float* a, i64 lda, int kc, float* out);
 // c (m x nb) = alpha * a·bᵀ + beta * c; a (m x K, row stride lda), b (nb x K, row stride ldb).
 // m <= kDotM, nb <= dot_nb(m) (the driver calls with nb == dot_nb(m) or nb == 1).
 using DotFn = void (*)(int K, int m, int nb, const float* a, i64 lda, const float* b, i64 ldb, float* c,
@@ -117,6 +119,7 @@ struct Ops {
   UkrFn ukr;
   Ukr2Fn ukr2;
   PackBTFn pack_bt;
+  PackA6Fn pack_a6;
   DotFn dot;
   GemvNFn gemvn;
   const char* name;
@@ -180,6 +183,13 @@ void pack_bt_port(const float* b, i64 ldb, int kc, int nb, float* out) {
     for (int k = 0; k < kc; k++) out[(i64)k * NR + j] = 0.0f;
 }
 
+void pack_a6_port(const float* a, i64 lda, int kc, float* out) {
+  for (int r = 0; r < MR; r++) {
+    const float* src = a + (i64)r * lda;
+    for (int k = 0; k < kc; k++) out[(i64)k * MR + r] = src[k];
+  }
+}
+
 void dot_port(int K, int m, int nb, const float* a, i64 lda, const float* b, i64 ldb, float* c, i64 ldc,
               float alpha, float beta) {
   for (int i = 0; i < m; i++) {
@@ -218,7 +228,7 @@ void gemvn_port(int kc, int m, int n, const float* a, i64 lda, const float* b, i
   }
 }
 
-const Ops kPortable = {ukr_port, nullptr, pack_bt_port, dot_port, gemvn_port, "portable"};
+const Ops kPortable = {ukr_port, nullptr, pack_bt_port, pack_a6_port, dot_port, gemvn_port, "portable"};
 
 // ---------------------------------------------------------------------------------------------
 // AVX2/FMA kernels (compiled for the target, selected only when the CPU supports it).
@@ -337,6 +347,28 @@ MEND_AVX2 void pack_bt_avx2(const float* b, i64 ldb, int kc, int nb, float* out)
   }
 }
 
+// Eight k at a time: the six rows' 8-float pieces (and two zero rows) transposed in registers, then
+// each k's six values stored at out + k*MR; an 8-float store leaves two values for the next k to
+// overwrite, and the panel's last k is a masked store, so nothing past the panel is written.
+MEND_AVX2 void pack_a6_avx2(const float* a, i64 lda, int kc, float* out) {
+  static_assert(MR == 6, "pack_a6_avx2 packs six-row panels");
+  const __m256i m6 = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
+  int k = 0;
+  for (; k + 8 <= kc; k += 8) {
+    __m256 r[8];
+    for (int i = 0; i < MR; i++) r[i] = _mm256_loadu_ps(a + (i64)i * lda + k);
+    r[6] = r[7] = _mm256_setzero_ps();
+    transpose8(r);
+    for (int t = 0; t < 8; t++) {
+      float* o = out + (i64)(k + t) * MR;
+      if (k + t + 1 < kc) _mm256_storeu_ps(o, r[t]);
+      else _mm256_maskstore_ps(o, m6, r[t]);
+    }
+  }
+  for (; k < kc; k++)
+    for (int i = 0; i < MR; i++) out[(i64)k * MR + i] = a[(i64)i * lda + k];
+}
+
 MEND_AVX2 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -441,7 +473,7 @@ MEND_AVX2 void gemvn_avx2(int kc, int m, int n, const float* a, i64 lda, const f
   return gemvn_avx2_t<2>(kc, n, a, lda, b, ldb, c, ldc, init);
 }
 
-const Ops kAvx2 = {ukr_avx2, nullptr, pack_bt_avx2, dot_avx2, gemvn_avx2, "avx2-fma"};
+const Ops kAvx2 = {ukr_avx2, nullptr, pack_bt_avx2, pack_a6_avx2, dot_avx2, gemvn_avx2, "avx2-fma"};
 
 // ---------------------------------------------------------------------------------------------
 // AVX-512F micro-kernel: M_ x 32 from two 16-column strips, one zmm per row and strip: 12
@@ -507,7 +539,7 @@ MEND_AVX512 void ukr2_avx512(int kc, const float* a, const float* b, const float
   }
 }
 
-const Ops kAvx512 = {ukr_avx2, ukr2_avx512, pack_bt_avx2, dot_avx2, gemvn_avx2, "avx512f"};
+const Ops kAvx512 = {ukr_avx2, ukr2_avx512, pack_bt_avx2, pack_a6_avx2, dot_avx2, gemvn_avx2, "avx512f"};
 
 
 bool cpu_has_avx2_fma() {
@@ -538,8 +570,29 @@ const Ops& ops() { return g_force_portable.load(std::memory_order_relaxed) ? kPo
 // (row stride ldb), C columns from c + q*NR; every strip is used by the npanels row panels of A
 // (panel ip at a + ip*astride, rows min(MR, m - ip*MR)). Pairs of strips go to ukr2 where the
 // backend has it (per element the same result as ukr).
+// A GEMM epilogue (kernels.h GemmEpilogue) moved to one C tile: bias at the tile's first column,
+// gelu at its first element.
+struct EpTile {
+  const float* bias;
+  float* gelu;
+  i64 ldg;
+};
+
+// The epilogue on rows [0, m) x columns [col0, col0 + nb) of c, while they are in L1.
+inline void epilogue_block(const EpTile& et, float* c, i64 ldc, int m, int col0, int nb) {
+  for (int i = 0; i < m; i++) {
+    float* cr = c + (i64)i * ldc + col0;
+    if (et.bias) {
+      const float* b = et.bias + col0;
+      for (int j = 0; j < nb; j++) cr[j] += b[j];
+    }
+    if (et.gelu) gelu_rows(et.gelu + (i64)i * et.ldg + col0, cr, nb);
+  }
+}
+
 inline void run_strips(const Ops& o, int kc, const float* a, i64 astride, int npanels, int m, const float* b,
-                       i64 pstride, i64 ldb, int nstr, int ncols, float* c, i64 ldc, float alpha, float beta) {
+                       i64 pstride, i64 ldb, int nstr, int ncols, float* c, i64 ldc, float alpha, float beta,
+                       const EpTile* et = nullptr) {
   int q = 0;
   if (o.ukr2)
     for (; q + 1 < nstr; q += 2) {
@@ -547,12 +600,14 @@ inline void run_strips(const Ops& o, int kc, const float* a, i64 astride, int np
       for (int ip = 0; ip < npanels; ip++)
         o.ukr2(kc, a + (i64)ip * astride, b + q * pstride, b + (q + 1) * pstride, ldb, c + (i64)ip * MR * ldc + q * NR,
                ldc, std::min(MR, m - ip * MR), nb, alpha, beta);
+      if (et) epilogue_block(*et, c, ldc, m, q * NR, nb);
     }
   for (; q < nstr; q++) {
     const int nb = std::min(NR, ncols - q * NR);
     for (int ip = 0; ip < npanels; ip++)
       o.ukr(kc, a + (i64)ip * astride, b + q * pstride, ldb, c + (i64)ip * MR * ldc + q * NR, ldc,
             std::min(MR, m - ip * MR), nb, alpha, beta);
+    if (et) epilogue_block(*et, c, ldc, m, q * NR, nb);
   }
 }
 
@@ -561,7 +616,7 @@ inline void run_strips(const Ops& o, int kc, const float* a, i64 astride, int np
 
 // op(A)[i0 .. i0+mc, p0 .. p0+kc] -> ceil(mc/MR) panels, panel ip at out + ip*pstride, each kc x MR
 // (out[k*MR + r]), rows past mc zero-filled.
-void pack_a(bool transA, const float* A, i64 lda, int i0, int mc, int p0, int kc, float* out, i64 pstride) {
+void pack_a(const Ops& ops, bool transA, const float* A, i64 lda, int i0, int mc, int p0, int kc, float* out, i64 pstride) {
   for (int ip = 0; ip * MR < mc; ip++) {
     float* o = out + (i64)ip * pstride;
     const int rows = std::min(MR, mc - ip * MR);
@@ -574,6 +629,8 @@ void pack_a(bool transA, const float* A, i64 lda, int i0, int mc, int p0, int kc
         for (; r < rows; r++) ok[r] = src[r];
         for (; r < MR; r++) ok[r] = 0.0f;
       }
+    } else if (rows == MR) {  // A stored (M, K), a full panel
+      ops.pack_a6(A + (i64)r0 * lda + p0, lda, kc, o);
     } else {  // A stored (M, K): read each row contiguously, write with stride MR
       for (int r = 0; r < rows; r++) {
         const float* src = A + (i64)(r0 + r) * lda + p0;
@@ -719,7 +776,7 @@ void gemm_skinny_t(const Ops& o, bool transA, int M, int N, int K, float alpha, 
     // A[:, ps .. ps+ks] packed once, shared by all threads: panel ip at apack + ip*ks*MR.
     float* apack = tl_a.get((size_t)npanels * ks * MR);
     if (!apack) return gemm_naive(transA, true, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    pack_a(transA, A, lda, 0, M, ps, ks, apack, (i64)ks * MR);
+    pack_a(o, transA, A, lda, 0, M, ps, ks, apack, (i64)ks * MR);
     const int kc_max = balanced_kc(ks, KC);
     const i64 pstride = (i64)kc_max * NR + 16;
     auto body = [&](int64_t s0, int64_t s1) {
@@ -801,7 +858,7 @@ void gemm_ksplit(const Ops& o, bool transA, int M, int N, int K, float alpha, co
   } else {
     apack = tl_a.get((size_t)npanels * K * MR);
     if (!apack) return gemm_naive(transA, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    pack_a(transA, A, lda, 0, M, 0, K, apack, (i64)K * MR);
+    pack_a(o, transA, A, lda, 0, M, 0, K, apack, (i64)K * MR);
   }
   const i64 mn = (i64)M * N;
   float* part_buf = tl_c.get((size_t)(mn * parts));
@@ -862,7 +919,7 @@ void gemm_ksplit(const Ops& o, bool transA, int M, int N, int K, float alpha, co
 // place (a PackedMatrix not transposed: its strips are those panels already).
 template <class BlockB>
 bool gemm_tile_t(const Ops& o, bool transA, int i0, int mt, int j0, int nt_, int K, float alpha, const float* A,
-                 i64 lda, const BlockB& block, float beta, float* C, i64 ldc) {
+                 i64 lda, const BlockB& block, float beta, float* C, i64 ldc, const GemmEpilogue* ep) {
   const int kc_max = balanced_kc(K, KC);
   const int nc_max = std::min(NC, (nt_ + NR - 1) / NR * NR);
   const int mc_max = std::min(MC, (mt + MR - 1) / MR * MR);
@@ -880,9 +937,13 @@ bool gemm_tile_t(const Ops& o, bool transA, int i0, int mt, int j0, int nt_, int
       const float* bp = block(pc, kc, j0 + jc, nc, bpack, pstride, &bstride);
       for (int ic = 0; ic < mt; ic += mc_max) {
         const int mc = std::min(mc_max, mt - ic);
-        pack_a(transA, A, lda, i0 + ic, mc, pc, kc, apack, (i64)kc * MR);
+        pack_a(o, transA, A, lda, i0 + ic, mc, pc, kc, apack, (i64)kc * MR);
+        // the epilogue with the last k block, on each strip's rows while they are in L1
+        EpTile et{};
+        const bool last = ep && pc + kc >= K;
+        if (last) et = {ep->bias ? ep->bias + j0 + jc : nullptr, ep->gelu ? ep->gelu + (i64)(i0 + ic) * ep->ldg + j0 + jc : nullptr, ep->ldg};
         run_strips(o, kc, apack, (i64)kc * MR, (mc + MR - 1) / MR, mc, bp, bstride, NR, (nc + NR - 1) / NR, nc,
-                   C + (i64)(i0 + ic) * ldc + j0 + jc, ldc, alpha, beta_e);
+                   C + (i64)(i0 + ic) * ldc + j0 + jc, ldc, alpha, beta_e, last ? &et : nullptr);
       }
     }
   }
@@ -892,7 +953,8 @@ bool gemm_tile_t(const Ops& o, bool transA, int i0, int mt, int j0, int nt_, int
 // naive(i0, m, j0, n): the tile unblocked (used only if a pack buffer cannot be allocated).
 template <class BlockB, class Naive>
 void gemm_general_t(const Ops& o, bool transA, int M, int N, int K, float alpha, const float* A, i64 lda,
-                    const BlockB& block, const Naive& naive, float beta, float* C, i64 ldc) {
+                    const BlockB& block, const Naive& naive, float beta, float* C, i64 ldc,
+                    const GemmEpilogue* ep = nullptr) {
   const int T = threads_for(2.0 * M * N * K);
   // Pick a tm x tn grid of T tiles (aligned to MR / NR) with the smallest tile perimeter, i.e. the
   // least redundant packing per thread.
@@ -913,7 +975,9 @@ void gemm_general_t(const Ops& o, bool transA, int M, int N, int K, float alpha,
     const int i0 = (int)(t / best_tn) * mt, j0 = (int)(t % best_tn) * ntl;
     const int m = std::min(mt, M - i0), n = std::min(ntl, N - j0);
     if (m <= 0 || n <= 0) return;
-    if (!gemm_tile_t(o, transA, i0, m, j0, n, K, alpha, A, lda, block, beta, C, ldc)) naive(i0, m, j0, n);
+    if (gemm_tile_t(o, transA, i0, m, j0, n, K, alpha, A, lda, block, beta, C, ldc, ep)) return;
+    naive(i0, m, j0, n);
+    if (ep) epilogue_block({ep->bias, ep->gelu ? ep->gelu + (i64)i0 * ep->ldg : nullptr, ep->ldg}, C + (i64)i0 * ldc, ldc, m, j0, n);
   };
   if (best_tm * best_tn == 1)
     tile(0);
@@ -967,7 +1031,7 @@ bool gemm_packed_skinny(const Ops& o, bool transA, int M, int N, int K, float al
   const int nstrips = (N + NR - 1) / NR;
   float* apack = tl_a.get((size_t)npanels * K * MR);
   if (!apack) return false;
-  pack_a(transA, A, lda, 0, M, 0, K, apack, (i64)K * MR);
+  pack_a(o, transA, A, lda, 0, M, 0, K, apack, (i64)K * MR);
   const int kc_max = balanced_kc(K, KC);
   const i64 sstride = (i64)K * NR;
   auto body = [&](int64_t s0, int64_t s1) {
@@ -1022,29 +1086,42 @@ void unpack_matrix(const PackedMatrix& W, float* out) {
   }, 16);
 }
 
+// The epilogue as passes of its own over C (M x N), for the drivers that do not fuse it.
+void epilogue_after(int M, int N, float* C, i64 ldc, const GemmEpilogue* ep) {
+  if (!ep) return;
+  if (ldc != N || (ep->gelu && ep->ldg != N)) return epilogue_block({ep->bias, ep->gelu, ep->ldg}, C, ldc, M, 0, N);
+  if (ep->bias) bias_forward(C, ep->bias, M, N);
+  if (ep->gelu) gelu_forward(ep->gelu, C, (int64_t)M * N);
+}
+
 void gemm_packed(bool transA, bool transW, int M, float alpha, const float* A, int lda, const PackedMatrix& W,
-                 float beta, float* C, int ldc) {
+                 float beta, float* C, int ldc, const GemmEpilogue* ep) {
   const int N = transW ? W.K : W.N, K = transW ? W.N : W.K;
   if (M <= 0 || N <= 0) return;
-  if (K <= 0 || alpha == 0.0f) return scale_c(M, N, beta, C, ldc);
+  if (K <= 0 || alpha == 0.0f) {
+    scale_c(M, N, beta, C, ldc);
+    return epilogue_after(M, N, C, ldc, ep);
+  }
   const Ops& o = ops();
   auto naive = [&](int i0, int m, int j0, int n) {
     gemm_naive_at(transA, i0, m, j0, n, K, alpha, A, lda,
                   [&](int k, int j) { return transW ? packed_at(W, j, k) : packed_at(W, k, j); }, beta, C, ldc);
   };
-  if (!transW && M <= kSkinnyM && gemm_packed_skinny(o, transA, M, N, K, alpha, A, lda, W, beta, C, ldc)) return;
+  if (!transW && M <= kSkinnyM && gemm_packed_skinny(o, transA, M, N, K, alpha, A, lda, W, beta, C, ldc))
+    return epilogue_after(M, N, C, ldc, ep);
   if (!transW) {
     auto block = [&](int pc, int, int j, int, float*, i64, i64* stride) -> const float* {
       *stride = (i64)W.K * NR;
       return W.data + (i64)(j / NR) * W.K * NR + (i64)pc * NR;
     };
-    gemm_general_t(o, transA, M, N, K, alpha, A, lda, block, naive, beta, C, ldc);
+    gemm_general_t(o, transA, M, N, K, alpha, A, lda, block, naive, beta, C, ldc, ep);
   } else {
     auto block = [&](int pc, int kc, int j, int nc, float* buf, i64 stride, i64*) -> const float* {
       pack_bt_from_packed(o, W, pc, kc, j, nc, buf, stride);
       return buf;
     };
     gemm_general_t(o, transA, M, N, K, alpha, A, lda, block, naive, beta, C, ldc);
+    epilogue_after(M, N, C, ldc, ep);
   }
 }
 

@@ -29,10 +29,14 @@ void linear_backward(float* dinp, float* dweight, float* dbias, const float* dou
   if (dinp) gemm(false, true, M, C, OC, 1.0f, dout, OC, weight, OC, 0.0f, dinp, C);
 }
 
-void linear_forward_packed(float* out, const float* inp, const PackedMatrix& w, const float* bias, int M) {
-  // out (M,OC), inp (M,C), w packed (C,OC), bias (OC) or null
-  gemm_packed(false, false, M, 1.0f, inp, w.K, w, 0.0f, out, w.N);
-  if (bias) bias_forward(out, bias, M, w.N);
+void linear_forward_packed(float* out, const float* inp, const PackedMatrix& w, const float* bias, int M,
+                           float* gelu_out) {
+  // out (M,OC), inp (M,C), w packed (C,OC), bias (OC) or null, gelu_out (M,OC) or null
+  GemmEpilogue ep;
+  ep.bias = bias;
+  ep.gelu = gelu_out;
+  ep.ldg = w.N;
+  gemm_packed(false, false, M, 1.0f, inp, w.K, w, 0.0f, out, w.N, &ep);
 }
 
 void linear_backward_input_packed(float* dinp, const float* dout, const PackedMatrix& w, int M) {

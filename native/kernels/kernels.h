@@ -43,7 +43,7 @@ void unpack_matrix(const PackedMatrix& W, float* out);       // packed -> row-ma
 // (C is M x K, op(A) M x N). Float32 accuracy as gemm (blocked sums of FMAs over k).
 // What gemm_packed does to C once the product is complete (a Conv1D forward's bias and GELU, fused
 // into the GEMM so that C is not read again from memory): C[i,j] += bias[j], then, when gelu is
-// given, gelu[i*ldg + j] = gelu(C[i,j]) (gelu_rows). Per element the same operations as gemm_packed,
+// given, gelu[i*ldg + j] = gelu(C[i,j]) (bias_gelu_rows). Per element the same operations as gemm_packed,
 // then bias_forward, then gelu_forward, so the results are bit-identical to those three calls.
 struct GemmEpilogue {
   const float* bias = nullptr;  // (N) or null
@@ -101,8 +101,9 @@ void residual_forward(float* out, const float* inp1, const float* inp2, int64_t 
 // ---- gelu.cc (tanh approximation, HF "gelu_new") ---------------------------------------------
 // out (N) = gelu(inp); out may alias inp
 void gelu_forward(float* out, const float* inp, int64_t N);
-// the same on this thread only (for a GEMM epilogue's rows): out (n) = gelu(inp), bit-identical to gelu_forward
-void gelu_rows(float* out, const float* inp, int64_t n);
+// A GEMM epilogue's block on this thread: c (m,n; row stride ldc) += bias (n) when bias is given, then
+// g (m,n; row stride ldg) = gelu(c) when g is given; bit-identical to bias_forward then gelu_forward.
+void bias_gelu_rows(float* c, int64_t ldc, const float* bias, float* g, int64_t ldg, int m, int n);
 // dinp (N) = dout * gelu'(inp); dinp may alias dout
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t N);
 

@@ -580,14 +580,7 @@ struct EpTile {
 
 // The epilogue on rows [0, m) x columns [col0, col0 + nb) of c, while they are in L1.
 inline void epilogue_block(const EpTile& et, float* c, i64 ldc, int m, int col0, int nb) {
-  for (int i = 0; i < m; i++) {
-    float* cr = c + (i64)i * ldc + col0;
-    if (et.bias) {
-      const float* b = et.bias + col0;
-      for (int j = 0; j < nb; j++) cr[j] += b[j];
-    }
-    if (et.gelu) gelu_rows(et.gelu + (i64)i * et.ldg + col0, cr, nb);
-  }
+  bias_gelu_rows(c + col0, ldc, et.bias ? et.bias + col0 : nullptr, et.gelu ? et.gelu + col0 : nullptr, et.ldg, m, nb);
 }
 
 inline void run_strips(const Ops& o, int kc, const float* a, i64 astride, int npanels, int m, const float* b,

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // bench/gemm.js — builds and runs the GEMM correctness check and benchmark (npm run bench:gemm).
 // Compiles bench/gemm_check.cc (with native/testing/gemm_check.cc) and bench/gemm_bench.cc with
-// native/kernels/cpu/gemm.cc and native/core/threadpool.cc (g++ -O3, gemm.cc with the project's
+// native/kernels/cpu/gemm.cc (with bias.cc and gelu.cc, its epilogue) and native/core/threadpool.cc (g++ -O3, with the project's
 // flags: no -march) into bench/out/,
 // runs the check first (about a second) and prints timings only if it passes. When OpenBLAS's
 // cblas.h is found the benchmark also times cblas_sgemm (comparison only; never a library dependency).
@@ -36,7 +36,8 @@ function hasOpenBLAS() {
   return true
 }
 
-const common = ['-O3', '-std=c++17', '-pthread', '-Inative', 'native/kernels/cpu/gemm.cc', 'native/core/threadpool.cc']
+// gemm.cc's epilogue (bias, GELU) lives in bias.cc and gelu.cc.
+const common = ['-O3', '-std=c++17', '-pthread', '-Inative', 'native/kernels/cpu/gemm.cc', 'native/kernels/cpu/bias.cc', 'native/kernels/cpu/gelu.cc', 'native/core/threadpool.cc']
 const check = path.join(out, 'gemm_check')
 const bench = path.join(out, 'gemm_bench')
 

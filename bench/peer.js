@@ -40,7 +40,7 @@ function requireTorch() {
   const r = spawnSync(PY, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8', env })
   if (r.status !== 0) {
     console.error(`bench/peer.js: ${PY} cannot import torch (${(r.stderr || r.error?.message || '').trim().split('\n').pop()}).\n` +
-      'The PyTorch peer needs it: on Debian/Ubuntu `apt-get install python3-torch` (CPU build), or set NODE_MEND_PYTHON to a Python that has torch.')
+      'The PyTorch peer needs it: on Debian/Ubuntu `apt-get install python3-torch libopenblas-dev` (CPU build; without OpenBLAS it runs on the reference BLAS), or set NODE_MEND_PYTHON to a Python that has torch.')
     process.exit(2)
   }
   return r.stdout.trim()
@@ -92,6 +92,11 @@ async function bench() {
 
   const peer = startPeer()
   const pinfo = await peer.ready
+  // Debian's torch links libblas.so.3, which is the reference BLAS (tens of times slower) unless OpenBLAS provides it.
+  if (pinfo.blas.some((b) => b.startsWith('blas/'))) {
+    peer.close()
+    throw new Error(`the PyTorch peer runs on the reference BLAS (${pinfo.blas.join(', ')}), not OpenBLAS: apt-get install libopenblas-dev`)
+  }
   console.log(`# node-mend vs PyTorch peer — ${machine()}`)
   console.log(`# threads: node-mend ${numThreads()}, PyTorch ${pinfo.threads} (OMP_NUM_THREADS ${pinfo.OMP_NUM_THREADS}, OPENBLAS_NUM_THREADS ${pinfo.OPENBLAS_NUM_THREADS}, OMP_WAIT_POLICY ${pinfo.OMP_WAIT_POLICY ?? 'unset: GOMP default'})`)
   console.log(`# torch ${torchVersion} (${PY}), BLAS ${pinfo.blas.join(', ') || 'unknown'}; GPT-2 small shape, random weights, float32`)

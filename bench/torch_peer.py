@@ -326,7 +326,7 @@ def median(xs):
 
 def info():
     blas = sorted({l.split()[-1] for l in open('/proc/self/maps') if 'blas' in l.lower()}) if os.path.exists('/proc/self/maps') else []
-    return dict(torch=torch.__version__, threads=torch.get_num_threads(), blas=[os.path.basename(b) for b in blas],
+    return dict(torch=torch.__version__, threads=torch.get_num_threads(), blas=['/'.join(b.split('/')[-2:]) for b in blas],
                 **{v: os.environ.get(v) for v in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'OMP_WAIT_POLICY')})
 
 # ---- self-test and the cross-check against node-mend (peer.js --check) ------------------------------

@@ -1019,15 +1019,15 @@ void gemm_general(const Ops& o, bool transA, bool transB, int M, int N, int K, f
 // W's strips, each transposed into the panel by pack_bt.
 
 void pack_bt_from_packed(const Ops& o, const PackedMatrix& W, int p0, int kc, int j0, int nbw, float* out, i64 pstride) {
-  // op(B) = Wᵀ rows p0..p0+kc (columns of W), columns j0..j0+nbw (rows of W).
-  for (int jr = 0, q = 0; jr < nbw; jr += NR, q++) {
-    const int nb = std::min(NR, nbw - jr), j = j0 + jr;
-    float* dst = out + q * pstride;
-    for (int k = p0; k < p0 + kc;) {
-      const int strip = k / NR, koff = k - strip * NR, len = std::min(NR - koff, p0 + kc - k);
-      o.pack_bt(W.data + (i64)strip * W.K * NR + (i64)j * NR + koff, NR, len, nb, dst + (i64)(k - p0) * NR);
-      k += len;
-    }
+  // op(B) = Wᵀ rows p0..p0+kc (columns of W), columns j0..j0+nbw (rows of W). One strip of W at a time:
+  // its rows j0..j0+nbw are one contiguous run (nbw x 64 bytes), read in memory order and transposed
+  // into every panel (panel by panel, the reads jumped between the kc/16 strips, 1 KB from each).
+  for (int k = p0; k < p0 + kc;) {
+    const int strip = k / NR, koff = k - strip * NR, len = std::min(NR - koff, p0 + kc - k);
+    const float* src = W.data + (i64)strip * W.K * NR + koff;
+    for (int jr = 0, q = 0; jr < nbw; jr += NR, q++)
+      o.pack_bt(src + (i64)(j0 + jr) * NR, NR, len, std::min(NR, nbw - jr), out + q * pstride + (i64)(k - p0) * NR);
+    k += len;
   }
 }
 

@@ -183,6 +183,7 @@ Napi::Value CreateEditor(const Napi::CallbackInfo& info) {
   auto e = std::make_shared<MendEditor>();
   if (!read_editor_spec(env, spec, e.get())) return env.Undefined();
   MEND_THROW_IF_ERROR(env, check_editor(*model, *e));
+  pack_editor_transposed(e.get());  // a handle's editor is immutable: its u and v streamed packed by every edit
   Napi::Object o = addon_data(env)->editor_ctor.New({});
   EditorHandle::Unwrap(o)->editor = e;
   return o;

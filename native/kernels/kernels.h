@@ -52,6 +52,13 @@ struct GemmEpilogue {
 };
 void gemm_packed(bool transA, bool transW, int M, float alpha, const float* A, int lda, const PackedMatrix& W,
                  float beta, float* C, int ldc, const GemmEpilogue* ep = nullptr);
+// C = alpha · A · Bᵀ + beta · C for B (N, K) given as Bt = Bᵀ (K, N) in the packed layout
+// (pack_matrix of Bᵀ): bit for bit what gemm(false, true, M, N, K, alpha, A, lda, B, K, beta, C, ldc)
+// computes (the same k blocks and micro-kernel), without transposing B into panels on every call.
+// Returns false, having written nothing, where gemm would take its dot driver (M <= 4) or the skinny
+// path's pack buffer cannot be allocated: call gemm on B then.
+bool gemm_nt_prepacked(int M, float alpha, const float* A, int lda, const PackedMatrix& Bt, float beta, float* C,
+                       int ldc);
 // Force the AVX2 kernels on a CPU with AVX-512 (tests check both); returns the previous setting.
 bool gemm_force_avx2(bool on);
 

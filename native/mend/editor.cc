@@ -133,6 +133,36 @@ void pack_editor(MendEditor* e) {
       pack_matrix(L.v.data(), r, D, pv->data());
       L.pu = std::move(pu);
       L.pv = std::move(pv);
+      L.put.reset();
+      L.pvt.reset();
+    }
+  }
+}
+
+namespace {
+// out (cols, rows) = inᵀ for in (rows, cols), in 32 x 32 tiles.
+void transpose(const float* in, int rows, int cols, float* out) {
+  constexpr int kT = 32;
+  for (int i0 = 0; i0 < rows; i0 += kT)
+    for (int j0 = 0; j0 < cols; j0 += kT)
+      for (int i = i0; i < std::min(rows, i0 + kT); i++)
+        for (int j = j0; j < std::min(cols, j0 + kT); j++) out[(size_t)j * rows + i] = in[(size_t)i * cols + j];
+}
+}  // namespace
+
+void pack_editor_transposed(MendEditor* e) {
+  for (GradientTransform& g : e->transforms) {
+    const int D = g.D(), r = g.rank;
+    std::vector<float> t((size_t)D * r);
+    for (MendLayer& L : g.layers) {
+      auto put = std::make_shared<std::vector<float>>(packed_floats(r, D));
+      auto pvt = std::make_shared<std::vector<float>>(packed_floats(D, r));
+      transpose(L.u.data(), D, r, t.data());  // Uᵀ (r, D)
+      pack_matrix(t.data(), r, D, put->data());
+      transpose(L.v.data(), r, D, t.data());  // Vᵀ (D, r)
+      pack_matrix(t.data(), D, r, pvt->data());
+      L.put = std::move(put);
+      L.pvt = std::move(pvt);
     }
   }
 }
@@ -150,8 +180,11 @@ void transform_forward(const GradientTransform& g, float* z, const int* mode, in
       gemm_packed(false, true, Ns, 1.0f, z, D, PackedMatrix{L.pv->data(), r, D}, 0.0f, h.data(), r);
       gemm_packed(false, true, Ns, 1.0f, h.data(), r, PackedMatrix{L.pu->data(), D, r}, 0.0f, pre.data(), D);
     } else {
-      gemm(false, true, Ns, r, D, 1.0f, z, D, L.v.data(), D, 0.0f, h.data(), r);    // (Ns,r) = z·Vᵀ
-      gemm(false, true, Ns, D, r, 1.0f, h.data(), r, L.u.data(), r, 0.0f, pre.data(), D);  // (Ns,D) = h·Uᵀ
+      // (Ns,r) = z·Vᵀ and (Ns,D) = h·Uᵀ; from the packed transposes where the handle has them (the same bits)
+      if (!L.pvt || !gemm_nt_prepacked(Ns, 1.0f, z, D, PackedMatrix{L.pvt->data(), D, r}, 0.0f, h.data(), r))
+        gemm(false, true, Ns, r, D, 1.0f, z, D, L.v.data(), D, 0.0f, h.data(), r);
+      if (!L.put || !gemm_nt_prepacked(Ns, 1.0f, h.data(), r, PackedMatrix{L.put->data(), r, D}, 0.0f, pre.data(), D))
+        gemm(false, true, Ns, D, r, 1.0f, h.data(), r, L.u.data(), r, 0.0f, pre.data(), D);
     }
     mend_layer_forward(z, pre.data(), L.bias.data(), L.scale.data(), L.shift.data(), mode, Ns, D, L.relu);
     if (acts) { (*acts)[j].h = h; (*acts)[j].p = pre; }

@@ -30,6 +30,11 @@ struct MendLayer {
   // creation and after every optimizer step: its weights change nowhere else); anything that
   // changes u or v must drop them (reset) or pack again.
   std::shared_ptr<const std::vector<float>> pu, pv;
+  // Uᵀ (r, D) and Vᵀ (D, r) in the packed layout, or null: an edit handle's (its editor never changes),
+  // so that z·Vᵀ and h·Uᵀ stream them (gemm_nt_prepacked, bit-identical to gemm on u and v) instead
+  // of transposing u and v into panels on every edit. A second copy of u and v (236 MB for the
+  // rank-1920 GPT-2 editor); pack_editor drops them.
+  std::shared_ptr<const std::vector<float>> put, pvt;
 };
 
 // The most hidden layers an editor MLP may have (lib/mend/network.ts MAX_HIDDEN; EasyEdit uses 1).
@@ -63,8 +68,10 @@ struct MendEditor {
 // only by Adam steps taken with a finite gradient norm.
 Status check_editor(const GPT2Model& model, const MendEditor& e, bool values = true);
 
-// (Re)makes the packed copies of every layer's u and v (MendLayer::pu, pv).
+// (Re)makes the packed copies of every layer's u and v (MendLayer::pu, pv) and drops put, pvt.
 void pack_editor(MendEditor* e);
+// Makes the packed transposes of every layer's u and v (MendLayer::put, pvt), for an edit handle.
+void pack_editor_transposed(MendEditor* e);
 
 // Gradients with the layout of a MendEditor's parameters.
 struct MendGrads {

@@ -291,6 +291,42 @@ GemmCheckReport gemm_check(int section) {
         }
         ck.count(same, same ? "AVX-512 and AVX2 results bit-identical (12 random shapes)" : "AVX-512 and AVX2 results differ");
       }
+      // gemm_nt_prepacked (B given as packed Bᵀ) gives bit for bit what gemm(false, true) gives on B, on
+      // every backend, through the skinny driver's K superblocks and the general driver; where gemm
+      // would take its dot driver (M <= 4) it declines and leaves C alone.
+      {
+        bool same = true;
+        std::string bad;
+        const bool avx2_before = gemm_force_avx2(false), portable_before2 = gemm_force_portable(false);
+        int n = 0;
+        for (int M : {1, 4, 5, 6, 13, 48, 64, 65, 150})
+          for (int K : {1, 9, 300, 4096, 4097, 5000})
+            for (int N : {1, 17, 40}) {
+              const float beta = n++ % 2 ? 0.5f : 0.0f;
+              std::vector<float> A((size_t)M * K), B((size_t)N * K), Bt((size_t)K * N), P(packed_floats(K, N));
+              for (auto& x : A) x = ck.urand();
+              for (auto& x : B) x = ck.urand();
+              for (int j = 0; j < N; j++)
+                for (int k = 0; k < K; k++) Bt[(size_t)k * N + j] = B[(size_t)j * K + k];
+              pack_matrix(Bt.data(), K, N, P.data());
+              std::vector<float> C0((size_t)M * N);
+              for (auto& x : C0) x = ck.urand();
+              for (int backend = 0; backend < 3; backend++) {
+                gemm_force_portable(backend == 2);
+                gemm_force_avx2(backend == 1);
+                std::vector<float> C1 = C0, C2 = C0;
+                gemm(false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, beta, C1.data(), N);
+                const bool took = gemm_nt_prepacked(M, 1.0f, A.data(), K, PackedMatrix{P.data(), K, N}, beta, C2.data(), N);
+                const bool ok = took ? std::memcmp(C1.data(), C2.data(), C1.size() * sizeof(float)) == 0 : (M <= 4 && C2 == C0);
+                if (!ok && same) bad = "[" + std::string(gemm_backend()) + "] M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K);
+                same = same && ok;
+              }
+            }
+        gemm_force_avx2(avx2_before);
+        gemm_force_portable(portable_before2);
+        ck.count(same, same ? "gemm_nt_prepacked bit-identical to gemm(N, T) (162 shapes, every backend)"
+                            : "gemm_nt_prepacked differs from gemm(N, T) at " + bad);
+      }
       for (Case c : {make(false, false, 16, 3072, 768, 1.0f, 0.0f, 0), make(false, true, 16, 768, 3072, 1.0f, 0.0f, 0),
                      make(false, false, 32, 40, 5000, 1.0f, 0.7f, 0), make(true, true, 150, 70, 600, -0.5f, 1.0f, 2),
                      make(false, false, 300, 3100, 40, 1.0f, 0.0f, 0), make(false, true, 9, 37, 4500, 1.0f, 0.0f, 1)}) {

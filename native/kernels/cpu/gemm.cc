@@ -1035,31 +1035,39 @@ void pack_bt_from_packed(const Ops& o, const PackedMatrix& W, int p0, int kc, in
 // panels, in L2) and shared; threads split W's strips into contiguous ranges and walk them in
 // memory order: each pair of strips from its first row to its last (two sequential streams), used by
 // every row panel from L1.
+// ksuper: K is taken in superblocks of at most this many rows, each with its own balanced k blocks
+// (K: one superblock; kSkinnyKS: the k blocks gemm_skinny_t uses, for gemm_nt_prepacked).
 bool gemm_packed_skinny(const Ops& o, bool transA, int M, int N, int K, float alpha, const float* A, i64 lda,
-                        const PackedMatrix& W, float beta, float* C, i64 ldc) {
+                        const PackedMatrix& W, float beta, float* C, i64 ldc, int ksuper) {
   const int npanels = (M + MR - 1) / MR;
   const int nstrips = (N + NR - 1) / NR;
-  float* apack = tl_a.get((size_t)npanels * K * MR);
-  if (!apack) return false;
-  pack_a(o, transA, A, lda, 0, M, 0, K, apack, (i64)K * MR);
-  const int kc_max = balanced_kc(K, KC);
   const i64 sstride = (i64)K * NR;
-  auto body = [&](int64_t s0, int64_t s1) {
-    for (int64_t s = s0; s < s1; s += 2) {
-      const int nq = (int)std::min<int64_t>(2, s1 - s);
-      const float* strip = W.data + s * sstride;
-      const int j0 = (int)s * NR;
-      for (int p = 0; p < K; p += kc_max) {
-        const int kc = std::min(kc_max, K - p);
-        run_strips(o, kc, apack + (i64)p * MR, (i64)K * MR, npanels, M, strip + (i64)p * NR, sstride, NR, nq,
-                   N - j0, C + j0, ldc, alpha, p == 0 ? beta : 1.0f);
+  const int threads = threads_for(2.0 * M * N * K);
+  for (int ps = 0; ps < K; ps += ksuper) {
+    const int ks = std::min(ksuper, K - ps);
+    const float beta_s = ps == 0 ? beta : 1.0f;
+    float* apack = tl_a.get((size_t)npanels * ks * MR);
+    if (!apack) return false;  // (only before anything is written: the first superblock's buffer
+                               // is the largest, and a later get() of no more floats reuses it)
+    pack_a(o, transA, A, lda, 0, M, ps, ks, apack, (i64)ks * MR);
+    const int kc_max = balanced_kc(ks, KC);
+    auto body = [&](int64_t s0, int64_t s1) {
+      for (int64_t s = s0; s < s1; s += 2) {
+        const int nq = (int)std::min<int64_t>(2, s1 - s);
+        const float* strip = W.data + s * sstride + (i64)ps * NR;
+        const int j0 = (int)s * NR;
+        for (int p = 0; p < ks; p += kc_max) {
+          const int kc = std::min(kc_max, ks - p);
+          run_strips(o, kc, apack + (i64)p * MR, (i64)ks * MR, npanels, M, strip + (i64)p * NR, sstride, NR, nq,
+                     N - j0, C + j0, ldc, alpha, p == 0 ? beta_s : 1.0f);
+        }
       }
-    }
-  };
-  if (threads_for(2.0 * M * N * K) == 1)
-    body(0, nstrips);
-  else
-    parallel_for(nstrips, body, 2);
+    };
+    if (threads == 1)
+      body(0, nstrips);
+    else
+      parallel_for(nstrips, body, 2);
+  }
   return true;
 }
 
@@ -1117,7 +1125,7 @@ void gemm_packed(bool transA, bool transW, int M, float alpha, const float* A, i
     gemm_naive_at(transA, i0, m, j0, n, K, alpha, A, lda,
                   [&](int k, int j) { return transW ? packed_at(W, j, k) : packed_at(W, k, j); }, beta, C, ldc);
   };
-  if (!transW && M <= kSkinnyM && gemm_packed_skinny(o, transA, M, N, K, alpha, A, lda, W, beta, C, ldc))
+  if (!transW && M <= kSkinnyM && gemm_packed_skinny(o, transA, M, N, K, alpha, A, lda, W, beta, C, ldc, K))
     return epilogue_after(M, N, C, ldc, ep);
   if (!transW) {
     auto block = [&](int pc, int, int j, int, float*, i64, i64* stride) -> const float* {
@@ -1133,6 +1141,30 @@ void gemm_packed(bool transA, bool transW, int M, float alpha, const float* A, i
     gemm_general_t(o, transA, M, N, K, alpha, A, lda, block, naive, beta, C, ldc);
     epilogue_after(M, N, C, ldc, ep);
   }
+}
+
+bool gemm_nt_prepacked(int M, float alpha, const float* A, int lda, const PackedMatrix& Bt, float beta, float* C,
+                       int ldc) {
+  const int K = Bt.K, N = Bt.N;
+  if (M <= 0 || N <= 0) return true;
+  if (K <= 0 || alpha == 0.0f) {
+    scale_c(M, N, beta, C, ldc);
+    return true;
+  }
+  if (M <= kDotM) return false;  // gemm's dot driver: its own order of sums, from B's rows
+  const Ops& o = ops();
+  // gemm_skinny_t's k blocks (superblocks of kSkinnyKS), read from the strips in place.
+  if (M <= kSkinnyM) return gemm_packed_skinny(o, false, M, N, K, alpha, A, lda, Bt, beta, C, ldc, kSkinnyKS);
+  // gemm_general's k blocks (balanced_kc(K, KC)); its packed panels are Bt's strips.
+  auto block = [&](int pc, int, int j, int, float*, i64, i64* stride) -> const float* {
+    *stride = (i64)K * NR;
+    return Bt.data + (i64)(j / NR) * K * NR + (i64)pc * NR;
+  };
+  auto naive = [&](int i0, int m, int j0, int n) {  // a pack buffer not allocated: as gemm_naive on B
+    gemm_naive_at(false, i0, m, j0, n, K, alpha, A, lda, [&](int k, int j) { return packed_at(Bt, k, j); }, beta, C, ldc);
+  };
+  gemm_general_t(o, false, M, N, K, alpha, A, lda, block, naive, beta, C, ldc);
+  return true;
 }
 
 void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,

@@ -140,13 +140,15 @@ void pack_editor(MendEditor* e) {
 }
 
 namespace {
-// out (cols, rows) = inᵀ for in (rows, cols), in 32 x 32 tiles.
+// out (cols, rows) = inᵀ for in (rows, cols), in 32 x 32 tiles, bands of 32 rows across the threads.
 void transpose(const float* in, int rows, int cols, float* out) {
   constexpr int kT = 32;
-  for (int i0 = 0; i0 < rows; i0 += kT)
-    for (int j0 = 0; j0 < cols; j0 += kT)
-      for (int i = i0; i < std::min(rows, i0 + kT); i++)
-        for (int j = j0; j < std::min(cols, j0 + kT); j++) out[(size_t)j * rows + i] = in[(size_t)i * cols + j];
+  parallel_for((rows + kT - 1) / kT, [&](int64_t b0, int64_t b1) {
+    for (int i0 = (int)b0 * kT; i0 < std::min<int64_t>(rows, b1 * kT); i0 += kT)
+      for (int j0 = 0; j0 < cols; j0 += kT)
+        for (int i = i0; i < std::min(rows, i0 + kT); i++)
+          for (int j = j0; j < std::min(cols, j0 + kT); j++) out[(size_t)j * rows + i] = in[(size_t)i * cols + j];
+  }, 4);
 }
 }  // namespace
 

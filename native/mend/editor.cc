@@ -123,12 +123,22 @@ void MendGrads::clear() {
   std::fill(edit_lrs.begin(), edit_lrs.end(), 0.0f);
 }
 
+namespace {
+// p's buffer when nothing else holds it and it has n floats (pack_matrix writes every float of it,
+// padding included), else a new one: a trainer packs after every optimizer step, and a fresh 236 MB
+// (the rank-1920 GPT-2 editor) is zeroed and faulted in page by page.
+std::shared_ptr<std::vector<float>> reuse_or_new(const std::shared_ptr<const std::vector<float>>& p, size_t n) {
+  if (p && p.use_count() == 1 && p->size() == n) return std::const_pointer_cast<std::vector<float>>(p);
+  return std::make_shared<std::vector<float>>(n);
+}
+}  // namespace
+
 void pack_editor(MendEditor* e) {
   for (GradientTransform& g : e->transforms) {
     const int D = g.D(), r = g.rank;
     for (MendLayer& L : g.layers) {
-      auto pu = std::make_shared<std::vector<float>>(packed_floats(D, r));
-      auto pv = std::make_shared<std::vector<float>>(packed_floats(r, D));
+      auto pu = reuse_or_new(L.pu, packed_floats(D, r));
+      auto pv = reuse_or_new(L.pv, packed_floats(r, D));
       pack_matrix(L.u.data(), D, r, pu->data());
       pack_matrix(L.v.data(), r, D, pv->data());
       L.pu = std::move(pu);

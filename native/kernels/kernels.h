@@ -38,6 +38,7 @@ struct PackedMatrix {
 };
 size_t packed_floats(int K, int N);
 void pack_matrix(const float* W, int K, int N, float* out);   // row-major (K,N) -> packed (parallel)
+void pack_matrix_t(const float* B, int N, int K, float* out); // row-major B (N,K) -> Bᵀ (K,N) packed (parallel)
 void unpack_matrix(const PackedMatrix& W, float* out);       // packed -> row-major (K,N)
 // C = alpha * op(A) · op(W) + beta * C with op(W) = W (C is M x N, op(A) M x K) or, when transW, Wᵀ
 // (C is M x K, op(A) M x N). Float32 accuracy as gemm (blocked sums of FMAs over k).

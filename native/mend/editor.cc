@@ -149,30 +149,14 @@ void pack_editor(MendEditor* e) {
   }
 }
 
-namespace {
-// out (cols, rows) = inᵀ for in (rows, cols), in 32 x 32 tiles, bands of 32 rows across the threads.
-void transpose(const float* in, int rows, int cols, float* out) {
-  constexpr int kT = 32;
-  parallel_for((rows + kT - 1) / kT, [&](int64_t b0, int64_t b1) {
-    for (int i0 = (int)b0 * kT; i0 < std::min<int64_t>(rows, b1 * kT); i0 += kT)
-      for (int j0 = 0; j0 < cols; j0 += kT)
-        for (int i = i0; i < std::min(rows, i0 + kT); i++)
-          for (int j = j0; j < std::min(cols, j0 + kT); j++) out[(size_t)j * rows + i] = in[(size_t)i * cols + j];
-  }, 4);
-}
-}  // namespace
-
 void pack_editor_transposed(MendEditor* e) {
   for (GradientTransform& g : e->transforms) {
     const int D = g.D(), r = g.rank;
-    std::vector<float> t((size_t)D * r);
     for (MendLayer& L : g.layers) {
       auto put = std::make_shared<std::vector<float>>(packed_floats(r, D));
       auto pvt = std::make_shared<std::vector<float>>(packed_floats(D, r));
-      transpose(L.u.data(), D, r, t.data());  // Uᵀ (r, D)
-      pack_matrix(t.data(), r, D, put->data());
-      transpose(L.v.data(), r, D, t.data());  // Vᵀ (D, r)
-      pack_matrix(t.data(), D, r, pvt->data());
+      pack_matrix_t(L.u.data(), D, r, put->data());  // Uᵀ (r, D)
+      pack_matrix_t(L.v.data(), r, D, pvt->data());  // Vᵀ (D, r)
       L.put = std::move(put);
       L.pvt = std::move(pvt);
     }

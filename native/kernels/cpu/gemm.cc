@@ -1094,6 +1094,23 @@ void pack_matrix(const float* W, int K, int N, float* out) {
   }, 1);
 }
 
+void pack_matrix_t(const float* B, int N, int K, float* out) {
+  const Ops& o = ops();
+  parallel_for((N + NR - 1) / NR, [&](int64_t s0, int64_t s1) {
+    // Strip s = rows 16s.. of B, transposed by pack_bt (which zero-fills past N) KC rows at a time into
+    // an aligned block (pack_bt's stores are aligned; out need not be), then copied into place.
+    alignas(64) float blk[KC * NR];
+    for (int64_t s = s0; s < s1; s++) {
+      const int nb = std::min<int>(NR, N - (int)s * NR);
+      for (int k = 0; k < K; k += KC) {
+        const int kc = std::min(KC, K - k);
+        o.pack_bt(B + s * NR * (i64)K + k, K, kc, nb, blk);
+        std::memcpy(out + (s * (i64)K + k) * NR, blk, sizeof(float) * kc * NR);
+      }
+    }
+  }, 1);
+}
+
 void unpack_matrix(const PackedMatrix& W, float* out) {
   parallel_for(W.K, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; k++)
@@ -1146,24 +1163,12 @@ void gemm_packed(bool transA, bool transW, int M, float alpha, const float* A, i
 bool gemm_nt_prepacked(int M, float alpha, const float* A, int lda, const PackedMatrix& Bt, float beta, float* C,
                        int ldc) {
   const int K = Bt.K, N = Bt.N;
-  if (M <= 0 || N <= 0) return true;
-  if (K <= 0 || alpha == 0.0f) {
-    scale_c(M, N, beta, C, ldc);
-    return true;
-  }
-  if (M <= kDotM) return false;  // gemm's dot driver: its own order of sums, from B's rows
-  const Ops& o = ops();
-  // gemm_skinny_t's k blocks (superblocks of kSkinnyKS), read from the strips in place.
-  if (M <= kSkinnyM) return gemm_packed_skinny(o, false, M, N, K, alpha, A, lda, Bt, beta, C, ldc, kSkinnyKS);
-  // gemm_general's k blocks (balanced_kc(K, KC)); its packed panels are Bt's strips.
-  auto block = [&](int pc, int, int j, int, float*, i64, i64* stride) -> const float* {
-    *stride = (i64)K * NR;
-    return Bt.data + (i64)(j / NR) * K * NR + (i64)pc * NR;
-  };
-  auto naive = [&](int i0, int m, int j0, int n) {  // a pack buffer not allocated: as gemm_naive on B
-    gemm_naive_at(false, i0, m, j0, n, K, alpha, A, lda, [&](int k, int j) { return packed_at(Bt, k, j); }, beta, C, ldc);
-  };
-  gemm_general_t(o, false, M, N, K, alpha, A, lda, block, naive, beta, C, ldc);
+  const bool trivial = M <= 0 || N <= 0 || K <= 0 || alpha == 0.0f;  // gemm_packed does what gemm does
+  if (!trivial && M <= kDotM) return false;  // gemm's dot driver: its own order of sums, from B's rows
+  // gemm_skinny_t's k blocks: superblocks of kSkinnyKS, read from the strips in place.
+  if (!trivial && M <= kSkinnyM) return gemm_packed_skinny(ops(), false, M, N, K, alpha, A, lda, Bt, beta, C, ldc, kSkinnyKS);
+  // gemm_general's k blocks (balanced_kc(K, KC)) over the panels: gemm_packed's general path on Bt.
+  gemm_packed(false, false, M, alpha, A, lda, Bt, beta, C, ldc);
   return true;
 }
 

@@ -407,6 +407,20 @@ SafetensorsFile::~SafetensorsFile() {
   std::free(map_);
 }
 
+void SafetensorsFile::discard(const void* p, size_t bytes) const {
+#ifdef __linux__
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(map_), hi = lo + map_size_;
+  const uintptr_t b = reinterpret_cast<uintptr_t>(p), e = b + bytes;
+  if (mapped_ || !map_ || b < lo || e > hi) return;
+  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  const uintptr_t pb = (b + page - 1) / page * page, pe = e / page * page;  // whole pages inside
+  if (pe > pb) madvise(reinterpret_cast<void*>(pb), pe - pb, MADV_DONTNEED);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
 const SafeTensor* SafetensorsFile::find(const std::string& name) const {
   auto it = tensors_.find(name);
   return it == tensors_.end() ? nullptr : &it->second;

@@ -51,6 +51,10 @@ class SafetensorsFile {
   // (no copy, *owned stays empty); otherwise F16/BF16/F64/F32 are converted into *owned. Other
   // dtypes are an error (code::kSafetensors naming the tensor).
   Status as_f32(const SafeTensor& t, const float** data, std::vector<float>* owned) const;
+  // The caller never reads these bytes of the file's private copy again (a tensor kept in another
+  // form): their whole pages are given back to the system (Linux: madvise MADV_DONTNEED; a no-op for
+  // a mapped file and elsewhere). Reading them afterwards gives zeros.
+  void discard(const void* p, size_t bytes) const;
 
  private:
   SafetensorsFile() = default;

@@ -56,10 +56,24 @@ void gemm_packed(bool transA, bool transW, int M, float alpha, const float* A, i
 // C = alpha · A · Bᵀ + beta · C for B (N, K) given as Bt = Bᵀ (K, N) in the packed layout
 // (pack_matrix of Bᵀ): bit for bit what gemm(false, true, M, N, K, alpha, A, lda, B, K, beta, C, ldc)
 // computes (the same k blocks and micro-kernel), without transposing B into panels on every call.
-// Returns false, having written nothing, where gemm would take its dot driver (M <= 4) or the skinny
-// path's pack buffer cannot be allocated: call gemm on B then.
+// Returns false, having written nothing, where gemm would take its dot driver (M <= 4): call gemm on
+// B then (its rows are read in place; gemm_packed_nt would transpose them out of the strips).
 bool gemm_nt_prepacked(int M, float alpha, const float* A, int lda, const PackedMatrix& Bt, float beta, float* C,
                        int ldc);
+// A weight kept only as its packed transpose X = Bᵀ (the tied LM head: X = wteᵀ, X.K = C, X.N = V),
+// used where gemm would use the row-major B (X.N, X.K):
+// gemm_packed_nt: C (M, X.N) = alpha · A · Bᵀ + beta · C. For M > 4 bit for bit what
+//   gemm(false, true, M, X.N, X.K, ., A, lda, B, X.K, ...) gives (the same drivers, k blocks and
+//   micro-kernel); for M <= 4, where gemm's dot kernel reads B's rows, the micro-kernel streams X's
+//   strips in place (float32 sums of FMAs over k as everywhere, in k order: not gemm's 8-lane order).
+// gemm_packed_nn: C (M, X.K) = alpha · A · B + beta · C. For M > 4 bit for bit what gemm(false, false,
+//   M, X.K, X.N, ., A, lda, B, X.K, ...) gives (B's panels transposed out of X's strips); for M <= 4,
+//   where gemm streams B's rows, X's strips are streamed in place into per-lane sums (16 lanes of
+//   FMAs per output, then summed: float32 accuracy, another order of sums).
+void gemm_packed_nt(int M, float alpha, const float* A, int lda, const PackedMatrix& X, float beta, float* C, int ldc);
+void gemm_packed_nn(int M, float alpha, const float* A, int lda, const PackedMatrix& X, float beta, float* C, int ldc);
+void unpack_matrix_t(const PackedMatrix& X, float* out);      // packed X (K,N) -> row-major Xᵀ (N,K)
+void packed_column(const PackedMatrix& X, int n, float* out);  // out (K) = column n of X (row n of Xᵀ)
 // Force the AVX2 kernels on a CPU with AVX-512 (tests check both); returns the previous setting.
 bool gemm_force_avx2(bool on);
 
@@ -70,6 +84,9 @@ void encoder_positions(int32_t* pos, int32_t* n_real, const int32_t* mask, int B
 // out (B,T,C) = wte[ids[b,t]] + wpe[p(b,t)], p(b,t) = pos[b*T+t] when pos (B,T) is given, else pos0 + t
 void encoder_forward(float* out, const int32_t* ids, const int32_t* pos, const float* wte, const float* wpe,
                      int B, int T, int C, int pos0);
+// The same with wte given as its packed transpose (C, V) (bit for bit).
+void encoder_forward_packed(float* out, const int32_t* ids, const int32_t* pos, const PackedMatrix& wte_t,
+                            const float* wpe, int B, int T, int C, int pos0);
 // dwte (V,C) +=, dwpe (maxT,C) += ; either may be null; pos as in encoder_forward (pos0 = 0)
 void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* ids, const int32_t* pos,
                       int B, int T, int C);
@@ -97,6 +114,10 @@ void lm_head_forward(float* logits, const float* inp, const float* wte, int M, i
 // dinp (M,C) = dlogits (M,V) · wte, dwte (V,C) += dlogitsᵀ · inp; dwte may be null
 void lm_head_backward(float* dinp, float* dwte, const float* dlogits, const float* inp, const float* wte, int M,
                       int C, int V);
+// The same, with wte kept only as its packed transpose wte_t (C, V) (GPT2Model packs it once): bit for bit.
+void lm_head_forward_packed(float* logits, const float* inp, const PackedMatrix& wte_t, int M);
+void lm_head_backward_packed(float* dinp, float* dwte, const float* dlogits, const float* inp,
+                             const PackedMatrix& wte_t, int M);
 // out (M,OC) += (inp (M,C) · aᵀ) · b with a (R,C), b (R,OC): the low-rank part of an edited weight
 void lowrank_forward(float* out, const float* inp, const float* a, const float* b, int M, int C, int OC, int R);
 // dinp (M,C) += (dout (M,OC) · bᵀ) · a

@@ -128,7 +128,10 @@ void run_blocks(const GPT2Model& m, const RunSpec& s, ActivationTensors* acts, c
   const int B = s.B, T = s.T, C = cfg.n_embd, I = cfg.inner(), NH = cfg.n_head, N = B * T;
   const int Tk = s.past + T;
   const float eps = cfg.layer_norm_eps;
-  encoder_forward(acts->encoded, s.ids, s.pos, w.wte, w.wpe, B, T, C, 0);
+  if (const PackedMatrix* wte_t = m.packed(id.wte))
+    encoder_forward_packed(acts->encoded, s.ids, s.pos, *wte_t, w.wpe, B, T, C, 0);
+  else
+    encoder_forward(acts->encoded, s.ids, s.pos, w.wte, w.wpe, B, T, C, 0);
   const float* x = acts->encoded;
   for (int l = 0; l < cfg.n_layer; l++) {
     BlockActs& a = acts->h[l];
@@ -165,6 +168,7 @@ void run_blocks(const GPT2Model& m, const RunSpec& s, ActivationTensors* acts, c
 
 // logits (rows, V) = h (rows, C) · wteᵀ
 void lm_head(const GPT2Model& m, const float* h, int rows, float* logits) {
+  if (const PackedMatrix* wte_t = m.packed(m.ids().wte)) return lm_head_forward_packed(logits, h, *wte_t, rows);
   lm_head_forward(logits, h, m.weights().wte, rows, m.config().n_embd, m.config().vocab_size);
 }
 
@@ -330,11 +334,16 @@ Status GPT2Model::loss_and_grad(const Batch& b, const GradOptions& opt, const We
     }
   }
   FloatBuf dlnf((size_t)N * C);
+  const PackedMatrix* wte_t = packed(ids_.wte);
+  auto head_backward = [&](float* dinp, const float* inp, int rows_) {
+    if (wte_t) lm_head_backward_packed(dinp, g.wte, dlogits, inp, *wte_t, rows_);
+    else lm_head_backward(dinp, g.wte, dlogits, inp, w.wte, rows_, C, V);
+  };
   if (!compact) {
-    lm_head_backward(dlnf.data(), g.wte, dlogits, acts.lnf, w.wte, N, C, V);
+    head_backward(dlnf.data(), acts.lnf, N);
   } else {
     FloatBuf drows((size_t)R * C);
-    lm_head_backward(drows.data(), g.wte, dlogits, hlnf, w.wte, R, C, V);
+    head_backward(drows.data(), hlnf, R);
     std::memset(dlnf.data(), 0, (size_t)N * C * sizeof(float));
     for (int r = 0; r < R; r++) std::memcpy(dlnf.data() + (size_t)rows[r] * C, drows.data() + (size_t)r * C, C * sizeof(float));
   }

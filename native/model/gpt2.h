@@ -106,12 +106,13 @@ class GPT2Model {
   const GPT2Config& config() const { return cfg_; }
   const std::vector<ParamInfo>& params() const { return info_; }
   int param_index(const std::string& name) const;  // accepts "h.0…", "transformer.h.0…", "lm_head.weight"; -1 if none
-  // Row-major data of parameter i, or null for a Conv1D weight kept only packed (packed(i)); copy_param
+  // Row-major data of parameter i, or null for a weight kept only packed (packed(i)); copy_param
   // gives every parameter row-major.
   const float* param(int i) const { return ptr_[i]; }
   // The packed form (kernels.h PackedMatrix) of Conv1D weight i, or null. Every Conv1D weight of a
   // model is packed once, when the model is made: in place where the model's storage is its own (one
-  // copy of the weights), next to a read-only file mapping otherwise.
+  // copy of the weights), next to a read-only file mapping otherwise. wte is packed transposed
+  // (wteᵀ, C x V: the LM head's B), its row-major copy given up unless it lies in a file mapping.
   const PackedMatrix* packed(int i) const { return packed_[i].data ? &packed_[i] : nullptr; }
   void copy_param(int i, float* dst) const;  // numel floats, row-major
   size_t param_bytes() const;
@@ -133,6 +134,7 @@ class GPT2Model {
   explicit GPT2Model(const GPT2Config& cfg);  // the parameter table for cfg, no storage yet
   // Packs every Conv1D weight not packed yet: in place where `writable` (the storage is this model's own).
   void pack_weights(bool writable);
+  void pack_wte(bool writable);  // wte as wteᵀ packed (C, V); the row-major copy given up where writable
   GPT2Config cfg_;
   std::vector<ParamInfo> info_;
   ParameterTensors<int> ids_;

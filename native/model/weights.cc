@@ -81,14 +81,21 @@ Status GPT2Model::load(const std::string& path, const GPT2Config& cfg, std::shar
 Status GPT2Model::random(const GPT2Config& cfg, uint64_t seed, std::shared_ptr<GPT2Model>* out) {
   MEND_RETURN_IF_ERROR(cfg.validate());
   std::shared_ptr<GPT2Model> m(new GPT2Model(cfg));
+  // One buffer for every parameter but wte, which gets its own (pack_wte releases it once packed).
+  const int iwte = m->ids_.wte;
   size_t total = 0;
-  for (auto& p : m->info_) total += (size_t)p.numel();
+  for (size_t i = 0; i < m->info_.size(); i++)
+    if ((int)i != iwte) total += (size_t)m->info_[i].numel();
   auto buf = std::make_shared<std::vector<float>>(total);
-  float* w = buf->data();
+  auto wte = std::make_shared<std::vector<float>>((size_t)m->info_[iwte].numel());
   // Each parameter gets its own stream so initialisation can run in parallel and stay deterministic.
-  std::vector<size_t> offs(m->info_.size());
+  std::vector<float*> base(m->info_.size());
   size_t off = 0;
-  for (size_t i = 0; i < m->info_.size(); i++) { offs[i] = off; off += (size_t)m->info_[i].numel(); }
+  for (size_t i = 0; i < m->info_.size(); i++) {
+    if ((int)i == iwte) { base[i] = wte->data(); continue; }
+    base[i] = buf->data() + off;
+    off += (size_t)m->info_[i].numel();
+  }
   const double proj_std = 0.02 / std::sqrt(2.0 * cfg.n_layer);
   // Tasks of at most kChunk values, so that one large tensor (wte: 38.6M values for GPT-2 small,
   // 80M for XL) is spread over the threads too. Chunk 0 of parameter i draws from the stream it
@@ -104,7 +111,7 @@ Status GPT2Model::random(const GPT2Config& cfg, uint64_t seed, std::shared_ptr<G
     const int64_t c = tasks[t].second;
     const ParamInfo& p = m->info_[i];
     const int64_t b = c * kChunk, e = std::min<int64_t>(p.numel(), b + kChunk);
-    float* d = w + offs[i];
+    float* d = base[i];
     const std::string& nm = p.name;
     bool is_ln = nm.find(".ln_") != std::string::npos;
     bool is_bias = nm.size() > 5 && nm.compare(nm.size() - 5, 5, ".bias") == 0;
@@ -116,8 +123,9 @@ Status GPT2Model::random(const GPT2Config& cfg, uint64_t seed, std::shared_ptr<G
     Rng r(c == 0 ? stream : Rng(stream ^ ((uint64_t)c * 0xD1B54A32D192ED03ull)).next());
     for (int64_t k = b; k < e; k++) d[k] = (float)(r.normal() * sd);
   });
-  for (size_t i = 0; i < m->info_.size(); i++) m->ptr_[i] = w + offs[i];
+  for (size_t i = 0; i < m->info_.size(); i++) m->ptr_[i] = base[i];
   m->owned_.push_back(buf);
+  m->owned_.push_back(wte);
   m->pack_weights(true);
   *out = std::move(m);
   return Status::OK();
@@ -184,6 +192,7 @@ Status GPT2Model::save(const std::string& path, const std::map<std::string, std:
 
 void GPT2Model::copy_param(int i, float* dst) const {
   if (ptr_[i]) std::memcpy(dst, ptr_[i], (size_t)info_[i].numel() * sizeof(float));
+  else if (i == ids_.wte) unpack_matrix_t(packed_[i], dst);
   else unpack_matrix(packed_[i], dst);
 }
 
@@ -191,7 +200,12 @@ void GPT2Model::pack_weights(bool writable) {
   std::vector<float> tmp;
   for (size_t i = 0; i < info_.size(); i++) {
     const ParamInfo& p = info_[i];
-    if (!p.conv1d || packed_[i].data) continue;  // packed already (a with_replaced copy shares it)
+    if (packed_[i].data) continue;  // packed already (a with_replaced copy shares it)
+    if ((int)i == ids_.wte) {
+      pack_wte(writable);
+      continue;
+    }
+    if (!p.conv1d) continue;
     const int K = (int)p.shape[0], N = (int)p.shape[1];
     if (writable && packed_floats(K, N) == (size_t)p.numel()) {
       // Same size (N a multiple of 16): the packed form replaces the row-major one in its storage.
@@ -208,6 +222,30 @@ void GPT2Model::pack_weights(bool writable) {
       owned_.push_back(std::move(buf));
     }
   }
+}
+
+void GPT2Model::pack_wte(bool writable) {
+  // The tied embedding / LM head, wte (V, C), kept as wteᵀ (C, V) packed: the LM head's GEMMs stream
+  // it in place (kernels.h gemm_packed_nt / _nn; at B = 1 and 16 tokens, transposing wte into panels
+  // on every forward cost about as much as the product). Its row-major storage is then given up where
+  // it is this model's own, so one copy stays resident; a read-only file mapping is kept beside it.
+  const int i = ids_.wte, V = cfg_.vocab_size, C = cfg_.n_embd;
+  const float* src = ptr_[i];
+  const size_t bytes = (size_t)V * C * sizeof(float);
+  auto buf = std::make_shared<std::vector<float>>(packed_floats(C, V));
+  pack_matrix_t(src, V, C, buf->data());
+  packed_[i] = PackedMatrix{buf->data(), C, V};
+  owned_.push_back(std::move(buf));
+  if (!writable) return;
+  ptr_[i] = nullptr;
+  // Its own vector (generated, converted, handed over or replaced): released with the last holder.
+  for (auto it = owned_.begin(); it != owned_.end(); ++it)
+    if ((*it)->data() == src && (*it)->size() * sizeof(float) == bytes) {
+      owned_.erase(it);
+      return;
+    }
+  // Inside the file's private copy: its pages go back to the system (never read again).
+  if (file_) file_->discard(src, bytes);
 }
 
 }  // namespace mend

@@ -334,6 +334,89 @@ GemmCheckReport gemm_check(int section) {
         ck.count(same, same ? "gemm_nt_prepacked bit-identical to gemm(N, T) (162 shapes, every backend)"
                             : "gemm_nt_prepacked differs from gemm(N, T) at " + bad);
       }
+      // C (M, N) against alpha·op(A)·op(B) + beta·C0 in float64, within the float32 bound of a sum of K
+      // FMAs: A[i, k] = a[i*ars + k*acs], B[k, j] = b[k*brs + j*bcs]. "" when it holds, else where not.
+      auto within_f64 = [](int M, int N, int K, float alpha, float beta, const float* a, int ars, int acs, const float* b,
+                           int brs, int bcs, const float* c0, const float* c) -> std::string {
+        for (int i = 0; i < M; i++)
+          for (int j = 0; j < N; j++) {
+            double ref = 0, mag = 0;
+            for (int k = 0; k < K; k++) {
+              const double p = (double)a[(size_t)i * ars + (size_t)k * acs] * b[(size_t)k * brs + (size_t)j * bcs];
+              ref += p;
+              mag += std::fabs(p);
+            }
+            const double c0ij = c0[(size_t)i * N + j], bound = (K + 2) * 1.2e-7 * (std::fabs(alpha) * mag + std::fabs(beta * c0ij));
+            ref = alpha * ref + beta * c0ij;
+            if (std::fabs(c[(size_t)i * N + j] - ref) > bound + 1e-30)
+              return " at (" + std::to_string(i) + ", " + std::to_string(j) + "): |diff| " + std::to_string(std::fabs(c[(size_t)i * N + j] - ref)) + " > " + std::to_string(bound);
+          }
+        return "";
+      };
+      // gemm_packed_nt / gemm_packed_nn (a weight kept only as its packed transpose X, the tied LM head)
+      // give bit for bit what gemm(false, true) / gemm(false, false) give on the row-major B = Xᵀ, on
+      // every backend, through skinny and general (nt), K-split with panels and general (nn); for M <= 4,
+      // where gemm has its dot and GEMV kernels and these stream X's strips in their own order of sums,
+      // within the float32 bound of the float64 product. unpack_matrix_t and packed_column give B's rows back.
+      {
+        bool same = true;
+        std::string bad;
+        const bool avx2_before = gemm_force_avx2(false);
+        int n = 0, shapes = 0;
+        const std::pair<int, int> xs[] = {{1, 1}, {9, 17}, {40, 300}, {16, 2048}, {300, 40}, {33, 5001}, {4100, 40}, {768, 203}};
+        for (int M : {1, 2, 3, 4, 5, 8, 9, 16, 64, 65, 150})
+          for (auto [XK, XN] : xs) {
+            shapes++;
+            // alpha and beta not powers of 2: alpha * s + beta * c rounds the same only in the same operations
+            const float beta = n % 2 ? 0.3f : 0.0f, alpha = n++ % 3 ? 1.0f : 0.7f;
+            // B (XN, XK) row-major; X = Bᵀ (XK, XN) packed
+            std::vector<float> B((size_t)XN * XK), P(packed_floats(XK, XN));
+            for (auto& x : B) x = ck.urand();
+            std::vector<float> Ant((size_t)M * XK), Ann((size_t)M * XN);
+            for (auto& x : Ant) x = ck.urand();
+            for (auto& x : Ann) x = ck.urand();
+            std::vector<float> Cnt0((size_t)M * XN), Cnn0((size_t)M * XK);
+            for (auto& x : Cnt0) x = ck.urand();
+            for (auto& x : Cnn0) x = ck.urand();
+            for (int backend = 0; backend < 3; backend++) {
+              gemm_force_portable(backend == 2);
+              gemm_force_avx2(backend == 1);
+              const std::string at = "[" + std::string(gemm_backend()) + "] M=" + std::to_string(M) + " X=" + std::to_string(XK) + "x" + std::to_string(XN);
+              pack_matrix_t(B.data(), XN, XK, P.data());
+              const PackedMatrix X{P.data(), XK, XN};
+              std::vector<float> C1 = Cnt0, C2 = Cnt0;
+              gemm(false, true, M, XN, XK, alpha, Ant.data(), XK, B.data(), XK, beta, C1.data(), XN);
+              gemm_packed_nt(M, alpha, Ant.data(), XK, X, beta, C2.data(), XN);
+              if (M > 4) {
+                if (std::memcmp(C1.data(), C2.data(), C1.size() * sizeof(float)) != 0 && same) { same = false; bad = "gemm_packed_nt " + at; }
+              } else {
+                const std::string w = within_f64(M, XN, XK, alpha, beta, Ant.data(), XK, 1, B.data(), 1, XK, Cnt0.data(), C2.data());
+                if (!w.empty() && same) { same = false; bad = "gemm_packed_nt (M <= 4, vs float64) " + at + w; }
+              }
+              std::vector<float> D1 = Cnn0, D2 = Cnn0;
+              gemm(false, false, M, XK, XN, alpha, Ann.data(), XN, B.data(), XK, beta, D1.data(), XK);
+              gemm_packed_nn(M, alpha, Ann.data(), XN, X, beta, D2.data(), XK);
+              if (M > 4) {
+                if (std::memcmp(D1.data(), D2.data(), D1.size() * sizeof(float)) != 0 && same) { same = false; bad = "gemm_packed_nn " + at; }
+              } else if (same) {
+                const std::string w = within_f64(M, XK, XN, alpha, beta, Ann.data(), XN, 1, B.data(), XK, 1, Cnn0.data(), D2.data());
+                if (!w.empty()) { same = false; bad = "gemm_packed_nn (M <= 4, vs float64) " + at + w; }
+              }
+              if (M == 1) {
+                std::vector<float> U(B.size()), col(XK);
+                unpack_matrix_t(X, U.data());
+                if (U != B && same) { same = false; bad = "unpack_matrix_t " + at; }
+                const int v = XN / 2;
+                packed_column(X, v, col.data());
+                if (!std::equal(col.begin(), col.end(), B.begin() + (size_t)v * XK) && same) { same = false; bad = "packed_column " + at; }
+              }
+            }
+          }
+        gemm_force_avx2(avx2_before);
+        gemm_force_portable(false);
+        ck.count(same, same ? "gemm_packed_nt and gemm_packed_nn as gemm(N, T) and gemm(N, N) on Xᵀ (" + std::to_string(shapes) + " shapes, every backend)"
+                            : "packed-transpose GEMM differs: " + bad);
+      }
       for (Case c : {make(false, false, 16, 3072, 768, 1.0f, 0.0f, 0), make(false, true, 16, 768, 3072, 1.0f, 0.0f, 0),
                      make(false, false, 32, 40, 5000, 1.0f, 0.7f, 0), make(true, true, 150, 70, 600, -0.5f, 1.0f, 2),
                      make(false, false, 300, 3100, 40, 1.0f, 0.0f, 0), make(false, true, 9, 37, 4500, 1.0f, 0.0f, 1)}) {

@@ -1,7 +1,7 @@
 // encoder.cc — GPT-2 input embedding: token embedding (wte) plus position embedding (wpe), and the
 // position ids themselves.
 // encoder_positions: pos (B,T) =, n_real (B) =
-// encoder_forward:   out (B,T,C) =
+// encoder_forward:   out (B,T,C) =  (encoder_forward_packed: wte kept as its packed transpose)
 // encoder_backward:  dwte (V,C) +=, dwpe (maxT,C) +=
 // Ids and positions are trusted here (the callers validate them against V and n_positions).
 #include <cstdint>
@@ -36,6 +36,23 @@ void encoder_forward(float* out, const int32_t* ids, const int32_t* pos, const f
       const float* __restrict te = wte + (int64_t)ids[r] * C;      // (C)
       const float* __restrict pe = wpe + (int64_t)p * C;           // (C)
       for (int c = 0; c < C; c++) o[c] = te[c] + pe[c];
+    }
+  }, grain);
+}
+
+void encoder_forward_packed(float* out, const int32_t* ids, const int32_t* pos, const PackedMatrix& wte_t,
+                            const float* wpe, int B, int T, int C, int pos0) {
+  // as encoder_forward, with wte given as its packed transpose (C, V): wte[v][c] = wte_t(c, v)
+  const int64_t rows = (int64_t)B * T;
+  const int64_t grain = C >= 4096 ? 1 : 4096 / (C > 0 ? C : 1);
+  parallel_for(rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      const int t = (int)(r % T);
+      const int p = pos ? pos[r] : pos0 + t;
+      float* __restrict o = out + r * C;                  // (C)
+      packed_column(wte_t, ids[r], o);
+      const float* __restrict pe = wpe + (int64_t)p * C;  // (C)
+      for (int c = 0; c < C; c++) o[c] += pe[c];
     }
   }, grain);
 }

@@ -114,6 +114,14 @@ using GemvNFn = void (*)(int kc, int m, int n, const float* a, i64 lda, const fl
 using Ukr2Fn = void (*)(int kc, const float* a, const float* b, const float* b2, i64 ldb, float* c, i64 ldc, int m,
                         int n, float alpha, float beta);
 
+// acc[(i*kc + k)*NR + j] += a[i*lda + j] * s[k*NR + j] for i < m <= kDotM, k < kc, lanes j < NR: the
+// strip's kc rows scaled lane by lane by the m rows of a (NR values each) and summed into per-lane
+// accumulators (A · B for B = Xᵀ, read from X's strips in place; the lanes are summed at the end).
+using LaneAccFn = void (*)(int kc, int m, const float* a, i64 lda, const float* s, float* acc);
+// out[(j - lo)*ldo + k] = s[k*NR + j] for lanes lo <= j < hi <= NR, k < kc: lanes of a strip (kc rows of
+// NR floats) as rows (the rows of a transposed packed matrix, for the kernels that read B's rows).
+using StripTFn = void (*)(const float* s, int kc, int lo, int hi, float* out, i64 ldo);
+
 constexpr int dot_nb(int m) { return m == 1 ? 8 : m == 2 ? 6 : m == 3 ? 4 : 3; }
 
 struct Ops {
@@ -123,6 +131,8 @@ struct Ops {
   PackA6Fn pack_a6;
   DotFn dot;
   GemvNFn gemvn;
+  StripTFn strip_t;
+  LaneAccFn lane_acc;
   const char* name;
 };
 
@@ -229,7 +239,24 @@ void gemvn_port(int kc, int m, int n, const float* a, i64 lda, const float* b, i
   }
 }
 
-const Ops kPortable = {ukr_port, nullptr, pack_bt_port, pack_a6_port, dot_port, gemvn_port, "portable"};
+void strip_t_port(const float* s, int kc, int lo, int hi, float* out, i64 ldo) {
+  for (int j = lo; j < hi; j++) {
+    float* o = out + (i64)(j - lo) * ldo;
+    for (int k = 0; k < kc; k++) o[k] = s[(i64)k * NR + j];
+  }
+}
+
+void lane_acc_port(int kc, int m, const float* a, i64 lda, const float* s, float* acc) {
+  for (int i = 0; i < m; i++) {
+    const float* ai = a + (i64)i * lda;
+    float* ac = acc + (i64)i * kc * NR;
+    for (int k = 0; k < kc; k++)
+      for (int j = 0; j < NR; j++) ac[(i64)k * NR + j] += ai[j] * s[(i64)k * NR + j];
+  }
+}
+
+const Ops kPortable = {ukr_port, nullptr, pack_bt_port, pack_a6_port, dot_port, gemvn_port, strip_t_port, lane_acc_port,
+                       "portable"};
 
 // ---------------------------------------------------------------------------------------------
 // AVX2/FMA kernels (compiled for the target, selected only when the CPU supports it).
@@ -489,7 +516,50 @@ MEND_AVX2 void gemvn_avx2(int kc, int m, int n, const float* a, i64 lda, const f
   return gemvn_avx2_t<2>(kc, n, a, lda, b, ldb, c, ldc, init);
 }
 
-const Ops kAvx2 = {ukr_avx2, nullptr, pack_bt_avx2, pack_a6_avx2, dot_avx2, gemvn_avx2, "avx2-fma"};
+// Eight rows of eight lanes at a time, transposed in registers (transpose8).
+MEND_AVX2 void strip_t_avx2(const float* s, int kc, int lo, int hi, float* out, i64 ldo) {
+  for (int h = lo / 8; h * 8 < hi; h++) {
+    const int j0 = std::max(lo, h * 8), j1 = std::min(hi, h * 8 + 8);
+    int k = 0;
+    for (; k + 8 <= kc; k += 8) {
+      __m256 r[8];
+      for (int t = 0; t < 8; t++) r[t] = _mm256_loadu_ps(s + (i64)(k + t) * NR + h * 8);
+      transpose8(r);
+      for (int j = j0; j < j1; j++) _mm256_storeu_ps(out + (i64)(j - lo) * ldo + k, r[j - h * 8]);
+    }
+    for (; k < kc; k++)
+      for (int j = j0; j < j1; j++) out[(i64)(j - lo) * ldo + k] = s[(i64)k * NR + j];
+  }
+}
+
+template <int MA>
+MEND_AVX2 void lane_acc_avx2_t(int kc, const float* a, i64 lda, const float* __restrict s, float* __restrict acc) {
+  __m256 a0[MA], a1[MA];
+  for (int i = 0; i < MA; i++) {
+    a0[i] = _mm256_loadu_ps(a + (i64)i * lda);
+    a1[i] = _mm256_loadu_ps(a + (i64)i * lda + 8);
+  }
+  for (int k = 0; k < kc; k++) {
+    const __m256 s0 = _mm256_loadu_ps(s + (i64)k * NR), s1 = _mm256_loadu_ps(s + (i64)k * NR + 8);
+    for (int i = 0; i < MA; i++) {
+      float* ac = acc + ((i64)i * kc + k) * NR;
+      _mm256_store_ps(ac, _mm256_fmadd_ps(a0[i], s0, _mm256_load_ps(ac)));
+      _mm256_store_ps(ac + 8, _mm256_fmadd_ps(a1[i], s1, _mm256_load_ps(ac + 8)));
+    }
+  }
+}
+
+MEND_AVX2 void lane_acc_avx2(int kc, int m, const float* a, i64 lda, const float* s, float* acc) {
+  switch (m) {
+    case 1: return lane_acc_avx2_t<1>(kc, a, lda, s, acc);
+    case 2: return lane_acc_avx2_t<2>(kc, a, lda, s, acc);
+    case 3: return lane_acc_avx2_t<3>(kc, a, lda, s, acc);
+    default: return lane_acc_avx2_t<4>(kc, a, lda, s, acc);
+  }
+}
+
+const Ops kAvx2 = {ukr_avx2, nullptr, pack_bt_avx2, pack_a6_avx2, dot_avx2, gemvn_avx2, strip_t_avx2, lane_acc_avx2,
+                   "avx2-fma"};
 
 // ---------------------------------------------------------------------------------------------
 // AVX-512F micro-kernel: M_ x 32 from two 16-column strips, one zmm per row and strip: 12
@@ -556,7 +626,8 @@ MEND_AVX512 void ukr2_avx512(int kc, const float* a, const float* b, const float
   }
 }
 
-const Ops kAvx512 = {ukr_avx2, ukr2_avx512, pack_bt_avx2, pack_a6_avx2, dot_avx2, gemvn_avx2, "avx512f"};
+const Ops kAvx512 = {ukr_avx2, ukr2_avx512, pack_bt_avx2, pack_a6_avx2, dot_avx2, gemvn_avx2, strip_t_avx2, lane_acc_avx2,
+                     "avx512f"};
 
 
 bool cpu_has_avx2_fma() {
@@ -846,11 +917,36 @@ void gemm_skinny_t(const Ops& o, bool transA, int M, int N, int K, float alpha, 
 // Per part: M <= kGemvM uses the streaming GEMV kernel (4 rows of B at a time, no copy); otherwise B is
 // copied in blocks of kc rows x W columns (about 256 KB, rows read contiguously) into panels that
 // all ceil(M/6) row panels reuse from L1.
+// B stored (K, N) row-major, as gemm has it.
+struct RowMajorB {
+  static constexpr bool kGemv = true;  // M <= kGemvM: the streaming GEMV kernel on B's rows in place
+  const float* B;
+  i64 ldb;
+  void gemv(const Ops& o, int k0, int kc, int j, int w, const float* a, i64 lda, int m, float* c, i64 ldc) const {
+    o.gemvn(kc, m, w, a, lda, B + (i64)k0 * ldb + j, ldb, c, ldc, true);
+  }
+  void block(const Ops& o, int p, int kc, int j, int w, float* buf, i64 pstride) const {
+    pack_b_block(o, false, B, ldb, p, kc, j, w, buf, pstride);
+  }
+  void naive(bool transA, int M, int N, int k0, int k1, float alpha, const float* A, i64 lda, float beta, float* C,
+             i64 ldc) const {
+    gemm_naive(transA, false, M, N, k1 - k0, alpha, A, lda, B + (i64)k0 * ldb, ldb, beta, C, ldc);
+  }
+};
+
+// Where op(B) comes from is a source (RowMajorB below, or PackedBt: B given as its packed transpose):
+//   src.gemv(o, k0, kc, j, w, a, lda, m, c, ldc, init): gemvn over rows k0..k0+kc, columns j..j+w;
+//   src.block(o, p, kc, j, w, buf, pstride): the panels of rows p..p+kc, columns j..j+w (pack_b_block);
+//   src.naive(k0, k1, alpha, A, lda, beta, C, ldc): the unblocked fallback over rows k0..k1 (out of memory).
+template <class Src>
 void gemm_ksplit(const Ops& o, bool transA, int M, int N, int K, float alpha, const float* A, i64 lda,
-                 const float* B, i64 ldb, float beta, float* C, i64 ldc) {
+                 const Src& src, float beta, float* C, i64 ldc) {
+  auto naive = [&](int k0, int k1, float al, float be, float* c, i64 ldc_) {
+    src.naive(transA, M, N, k0, k1, al, transA ? A + (i64)k0 * lda : A + k0, lda, be, c, ldc_);
+  };
   const int T = threads_for(2.0 * M * N * K);
   const int parts = std::max(1, std::min(T, K / kKSplitMinK));
-  const bool gemv = M <= kGemvM;
+  const bool gemv = Src::kGemv && M <= kGemvM;
   const int npanels = (M + MR - 1) / MR;
   // A as the kernels want it: rows (M x K, contiguous) for GEMV, else K-long MR panels.
   const float* arows = A;
@@ -859,7 +955,7 @@ void gemm_ksplit(const Ops& o, bool transA, int M, int N, int K, float alpha, co
   if (gemv) {
     if (transA) {
       float* p = tl_a.get((size_t)M * K);
-      if (!p) return gemm_naive(transA, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      if (!p) return naive(0, K, alpha, beta, C, ldc);
       for (int k = 0; k < K; k++)
         for (int i = 0; i < M; i++) p[(i64)i * K + k] = A[(i64)k * lda + i];
       arows = p;
@@ -867,34 +963,35 @@ void gemm_ksplit(const Ops& o, bool transA, int M, int N, int K, float alpha, co
     }
   } else {
     apack = tl_a.get((size_t)npanels * K * MR);
-    if (!apack) return gemm_naive(transA, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (!apack) return naive(0, K, alpha, beta, C, ldc);
     pack_a(o, transA, A, lda, 0, M, 0, K, apack, (i64)K * MR);
   }
   const i64 mn = (i64)M * N;
   float* part_buf = tl_c.get((size_t)(mn * parts));
-  if (!part_buf) return gemm_naive(transA, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (!part_buf) return naive(0, K, alpha, beta, C, ldc);
   const int W = std::min(N, gemv ? kGemvW : kKSplitW);
   const int kcb = std::clamp(((65536 / W) & ~7), 16, KC);  // block kc x W ~ 256 KB
   const i64 pstride = (i64)kcb * NR + 16;
   auto part = [&](int64_t t) {
     const int k0 = (int)((i64)K * t / parts), k1 = (int)((i64)K * (t + 1) / parts);
     float* cp = part_buf + t * mn;  // partial C (M x N), row stride N
-    if (gemv) {
-      for (int j = 0; j < N; j += W)
-        o.gemvn(k1 - k0, M, std::min(W, N - j), arows + k0, la, B + (i64)k0 * ldb + j, ldb, cp + j, N, true);
-      return;
+    if constexpr (Src::kGemv) {
+      if (gemv) {
+        for (int j = 0; j < N; j += W)
+          src.gemv(o, k0, k1 - k0, j, std::min(W, N - j), arows + k0, la, M, cp + j, N);
+        return;
+      }
     }
     float* bbuf = tl_b.get((size_t)pstride * ((W + NR - 1) / NR));
     if (!bbuf) {
-      gemm_naive(transA, false, M, N, k1 - k0, 1.0f, transA ? A + (i64)k0 * lda : A + k0, lda,
-                 B + (i64)k0 * ldb, ldb, 0.0f, cp, N);
+      naive(k0, k1, 1.0f, 0.0f, cp, N);
       return;
     }
     for (int j = 0; j < N; j += W) {
       const int w = std::min(W, N - j), nstr = (w + NR - 1) / NR;
       for (int p = k0; p < k1; p += kcb) {
         const int kc = std::min(kcb, k1 - p);
-        pack_b_block(o, false, B, ldb, p, kc, j, w, bbuf, pstride);
+        src.block(o, p, kc, j, w, bbuf, pstride);
         run_strips(o, kc, apack + (i64)p * MR, (i64)K * MR, npanels, M, bbuf, pstride, NR, nstr, w, cp + j, N, 1.0f,
                    p == k0 ? 0.0f : 1.0f);
       }
@@ -1073,6 +1170,33 @@ bool gemm_packed_skinny(const Ops& o, bool transA, int M, int N, int K, float al
 
 inline float packed_at(const PackedMatrix& W, int k, int n) { return W.data[((i64)(n / NR) * W.K + k) * NR + n % NR]; }
 
+// Rows r0..r0+nr of Xᵀ (columns of the packed X), columns c0..c0+nc of them, into out (row stride ldo):
+// out[i*ldo + c] = X(c0 + c, r0 + i), strip by strip (ops().strip_t).
+void rows_of_t(const Ops& o, const PackedMatrix& X, int r0, int nr, int c0, int nc, float* out, i64 ldo) {
+  for (int r = r0; r < r0 + nr;) {
+    const int s = r / NR, lo = r - s * NR, hi = std::min(NR, r0 + nr - s * NR);  // lanes lo..hi of strip s
+    o.strip_t(X.data + ((i64)s * X.K + c0) * NR, nc, lo, hi, out + (i64)(r - r0) * ldo, ldo);
+    r = s * NR + hi;
+  }
+}
+
+// B (K, N) given as its packed transpose X = Bᵀ (X.K = N, X.N = K), for gemm_ksplit at M > kDotM (fewer
+// rows take gemm_packed_lanes): the panels are pack_bt_from_packed's, the same floats pack_b_block
+// copies from a row-major B, so the sums are gemm's.
+struct PackedBt {
+  static constexpr bool kGemv = false;  // (M <= kGemvM never comes here)
+  const PackedMatrix& X;
+  void block(const Ops& o, int p, int kc, int j, int w, float* buf, i64 pstride) const {
+    pack_bt_from_packed(o, X, p, kc, j, w, buf, pstride);
+  }
+  void naive(bool transA, int M, int N, int k0, int k1, float alpha, const float* A, i64 lda, float beta, float* C,
+             i64 ldc) const {
+    gemm_naive_at(transA, 0, M, 0, N, k1 - k0, alpha, A, lda, [&](int k, int j) { return packed_at(X, j, k0 + k); },
+                  beta, C, ldc);
+  }
+};
+
+
 }  // namespace
 
 size_t packed_floats(int K, int N) { return (size_t)K * (size_t)((N + NR - 1) / NR) * NR; }
@@ -1121,6 +1245,22 @@ void unpack_matrix(const PackedMatrix& W, float* out) {
   }, 16);
 }
 
+void unpack_matrix_t(const PackedMatrix& X, float* out) {
+  const Ops& o = ops();
+  const int nstrips = (X.N + NR - 1) / NR;
+  parallel_for(nstrips, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; s++) {
+      const int r0 = (int)s * NR;
+      rows_of_t(o, X, r0, std::min(NR, X.N - r0), 0, X.K, out + (i64)r0 * X.K, X.K);
+    }
+  }, 4);
+}
+
+void packed_column(const PackedMatrix& X, int n, float* out) {
+  const float* p = X.data + (i64)(n / NR) * X.K * NR + n % NR;
+  for (int k = 0; k < X.K; k++) out[k] = p[(i64)k * NR];
+}
+
 // The epilogue as passes of its own over C (M x N), for the drivers that do not fuse it.
 void epilogue_after(int M, int N, float* C, i64 ldc, const GemmEpilogue* ep) {
   if (!ep) return;
@@ -1162,14 +1302,77 @@ void gemm_packed(bool transA, bool transW, int M, float alpha, const float* A, i
 
 bool gemm_nt_prepacked(int M, float alpha, const float* A, int lda, const PackedMatrix& Bt, float beta, float* C,
                        int ldc) {
-  const int K = Bt.K, N = Bt.N;
-  const bool trivial = M <= 0 || N <= 0 || K <= 0 || alpha == 0.0f;  // gemm_packed does what gemm does
-  if (!trivial && M <= kDotM) return false;  // gemm's dot driver: its own order of sums, from B's rows
-  // gemm_skinny_t's k blocks: superblocks of kSkinnyKS, read from the strips in place.
-  if (!trivial && M <= kSkinnyM) return gemm_packed_skinny(ops(), false, M, N, K, alpha, A, lda, Bt, beta, C, ldc, kSkinnyKS);
-  // gemm_general's k blocks (balanced_kc(K, KC)) over the panels: gemm_packed's general path on Bt.
-  gemm_packed(false, false, M, alpha, A, lda, Bt, beta, C, ldc);
+  const bool trivial = M <= 0 || Bt.N <= 0 || Bt.K <= 0 || alpha == 0.0f;
+  if (!trivial && M <= kDotM) return false;  // gemm's dot driver: B's rows read in place are cheaper
+  gemm_packed_nt(M, alpha, A, lda, Bt, beta, C, ldc);
   return true;
+}
+
+// C (M, X.K) = alpha · A · Xᵀ + beta · C for M <= kDotM, X's strips read once, in place: threads split the
+// strips; each keeps per-lane sums (M x X.K x 16, L2) of its strips' rows scaled by A's 16 matching
+// values (ops().lane_acc), and the final pass sums each output's lanes (in lane order) and the parts.
+void gemm_packed_lanes(const Ops& o, int M, float alpha, const float* A, i64 lda, const PackedMatrix& X, float beta,
+                       float* C, i64 ldc) {
+  const int N = X.K, K = X.N;  // C (M, N), A (M, K)
+  const int nstrips = (K + NR - 1) / NR;
+  const int parts = std::max(1, std::min(threads_for(2.0 * M * N * K), nstrips / 8));
+  const i64 per = (i64)M * N * NR;  // floats of one part's sums
+  float* sums = tl_c.get((size_t)(per * parts));
+  if (!sums)
+    return gemm_naive_at(false, 0, M, 0, N, K, alpha, A, lda, [&](int k, int j) { return packed_at(X, j, k); }, beta,
+                         C, ldc);
+  auto part = [&](int64_t t) {
+    float* acc = sums + t * per;
+    std::memset(acc, 0, sizeof(float) * per);
+    const int64_t s0 = nstrips * t / parts, s1 = nstrips * (t + 1) / parts;
+    alignas(32) float a16[kDotM * NR];  // A's values for the strip's lanes (zero past K)
+    for (int64_t s = s0; s < s1; s++) {
+      const int k0 = (int)s * NR, nk = std::min(NR, K - k0);
+      for (int i = 0; i < M; i++)
+        for (int j = 0; j < NR; j++) a16[i * NR + j] = j < nk ? A[(i64)i * lda + k0 + j] : 0.0f;
+      o.lane_acc(N, M, a16, NR, X.data + s * (i64)N * NR, acc);
+    }
+  };
+  if (parts == 1)
+    part(0);
+  else
+    parallel_tasks(parts, part);
+  for (int i = 0; i < M; i++)
+    for (int j = 0; j < N; j++) {
+      float sum = 0.0f;
+      for (int t = 0; t < parts; t++) {
+        const float* l = sums + t * per + ((i64)i * N + j) * NR;
+        float ps = 0.0f;
+        for (int q = 0; q < NR; q++) ps += l[q];
+        sum += ps;
+      }
+      float* c = C + (i64)i * ldc + j;
+      *c = beta == 0.0f ? alpha * sum : alpha * sum + beta * *c;
+    }
+}
+
+void gemm_packed_nt(int M, float alpha, const float* A, int lda, const PackedMatrix& X, float beta, float* C, int ldc) {
+  const int N = X.N, K = X.K;
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == 0.0f) return scale_c(M, N, beta, C, ldc);
+  const Ops& o = ops();
+  if (M <= kSkinnyM) {  // (M <= kDotM too: X's strips in place, where gemm's dot kernel reads B's rows)
+    if (gemm_packed_skinny(o, false, M, N, K, alpha, A, lda, X, beta, C, ldc, kSkinnyKS)) return;
+    return gemm_naive_at(false, 0, M, 0, N, K, alpha, A, lda, [&](int k, int j) { return packed_at(X, k, j); }, beta,
+                         C, ldc);
+  }
+  gemm_packed(false, false, M, alpha, A, lda, X, beta, C, ldc);
+}
+
+void gemm_packed_nn(int M, float alpha, const float* A, int lda, const PackedMatrix& X, float beta, float* C, int ldc) {
+  const int N = X.K, K = X.N;  // C (M, N) = A (M, K) · B, B = Xᵀ (K, N)
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == 0.0f) return scale_c(M, N, beta, C, ldc);
+  const Ops& o = ops();
+  if (M <= kDotM) return gemm_packed_lanes(o, M, alpha, A, lda, X, beta, C, ldc);
+  if (M <= kSkinnyM && (M <= kKSplitM || K >= 8 * N))
+    return gemm_ksplit(o, false, M, N, K, alpha, A, lda, PackedBt{X}, beta, C, ldc);
+  gemm_packed(false, true, M, alpha, A, lda, X, beta, C, ldc);  // gemm_general's blocks, panels from X
 }
 
 void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
@@ -1182,7 +1385,7 @@ void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const floa
     if (transB) return gemm_skinny_t(o, transA, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     // K-split also for a tall B (K >= 8N: the LM head backward, dlogits · wte with K = 50257, N = 768),
     // where splitting N would leave each thread short, strided pieces of every row of B.
-    if (M <= kKSplitM || K >= 8 * N) return gemm_ksplit(o, transA, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (M <= kKSplitM || K >= 8 * N) return gemm_ksplit(o, transA, M, N, K, alpha, A, lda, RowMajorB{B, ldb}, beta, C, ldc);
   }
   gemm_general(o, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }

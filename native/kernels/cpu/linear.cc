@@ -56,6 +56,19 @@ void lm_head_backward(float* dinp, float* dwte, const float* dlogits, const floa
   if (dwte) gemm(true, false, V, C, M, 1.0f, dlogits, V, inp, C, 1.0f, dwte, C);
 }
 
+void lm_head_forward_packed(float* logits, const float* inp, const PackedMatrix& wte_t, int M) {
+  // logits (M,V), inp (M,C), wte_t = wteᵀ packed (C,V): bit for bit lm_head_forward on wte
+  gemm_packed_nt(M, 1.0f, inp, wte_t.K, wte_t, 0.0f, logits, wte_t.N);
+}
+
+void lm_head_backward_packed(float* dinp, float* dwte, const float* dlogits, const float* inp,
+                             const PackedMatrix& wte_t, int M) {
+  // as lm_head_backward, wte given as wte_t = wteᵀ packed (C,V); dwte (V,C) row-major or null
+  const int C = wte_t.K, V = wte_t.N;
+  gemm_packed_nn(M, 1.0f, dlogits, V, wte_t, 0.0f, dinp, C);
+  if (dwte) gemm(true, false, V, C, M, 1.0f, dlogits, V, inp, C, 1.0f, dwte, C);
+}
+
 void lowrank_forward(float* out, const float* inp, const float* a, const float* b, int M, int C, int OC, int R) {
   // out (M,OC), inp (M,C), a (R,C), b (R,OC)
   std::vector<float> tmp((size_t)M * R);  // (M,R) = inp · aᵀ

@@ -25,6 +25,12 @@
 //  * dot (transB, M <= 4: the LM head at decode, logits = h·wteᵀ): each row of B (N x K) is read once
 //    and dotted with all M rows of A (register block M x up to 8 rows of B).
 // B is never packed into a large buffer in the three skinny drivers.
+// Packed matrices (PackedMatrix, below): weights kept in the B-panel layout once, read in place. A
+// weight kept only as its packed transpose X = Bᵀ (the tied LM head wteᵀ) has gemm_packed_nt /
+// gemm_packed_nn, which take gemm's drivers for M > 4 (bit-identical to gemm on the row-major B); at
+// M <= 4 (decode, a few label rows) they stream X's strips in place, the forward through the
+// micro-kernel and the backward into per-lane sums, instead of gemm's dot and GEMV kernels, which
+// read B's rows (transposing them out of the strips cost 20-70% more than the product).
 // Dispatch: the AVX2/FMA kernels are compiled with __attribute__((target("avx2,fma"))) (the file
 // itself is built without -mavx2) and chosen at run time by __builtin_cpu_supports; otherwise, and
 // on non-x86 targets, portable C++ kernels with the same data layouts run (auto-vectorised).
@@ -118,9 +124,9 @@ using Ukr2Fn = void (*)(int kc, const float* a, const float* b, const float* b2,
 // strip's kc rows scaled lane by lane by the m rows of a (NR values each) and summed into per-lane
 // accumulators (A · B for B = Xᵀ, read from X's strips in place; the lanes are summed at the end).
 using LaneAccFn = void (*)(int kc, int m, const float* a, i64 lda, const float* s, float* acc);
-// out[(j - lo)*ldo + k] = s[k*NR + j] for lanes lo <= j < hi <= NR, k < kc: lanes of a strip (kc rows of
-// NR floats) as rows (the rows of a transposed packed matrix, for the kernels that read B's rows).
-using StripTFn = void (*)(const float* s, int kc, int lo, int hi, float* out, i64 ldo);
+// out[j*ldo + k] = s[k*NR + j] for lanes j < nb <= NR, k < kc: a strip's lanes (kc rows of NR floats) as
+// rows (unpack_matrix_t: the rows of Xᵀ for a packed X).
+using StripTFn = void (*)(const float* s, int kc, int nb, float* out, i64 ldo);
 
 constexpr int dot_nb(int m) { return m == 1 ? 8 : m == 2 ? 6 : m == 3 ? 4 : 3; }
 
@@ -239,9 +245,9 @@ void gemvn_port(int kc, int m, int n, const float* a, i64 lda, const float* b, i
   }
 }
 
-void strip_t_port(const float* s, int kc, int lo, int hi, float* out, i64 ldo) {
-  for (int j = lo; j < hi; j++) {
-    float* o = out + (i64)(j - lo) * ldo;
+void strip_t_port(const float* s, int kc, int nb, float* out, i64 ldo) {
+  for (int j = 0; j < nb; j++) {
+    float* o = out + (i64)j * ldo;
     for (int k = 0; k < kc; k++) o[k] = s[(i64)k * NR + j];
   }
 }
@@ -517,18 +523,18 @@ MEND_AVX2 void gemvn_avx2(int kc, int m, int n, const float* a, i64 lda, const f
 }
 
 // Eight rows of eight lanes at a time, transposed in registers (transpose8).
-MEND_AVX2 void strip_t_avx2(const float* s, int kc, int lo, int hi, float* out, i64 ldo) {
-  for (int h = lo / 8; h * 8 < hi; h++) {
-    const int j0 = std::max(lo, h * 8), j1 = std::min(hi, h * 8 + 8);
+MEND_AVX2 void strip_t_avx2(const float* s, int kc, int nb, float* out, i64 ldo) {
+  for (int h = 0; h * 8 < nb; h++) {
+    const int j1 = std::min(nb, h * 8 + 8);
     int k = 0;
     for (; k + 8 <= kc; k += 8) {
       __m256 r[8];
       for (int t = 0; t < 8; t++) r[t] = _mm256_loadu_ps(s + (i64)(k + t) * NR + h * 8);
       transpose8(r);
-      for (int j = j0; j < j1; j++) _mm256_storeu_ps(out + (i64)(j - lo) * ldo + k, r[j - h * 8]);
+      for (int j = h * 8; j < j1; j++) _mm256_storeu_ps(out + (i64)j * ldo + k, r[j - h * 8]);
     }
     for (; k < kc; k++)
-      for (int j = j0; j < j1; j++) out[(i64)(j - lo) * ldo + k] = s[(i64)k * NR + j];
+      for (int j = h * 8; j < j1; j++) out[(i64)j * ldo + k] = s[(i64)k * NR + j];
   }
 }
 
@@ -911,12 +917,6 @@ void gemm_skinny_t(const Ops& o, bool transA, int M, int N, int K, float alpha, 
   }
 }
 
-// K-split driver, B not transposed (B stored K x N), M <= kSkinnyM. Bandwidth first: the threads split
-// the K rows of B, so each streams one contiguous region (whole rows when ldb == N); each part writes
-// raw partial sums (M x N) to its own buffer, and a final pass forms C = alpha * sum + beta * C.
-// Per part: M <= kGemvM uses the streaming GEMV kernel (4 rows of B at a time, no copy); otherwise B is
-// copied in blocks of kc rows x W columns (about 256 KB, rows read contiguously) into panels that
-// all ceil(M/6) row panels reuse from L1.
 // B stored (K, N) row-major, as gemm has it.
 struct RowMajorB {
   static constexpr bool kGemv = true;  // M <= kGemvM: the streaming GEMV kernel on B's rows in place
@@ -934,10 +934,18 @@ struct RowMajorB {
   }
 };
 
-// Where op(B) comes from is a source (RowMajorB below, or PackedBt: B given as its packed transpose):
-//   src.gemv(o, k0, kc, j, w, a, lda, m, c, ldc, init): gemvn over rows k0..k0+kc, columns j..j+w;
-//   src.block(o, p, kc, j, w, buf, pstride): the panels of rows p..p+kc, columns j..j+w (pack_b_block);
-//   src.naive(k0, k1, alpha, A, lda, beta, C, ldc): the unblocked fallback over rows k0..k1 (out of memory).
+// K-split driver, B not transposed (B stored K x N), M <= kSkinnyM. Bandwidth first: the threads split
+// the K rows of B, so each streams one contiguous region (whole rows when ldb == N); each part writes
+// raw partial sums (M x N) to its own buffer, and a final pass forms C = alpha * sum + beta * C.
+// Per part: M <= kGemvM uses the streaming GEMV kernel (4 rows of B at a time, no copy); otherwise B is
+// copied in blocks of kc rows x W columns (about 256 KB, rows read contiguously) into panels that
+// all ceil(M/6) row panels reuse from L1.
+
+// Where op(B) comes from is a source (RowMajorB above, or PackedBt: B given as its packed transpose):
+//   src.gemv(o, k0, kc, j, w, a, lda, m, c, ldc): c = gemvn over rows k0..k0+kc, columns j..j+w (kGemv);
+//   src.block(o, p, kc, j, w, buf, pstride): the panels of rows p..p+kc, columns j..j+w (pack_b_block's);
+//   src.naive(transA, M, N, k0, k1, alpha, A, lda, beta, C, ldc): the unblocked product over rows k0..k1
+//   (out of memory).
 template <class Src>
 void gemm_ksplit(const Ops& o, bool transA, int M, int N, int K, float alpha, const float* A, i64 lda,
                  const Src& src, float beta, float* C, i64 ldc) {
@@ -1170,16 +1178,6 @@ bool gemm_packed_skinny(const Ops& o, bool transA, int M, int N, int K, float al
 
 inline float packed_at(const PackedMatrix& W, int k, int n) { return W.data[((i64)(n / NR) * W.K + k) * NR + n % NR]; }
 
-// Rows r0..r0+nr of Xᵀ (columns of the packed X), columns c0..c0+nc of them, into out (row stride ldo):
-// out[i*ldo + c] = X(c0 + c, r0 + i), strip by strip (ops().strip_t).
-void rows_of_t(const Ops& o, const PackedMatrix& X, int r0, int nr, int c0, int nc, float* out, i64 ldo) {
-  for (int r = r0; r < r0 + nr;) {
-    const int s = r / NR, lo = r - s * NR, hi = std::min(NR, r0 + nr - s * NR);  // lanes lo..hi of strip s
-    o.strip_t(X.data + ((i64)s * X.K + c0) * NR, nc, lo, hi, out + (i64)(r - r0) * ldo, ldo);
-    r = s * NR + hi;
-  }
-}
-
 // B (K, N) given as its packed transpose X = Bᵀ (X.K = N, X.N = K), for gemm_ksplit at M > kDotM (fewer
 // rows take gemm_packed_lanes): the panels are pack_bt_from_packed's, the same floats pack_b_block
 // copies from a row-major B, so the sums are gemm's.
@@ -1195,7 +1193,6 @@ struct PackedBt {
                   beta, C, ldc);
   }
 };
-
 
 }  // namespace
 
@@ -1247,12 +1244,9 @@ void unpack_matrix(const PackedMatrix& W, float* out) {
 
 void unpack_matrix_t(const PackedMatrix& X, float* out) {
   const Ops& o = ops();
-  const int nstrips = (X.N + NR - 1) / NR;
-  parallel_for(nstrips, [&](int64_t s0, int64_t s1) {
-    for (int64_t s = s0; s < s1; s++) {
-      const int r0 = (int)s * NR;
-      rows_of_t(o, X, r0, std::min(NR, X.N - r0), 0, X.K, out + (i64)r0 * X.K, X.K);
-    }
+  parallel_for((X.N + NR - 1) / NR, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; s++)
+      o.strip_t(X.data + s * X.K * NR, X.K, std::min<int>(NR, X.N - (int)s * NR), out + s * NR * X.K, X.K);
   }, 4);
 }
 

@@ -5,6 +5,7 @@
 // encoder_backward:  dwte (V,C) +=, dwpe (maxT,C) +=
 // Ids and positions are trusted here (the callers validate them against V and n_positions).
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/kernels.h"
 #include "core/threadpool.h"
@@ -23,26 +24,12 @@ void encoder_positions(int32_t* pos, int32_t* n_real, const int32_t* mask, int B
   }
 }
 
-void encoder_forward(float* out, const int32_t* ids, const int32_t* pos, const float* wte, const float* wpe,
-                     int B, int T, int C, int pos0) {
-  // out (B,T,C), ids (B,T), pos (B,T) or null, wte (V,C), wpe (maxT,C)
-  const int64_t rows = (int64_t)B * T;
-  const int64_t grain = C >= 4096 ? 1 : 4096 / (C > 0 ? C : 1);
-  parallel_for(rows, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) {
-      const int t = (int)(r % T);
-      const int p = pos ? pos[r] : pos0 + t;
-      float* __restrict o = out + r * C;                           // (C)
-      const float* __restrict te = wte + (int64_t)ids[r] * C;      // (C)
-      const float* __restrict pe = wpe + (int64_t)p * C;           // (C)
-      for (int c = 0; c < C; c++) o[c] = te[c] + pe[c];
-    }
-  }, grain);
-}
+namespace {
 
-void encoder_forward_packed(float* out, const int32_t* ids, const int32_t* pos, const PackedMatrix& wte_t,
-                            const float* wpe, int B, int T, int C, int pos0) {
-  // as encoder_forward, with wte given as its packed transpose (C, V): wte[v][c] = wte_t(c, v)
+// out (B,T,C) = row(ids[b,t]) + wpe[p(b,t)]: row(id, o) writes the token's embedding into o (C floats).
+template <class Row>
+void encoder_rows(float* out, const int32_t* ids, const int32_t* pos, const float* wpe, int B, int T, int C, int pos0,
+                  const Row& row) {
   const int64_t rows = (int64_t)B * T;
   const int64_t grain = C >= 4096 ? 1 : 4096 / (C > 0 ? C : 1);
   parallel_for(rows, [&](int64_t r0, int64_t r1) {
@@ -50,11 +37,26 @@ void encoder_forward_packed(float* out, const int32_t* ids, const int32_t* pos, 
       const int t = (int)(r % T);
       const int p = pos ? pos[r] : pos0 + t;
       float* __restrict o = out + r * C;                  // (C)
-      packed_column(wte_t, ids[r], o);
+      row(ids[r], o);
       const float* __restrict pe = wpe + (int64_t)p * C;  // (C)
       for (int c = 0; c < C; c++) o[c] += pe[c];
     }
   }, grain);
+}
+
+}  // namespace
+
+void encoder_forward(float* out, const int32_t* ids, const int32_t* pos, const float* wte, const float* wpe,
+                     int B, int T, int C, int pos0) {
+  // out (B,T,C), ids (B,T), pos (B,T) or null, wte (V,C), wpe (maxT,C)
+  encoder_rows(out, ids, pos, wpe, B, T, C, pos0,
+               [&](int32_t id, float* o) { std::memcpy(o, wte + (int64_t)id * C, sizeof(float) * C); });
+}
+
+void encoder_forward_packed(float* out, const int32_t* ids, const int32_t* pos, const PackedMatrix& wte_t,
+                            const float* wpe, int B, int T, int C, int pos0) {
+  // as encoder_forward, with wte given as its packed transpose (C, V): wte[v][c] = wte_t(c, v)
+  encoder_rows(out, ids, pos, wpe, B, T, C, pos0, [&](int32_t id, float* o) { packed_column(wte_t, id, o); });
 }
 
 void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* ids, const int32_t* pos,

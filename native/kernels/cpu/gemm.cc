@@ -355,18 +355,6 @@ MEND_AVX2 void ukr_avx2_t(int kc, const float* __restrict a, const float* __rest
   if constexpr (M_ > 5) store_row(c + 5 * ldc, c50, c51, n, va, beta);
 }
 
-MEND_AVX2 void ukr_avx2(int kc, const float* a, const float* b, i64 ldb, float* c, i64 ldc, int m, int n,
-                        float alpha, float beta) {
-  switch (m) {
-    case 1: return ukr_avx2_t<1>(kc, a, b, ldb, c, ldc, n, alpha, beta);
-    case 2: return ukr_avx2_t<2>(kc, a, b, ldb, c, ldc, n, alpha, beta);
-    case 3: return ukr_avx2_t<3>(kc, a, b, ldb, c, ldc, n, alpha, beta);
-    case 4: return ukr_avx2_t<4>(kc, a, b, ldb, c, ldc, n, alpha, beta);
-    case 5: return ukr_avx2_t<5>(kc, a, b, ldb, c, ldc, n, alpha, beta);
-    default: return ukr_avx2_t<6>(kc, a, b, ldb, c, ldc, n, alpha, beta);
-  }
-}
-
 MEND_AVX2 void ukr_pf_avx2(int kc, const float* a, const float* b, i64 ldb, float* c, i64 ldc, int m, int n,
                            float alpha, float beta, const float* pf) {
   switch (m) {
@@ -377,6 +365,11 @@ MEND_AVX2 void ukr_pf_avx2(int kc, const float* a, const float* b, i64 ldb, floa
     case 5: return ukr_avx2_t<5>(kc, a, b, ldb, c, ldc, n, alpha, beta, pf);
     default: return ukr_avx2_t<6>(kc, a, b, ldb, c, ldc, n, alpha, beta, pf);
   }
+}
+
+MEND_AVX2 void ukr_avx2(int kc, const float* a, const float* b, i64 ldb, float* c, i64 ldc, int m, int n,
+                        float alpha, float beta) {
+  ukr_pf_avx2(kc, a, b, ldb, c, ldc, m, n, alpha, beta, nullptr);
 }
 
 // In-register 8x8 transpose of r[0..7].

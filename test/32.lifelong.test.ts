@@ -340,3 +340,86 @@ t.test('outer gradients through the lifelong solve match central differences', a
   t.equal(resumed.mend.kind, 'malmen', 'resumed as a lifelong trainer')
   t.ok(inner.every((n) => resumed.mend.keyCovariance![n]!.every((v, i) => v === keyCov[n][i])), 'with the same key covariance')
 })
+
+t.test('refine: each round adds step × the editor\'s proposal on the edited model and solves again', async (t) => {
+  const { model, r, ll, spec, keyCov } = await setup(7)
+  const facts = Array.from({ length: 6 }, () => fact(r))
+  let cur = ll as MEND
+  for (const f of facts) cur = (await cur.edit(f)).edited
+  const fm = cur.model as FunctionalGPT2LMHeadModel
+  const step = 0.3
+  const one = await cur.refine({ rounds: 1, step })
+  const rm = one.model as FunctionalGPT2LMHeadModel
+  t.equal(rm.edits.length, facts.length, 'the refined log holds the same edits')
+
+  // Reference: the same editor on the materialized edited model proposes each edit's value shifts.
+  const live = await fm.materialize()
+  const onLive = MEND.fromEditorSpec(live, spec, { innerParams: inner, rank: 4, kind: 'malmen', logRidge: Math.log(0.5), mu: 2 }, keyCov)
+  let worst = 0, worstName = ''
+  for (const [i, f] of facts.entries()) {
+    const { info } = await onLive.edit(f, { returnFactors: true })
+    for (const name of inner) {
+      const old = fm.edits[i].lifelong!.rows[name], got = rm.edits[i].lifelong!.rows[name], p = info.rows![name]
+      t.same(got.k.data, old.k.data, `edit ${i} ${name}: keys stay the base's`)
+      const want = Float64Array.from(old.v.data, (v, j) => v + step * p.v.data[j])
+      const e = relErr(got.v.data, want)
+      if (e.err > worst) { worst = e.err; worstName = `edit ${i} ${name}` }
+    }
+  }
+  t.ok(worst < 1e-5, `refined values = old + step × proposal on the materialized model (largest relative difference ${worst.toExponential(2)}, ${worstName})`)
+
+  const again = await ll.fromEdits(rm.edits as EditRecord[])
+  const probe = fact(r, 9, 3)
+  const a = (await one.model.forward(probe)).logits.data, b = (await again.model.forward(probe)).logits.data
+  t.ok(a.every((v, i) => v === b[i]), 'the refined model is the solve of its records, bit for bit')
+
+  // Two rounds = one round of the once-refined log; the result does not depend on the order of the edits.
+  const two = await cur.refine({ rounds: 2, step })
+  const twoB = await one.refine({ rounds: 1, step })
+  const x1 = (await two.model.forward(probe)).logits.data, x2 = (await twoB.model.forward(probe)).logits.data
+  t.ok(x1.every((v, i) => v === x2[i]), 'refine({ rounds: 2 }) = refine twice, bit for bit')
+  let rev = ll as MEND
+  for (const f of [...facts].reverse()) rev = (await rev.edit(f)).edited
+  const d1 = await deltas(model, (await cur.refine({ rounds: 2, step })).model as FunctionalGPT2LMHeadModel)
+  const d2 = await deltas(model, (await rev.refine({ rounds: 2, step })).model as FunctionalGPT2LMHeadModel)
+  const d0 = await deltas(model, fm)
+  for (const name of inner) {
+    const e = relErr(d2[name], d1[name]), moved = relErr(d1[name], d0[name])
+    t.ok(moved.err > 1e-3, `${name}: refinement moves ΔW (by ${moved.err.toExponential(2)} of its largest entry)`)
+    t.ok(e.err < 1e-4, `${name}: the refined ΔW of the same edits in reverse order agrees to ${e.err.toExponential(2)}`)
+  }
+
+  // The refined log saves, replays bit for bit, refines on after a reload, and undoes exactly.
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mend-refine-'))
+  t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
+  const file = path.join(tmp, 'refined.safetensors')
+  await rm.saveEdits(file)
+  const replay = await ll.loadEdits(file)
+  const y = (await replay.model.forward(probe)).logits.data
+  t.ok(y.every((v, i) => v === a[i]), 'a saved refined log replays bit for bit')
+  const z1 = (await (await replay.refine({ rounds: 1, step })).model.forward(probe)).logits.data
+  t.ok(z1.every((v, i) => v === x1[i]), 'a reloaded log refines like the one in memory (its tokens are saved)')
+  const w = await rm.without(3)
+  const fresh = await ll.fromEdits(rm.edits.filter((_, i) => i !== 3) as EditRecord[])
+  const u1 = (await w.forward(probe)).logits.data, u2 = (await fresh.model.forward(probe)).logits.data
+  t.ok(u1.every((v, i) => v === u2[i]), 'without(3) of a refined log = the solve of the other refined records')
+
+  // Misuse: coded errors, nothing changes.
+  const classic = MEND.fromEditorSpec(model, spec, { innerParams: inner, rank: 4 })
+  await t.rejects(classic.refine(), { code: 'ERR_INVALID_ARG' }, 'classic MEND has no refinement')
+  await t.rejects(ll.refine({ rounds: 1 }), { code: 'ERR_INVALID_ARG' }, 'a controller without edits')
+  await t.rejects(cur.refine({ rounds: 1, step: 0 }), { code: 'ERR_INVALID_ARG' }, 'step must be > 0')
+  await t.rejects(cur.refine({ rounds: -1 }), { code: 'ERR_INVALID_ARG' }, 'rounds must be a non-negative integer')
+  await t.rejects(cur.refine({ rounds: 1, stride: 2 } as never), { code: 'ERR_INVALID_ARG' }, 'unknown options')
+  const noTokens = fm.edits.map((e) => ({ ...e, lifelong: { ...e.lifelong!, tokens: undefined } }))
+  await t.rejects((await ll.fromEdits(noTokens as EditRecord[])).refine({ rounds: 1 }), { code: 'ERR_INVALID_ARG' }, 'edits without tokens cannot be proposed again')
+  t.equal((await cur.refine({ rounds: 0 })).model, cur.model, 'rounds 0 returns the log as it is')
+  const c0 = (await cur.model.forward(probe)).logits.data, c1 = (await fm.forward(probe)).logits.data
+  t.ok(c0.every((v, i) => v === c1[i]), 'refining leaves the log it started from as it was')
+
+  // The editor file keeps the refinement settings.
+  const efile = path.join(tmp, 'editor.safetensors')
+  await ll.withLifelong({ refine: { rounds: 3, step: 0.05 } }).save(efile)
+  t.same((await MEND.fromPretrained(model, efile)).config.refine, { rounds: 3, step: 0.05 }, 'refine settings round-trip through the editor file')
+  t.same((await MEND.fromPretrained(model, efile)).config.muSchedule, ll.config.muSchedule)
+})

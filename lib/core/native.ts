@@ -113,7 +113,7 @@ export interface NativeAddon {
   ridgePrior(model: NativeModel, priors: NativeRidgePrior[], sync: true): NativeRidge
   ridgeUpdate(model: NativeModel, state: NativeRidge, updates: NativeRidgeUpdate[]): Promise<{ state: NativeRidge; overlay: NativeOverlay }>
   malmenPropose(model: NativeModel, editor: NativeEditor, ids: Int32Array, B: number, T: number, mask: Int32Array | null,
-                labels: Int32Array, keyMask: Int32Array | null): Promise<NativeProposal>
+                labels: Int32Array, keyMask: Int32Array | null, live?: NativeOverlay | null): Promise<NativeProposal>
   keyCovariance(model: NativeModel, ids: Int32Array, B: number, T: number, mask: Int32Array | null, params: number[]): Promise<{ sums: Float64Array[]; count: number }>
   createTrainer(model: NativeModel, spec: EditorSpec, opts: { lr: number; lrLr: number; cedit: number; cloc: number; gradClip: number; accumulateBs: number; malmenPrior?: NativeRidge | null }): NativeTrainer
   adamwUpdate(param: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, lr: number, beta1: number,

@@ -438,7 +438,7 @@ export class BaseEditor {
    * edit for every k in `at` (ascending), the post metrics of the first k cases.
    */
   private async sequence(cases: Case[], pre: Metrics[], preLoc: number[][][], at: number[]): Promise<{ curve: RequestMetrics[][]; edited: EditedMEND }> {
-    let edited: EditedMEND | null = null
+    let edited: EditedMEND | null = null, measured: EditedMEND | null = null
     const times: number[] = []
     const curve: RequestMetrics[][] = []
     for (let i = 0; i < cases.length && curve.length < at.length; i++) {
@@ -446,13 +446,15 @@ export class BaseEditor {
       edited = r.edited
       times.push(r.time)
       if (i + 1 !== at[curve.length]) continue
+      // The lifelong mode measures the log refined (MENDConfig.refine), and edits on from the log as made.
+      measured = i >= 1 ? await refined(edited) : edited
       const rows: RequestMetrics[] = []
       for (let j = 0; j <= i; j++) {
-        rows.push({ caseId: j, requestedRewrite: rewrite(cases[j]), pre: pre[j], post: await this.post(edited.model, cases[j], preLoc[j]), time: times[j] })
+        rows.push({ caseId: j, requestedRewrite: rewrite(cases[j]), pre: pre[j], post: await this.post(measured.model, cases[j], preLoc[j]), time: times[j] })
       }
       curve.push(rows)
     }
-    return { curve, edited: edited! } // at least one case (normalise refuses an empty request)
+    return { curve, edited: measured! } // at least one case (normalise refuses an empty request)
   }
 
   /** EasyEdit's BaseEditor.edit: edits and returns per-request metrics and the last controller. */
@@ -469,7 +471,7 @@ export class BaseEditor {
     let edited: EditedMEND | null = null
     if (req.batchEdit) {
       const r = await this.doEdit(this.mend, cases)
-      edited = r.edited
+      edited = cases.length > 1 ? await refined(r.edited) : r.edited
       for (let i = 0; i < cases.length; i++) { times.push(r.time); post.push(await this.post(edited.model, cases[i], preLoc[i])) }
     } else {
       for (let i = 0; i < cases.length; i++) {
@@ -498,6 +500,11 @@ export class BaseEditor {
     const { pre, preLoc } = await this.preEdit(cases.slice(0, at[at.length - 1]))
     return (await this.sequence(cases, pre, preLoc, at)).curve
   }
+}
+
+/** A lifelong log refined as its editor's config says (MENDConfig.refine); any other edited model as it is. */
+async function refined(edited: EditedMEND): Promise<EditedMEND> {
+  return edited.kind === 'malmen' && edited.config.refine.rounds > 0 ? edited.refine() : edited
 }
 
 /** @deprecated Renamed `BaseEditor` (EasyEdit's name for its front end); this alias goes in the next release. */

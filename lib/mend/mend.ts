@@ -3,14 +3,14 @@
  * weight shape — and edits a model into a FunctionalGPT2LMHeadModel. DESIGN §5.
  */
 import { mendError } from '../core/errors'
-import { FunctionalGPT2LMHeadModel, EditRecord } from '../model/functional'
+import { FunctionalGPT2LMHeadModel, EditRecord, LifelongRows } from '../model/functional'
 import { Batch, prepareBatch } from '../model/batch'
 import { GPT2LMHeadModel, ForwardOptions, ForwardOutput } from '../model/gpt2'
 import { callNative, createEditor, EditorSpec, malmenPropose, mendEdit, NativeEditor } from '../core/native'
 import { LifelongSettings, LifelongSolver } from './lifelong'
 import { Tensor } from '../core/tensor'
 import { loadEditorFile, saveEditorFile } from './editor-file'
-import { EditorLayout, editorLayout, freshEditorSpec, LayerActivation, layerActivationsOf, MENDConfig, MuStep, resolveConfig, usesKeyCovariance } from './network'
+import { EditorLayout, editorLayout, freshEditorSpec, LayerActivation, layerActivationsOf, MENDConfig, MuStep, RefineSettings, checkRefine, resolveConfig, usesKeyCovariance } from './network'
 import { checkOptions, invalidArg } from '../core/check'
 
 export type { MENDConfig, LayerActivation, MuStep } from './network'
@@ -166,11 +166,12 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
    * solve settings: `keyCov` is C0 = E[x·xᵀ] per inner param (see keyCovariances), weighted by `mu`
    * (by the μ of `muSchedule` while the log is short). Options not given keep this controller's.
    */
-  withLifelong(opts: { logRidge?: number; mu?: number; muSchedule?: MuStep[]; keyCov?: Record<string, Float32Array> } = {}): MEND<GPT2LMHeadModel> {
-    opts = checkOptions(opts, 'MEND.withLifelong', ['logRidge', 'mu', 'muSchedule', 'keyCov'])
+  withLifelong(opts: { logRidge?: number; mu?: number; muSchedule?: MuStep[]; refine?: RefineSettings; keyCov?: Record<string, Float32Array> } = {}): MEND<GPT2LMHeadModel> {
+    opts = checkOptions(opts, 'MEND.withLifelong', ['logRidge', 'mu', 'muSchedule', 'refine', 'keyCov'])
     const st = this[INTERNAL]
     const cfg = resolveConfig(this.baseModel, {
       ...st.config, kind: 'malmen', logRidge: opts.logRidge ?? st.config.logRidge, mu: opts.mu ?? st.config.mu, muSchedule: opts.muSchedule ?? st.config.muSchedule,
+      refine: opts.refine ?? st.config.refine,
     })
     const prevCov = st.lifelong?.settings.keyCov
     const keyCov = st.layout.inner.map((name, k) => opts.keyCov?.[name] ?? prevCov?.[k] ?? null)
@@ -203,6 +204,61 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
     const l = this[INTERNAL].lifelong
     const fm = await FunctionalGPT2LMHeadModel.loadEdits(this.baseModel, file, { ...opts, ...(l ? { solver: l.solver } : {}) })
     return new MEND<FunctionalGPT2LMHeadModel>(fm, this[INTERNAL].config, this[INTERNAL], INTERNAL)
+  }
+
+  /**
+   * Lifelong mode: this edit log refined (DESIGN §5b). Each of `rounds` passes (default the
+   * editor's `refine.rounds`) proposes every live edit again with the editor network, now on the
+   * edited model (base + ΔW: its pre-edit pass sees what the other edits did), adds `step` × those
+   * value shifts to the edit's own (its keys stay the base's), and solves the log again. A sum of
+   * independent proposals on the base gives way to one that accounts for the others: measured on
+   * WorldFacts, 100 sequential edits go from 80.3 to 95.4% reliability at the same locality (README).
+   * The result depends on the set of live edits, not their order; its records hold the refined
+   * values, so `without(i)`, `saveEdits` and replay treat them like any others. Costs one pre-edit
+   * pass and editor pass per live edit and one solve of the log per round.
+   */
+  async refine(opts: { rounds?: number; step?: number; onProgress?: (done: number, total: number) => void } = {}): Promise<EditedMEND> {
+    const l = this.requireLifelong('refine')
+    opts = checkOptions(opts, 'MEND.refine', ['rounds', 'step', 'onProgress'])
+    if (opts.onProgress !== undefined && typeof opts.onProgress !== 'function') throw invalidArg('a function', 'MEND.refine onProgress', opts.onProgress)
+    const st = this[INTERNAL]
+    const { rounds, step } = checkRefine({ rounds: opts.rounds ?? st.config.refine.rounds, step: opts.step ?? st.config.refine.step }, 'MEND.refine')
+    const m = this.model
+    if (!(m instanceof FunctionalGPT2LMHeadModel) || m.edits.length === 0) throw mendError('ERR_INVALID_ARG', 'MEND.refine needs an edited model (a lifelong edit log); this controller holds no edits')
+    if (m.solver !== l.solver) throw mendError('ERR_INVALID_ARG', 'MEND.refine: this model holds edits of another editor; refine it with the controller that made them')
+    const live = l.solver.live(m.edits)
+    m.edits.forEach((e, i) => {
+      if (live[i] && !e.lifelong?.tokens) {
+        throw mendError('ERR_INVALID_ARG', `MEND.refine: edit ${i} has no tokens (a log saved before node-mend kept them): it cannot be proposed again`)
+      }
+    })
+    const base = this.baseModel
+    const total = rounds * live.filter(Boolean).length
+    let done = 0
+    let fm: FunctionalGPT2LMHeadModel = m
+    for (let round = 0; round < rounds; round++) {
+      const ov = fm.nativeOverlay
+      const next: EditRecord[] = []
+      for (const [i, e] of fm.edits.entries()) {
+        if (!live[i]) { next.push(e); continue }
+        const t = e.lifelong!.tokens!
+        const p = await callNative(() => malmenPropose(base.native, st.handle, t.ids, t.B, t.T, t.mask, t.labels, t.keyMask, ov))
+        const rows: LifelongRows['rows'] = {}
+        st.layout.inner.forEach((name, k) => {
+          const old = e.lifelong!.rows[name]
+          // The kept rows are the ones where X and D both have a nonzero; a row that drops out (or
+          // appears) on the edited model leaves this weight's values as they were this round.
+          if (!old || p.rows[k] !== old.k.shape[0]) { if (old) rows[name] = old; return }
+          const v = new Float32Array(old.v.data.length)
+          for (let j = 0; j < v.length; j++) v[j] = old.v.data[j] + step * p.values[k][j]
+          rows[name] = { k: old.k, v: { shape: old.v.shape, data: v } }
+        })
+        next.push({ ...e, lifelong: { ...e.lifelong!, rows } })
+        opts.onProgress?.(++done, total)
+      }
+      fm = await l.solver.rebuild(next)
+    }
+    return new MEND<FunctionalGPT2LMHeadModel>(fm, st.config, st, INTERNAL)
   }
 
   private requireLifelong(what: string): NonNullable<EditorState['lifelong']> {
@@ -316,7 +372,7 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
       keyMask = new Int32Array(B * T)
       km.forEach((row, i) => row.forEach((v, t) => { keyMask![i * T + t] = v ? 1 : 0 }))
     }
-    const r = await callNative(() => malmenPropose(base.native, st.handle, b.ids.data, b.ids.B, b.ids.T, b.mask, b.labels!, keyMask))
+    const r = await callNative(() => malmenPropose(base.native, st.handle, b.ids.data, b.ids.B, b.ids.T, b.mask, b.labels!, keyMask, null))
     const rows: Record<string, { k: Tensor; v: Tensor }> = {}
     const info: EditInfo = { loss: r.loss, keptRows: {}, cos: {}, timings: { preMs: r.timings.preMs, editorMs: r.timings.editorMs, overlayMs: 0, totalMs: 0 } }
     st.layout.inner.forEach((name, k) => {
@@ -325,7 +381,8 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
       info.keptRows[name] = r.rows[k]
     })
     const factKey = opts.factKey ?? defaultFactKey(b.ids.data, b.labels!, b.mask, b.ids.B, b.ids.T)
-    const record: EditRecord = { factors: {}, alphas: {}, request: opts.request, lifelong: { rows, factKey, requests: b.ids.B } }
+    const tokens = { B: b.ids.B, T: b.ids.T, ids: Int32Array.from(b.ids.data), mask: b.mask ? Int32Array.from(b.mask) : null, labels: Int32Array.from(b.labels!), keyMask }
+    const record: EditRecord = { factors: {}, alphas: {}, request: opts.request, lifelong: { rows, factKey, requests: b.ids.B, tokens } }
     const t1 = process.hrtime.bigint()
     const fm = await l.solver.append(prev && prev.edits.length > 0 ? prev : null, record)
     info.timings.overlayMs = Number(process.hrtime.bigint() - t1) / 1e6

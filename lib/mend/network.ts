@@ -37,6 +37,28 @@ export interface MENDConfig {
    * over n live edits uses the μ of the first step with n ≤ upTo, and `mu` beyond the last. Default [] (μ = mu).
    */
   muSchedule?: MuStep[]
+  /**
+   * Lifelong mode: the refinement that `MEND.refine()` and sequential editing (`sequentialEdit`,
+   * `node-mend eval --sequential`) apply to a log of at least two live edits (DESIGN §5b): `rounds`
+   * passes in which every live edit's value shifts gain `step` × the editor's proposal for the same
+   * request on the edited model, solved again. Default { rounds: 0, step: 0.1 } (none).
+   */
+  refine?: RefineSettings
+}
+
+/** The lifelong refinement (MENDConfig.refine). */
+export interface RefineSettings {
+  rounds: number
+  step: number
+}
+
+/** Checks a refinement setting ({ rounds, step }). */
+export function checkRefine(r: unknown, where = 'refine'): RefineSettings {
+  if (!r || typeof r !== 'object' || Array.isArray(r)) throw invalidArg('{ rounds, step }', where, r)
+  const o = checkOptions<RefineSettings>(r as RefineSettings, where, ['rounds', 'step'])
+  checkInt(o.rounds, `${where}.rounds`, 0, 100)
+  if (!(typeof o.step === 'number' && o.step > 0 && o.step <= 10)) throw invalidArg('a number in (0, 10]', `${where}.step`, o.step)
+  return { rounds: o.rounds, step: o.step }
 }
 
 /** One step of the lifelong μ schedule: μ = mu while the log holds at most upTo live edits. */
@@ -159,7 +181,7 @@ export function checkMuSchedule(steps: unknown): MuStep[] {
 
 export function resolveConfig(model: GPT2LMHeadModel, config: MENDConfig): Required<MENDConfig> {
   if (!config || typeof config !== 'object') throw invalidArg('a MEND config object', 'config', config)
-  config = checkOptions<MENDConfig>(config, 'the MEND config', ['innerParams', 'rank', 'nHidden', 'editLr', 'seed', 'kind', 'logRidge', 'mu', 'muSchedule'])
+  config = checkOptions<MENDConfig>(config, 'the MEND config', ['innerParams', 'rank', 'nHidden', 'editLr', 'seed', 'kind', 'logRidge', 'mu', 'muSchedule', 'refine'])
   const c: Required<MENDConfig> = {
     innerParams: config.innerParams ?? defaultInnerParams(model.config.nLayer),
     rank: config.rank ?? 1920,
@@ -170,12 +192,14 @@ export function resolveConfig(model: GPT2LMHeadModel, config: MENDConfig): Requi
     logRidge: config.logRidge ?? 0,
     mu: config.mu ?? 0,
     muSchedule: config.muSchedule ?? [],
+    refine: config.refine ?? { rounds: 0, step: 0.1 },
   }
   if (c.kind !== 'mend' && c.kind !== 'malmen') throw invalidArg("'mend' or 'malmen'", 'kind', c.kind)
   checkNumber(c.logRidge, 'logRidge', { allowNegative: true })
   if (!(Math.abs(c.logRidge) <= 30)) throw invalidArg('a number in [-30, 30]', 'logRidge', c.logRidge)
   checkNumber(c.mu, 'mu')
   c.muSchedule = checkMuSchedule(c.muSchedule)
+  c.refine = checkRefine(c.refine)
   // Bounded up front: an editor is (nHidden + 1) layers of 2·rank·(d_in + d_out) floats per shape, so an
   // absurd value would exhaust memory (and abort in V8) before any other check could run.
   checkInt(c.rank, 'rank', 1, MAX_RANK)

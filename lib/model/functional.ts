@@ -35,6 +35,19 @@ export interface LifelongRows {
   factKey?: string
   /** The requests (batch rows) this edit holds, each one edit of the solve (the μ schedule counts them). Default 1. */
   requests?: number
+  /** The edit's tokens ([B, T] row-major ids, mask (null: all 1) and labels): what MEND.refine proposes on again. */
+  tokens?: LifelongTokens
+}
+
+/** The token batch of a lifelong edit (kept in the log for its refinement). */
+export interface LifelongTokens {
+  B: number
+  T: number
+  ids: Int32Array
+  mask: Int32Array | null
+  labels: Int32Array
+  /** The edit's key mask ([B, T] of 0/1; null: every kept row). */
+  keyMask: Int32Array | null
 }
 
 /**
@@ -180,7 +193,9 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
           tensors.push({ name: `edits.${i}.${name}.k`, shape: r.k.shape, data: r.k.data })
           tensors.push({ name: `edits.${i}.${name}.v`, shape: r.v.shape, data: r.v.data })
         }
-        return { params: Object.keys(e.lifelong.rows), kind: 'malmen', fact_key: e.lifelong.factKey ?? null, requests: e.lifelong.requests ?? 1, request: e.request ?? null }
+        const t = e.lifelong.tokens
+        const tokens = t ? { B: t.B, T: t.T, ids: Array.from(t.ids), mask: t.mask ? Array.from(t.mask) : null, labels: Array.from(t.labels), key_mask: t.keyMask ? Array.from(t.keyMask) : null } : null
+        return { params: Object.keys(e.lifelong.rows), kind: 'malmen', fact_key: e.lifelong.factKey ?? null, requests: e.lifelong.requests ?? 1, request: e.request ?? null, tokens }
       }
       for (const [name, f] of Object.entries(e.factors)) {
         tensors.push({ name: `edits.${i}.${name}.u`, shape: f.u.shape, data: f.u.data })
@@ -225,7 +240,7 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
           'replay it on the model it was made on, or pass { allowBaseMismatch: true } to apply it anyway')
       }
     }
-    let meta: { params: string[]; alphas: Record<string, number>; request: unknown; kind?: string; fact_key?: string | null; requests?: number }[]
+    let meta: { params: string[]; alphas: Record<string, number>; request: unknown; kind?: string; fact_key?: string | null; requests?: number; tokens?: unknown }[]
     try {
       meta = JSON.parse(r.metadata.edits)
       if (!Array.isArray(meta)) throw new Error('not a list')
@@ -248,7 +263,8 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
         }
         const requests = m.requests ?? 1
         if (!Number.isInteger(requests) || requests < 1) throw mendError('ERR_SAFETENSORS', `${file}: edit ${i} has requests = ${JSON.stringify(m.requests)}; expected a positive integer`)
-        return { factors: {}, alphas: {}, request: m.request ?? undefined, lifelong: { rows, factKey: m.fact_key ?? undefined, requests } }
+        const tokens = m.tokens == null ? undefined : readTokens(m.tokens, `${file}: edit ${i}`)
+        return { factors: {}, alphas: {}, request: m.request ?? undefined, lifelong: { rows, factKey: m.fact_key ?? undefined, requests, ...(tokens ? { tokens } : {}) } }
       }
       const factors: EditRecord['factors'] = {}
       for (const name of m.params) {
@@ -268,6 +284,19 @@ export class FunctionalGPT2LMHeadModel extends GPT2Inference {
     }
     return FunctionalGPT2LMHeadModel.fromEdits(base, edits, opts.solver ? { solver: opts.solver } : {})
   }
+}
+
+/** A saved edit's tokens ({ B, T, ids, mask, labels } of integers), checked. */
+function readTokens(t: unknown, where: string): LifelongTokens {
+  const o = t as { B?: unknown; T?: unknown; ids?: unknown; mask?: unknown; labels?: unknown; key_mask?: unknown }
+  const n = Number.isInteger(o?.B) && Number.isInteger(o?.T) && (o.B as number) > 0 && (o.T as number) > 0 ? (o.B as number) * (o.T as number) : -1
+  const ints = (a: unknown) => Array.isArray(a) && a.length === n && a.every((x) => Number.isInteger(x) && Math.abs(x) < 2 ** 31)
+  const km = o.key_mask ?? null
+  if (n < 0 || !ints(o.ids) || !ints(o.labels) || !(o.mask === null || ints(o.mask)) || !(km === null || ints(km))) {
+    throw mendError('ERR_SAFETENSORS', `${where}: "tokens" is malformed (expected { B, T, ids, mask, labels, key_mask } with B·T integers each)`)
+  }
+  const arr = (a: unknown) => (a ? Int32Array.from(a as number[]) : null)
+  return { B: o.B as number, T: o.T as number, ids: arr(o.ids)!, mask: arr(o.mask), labels: arr(o.labels)!, keyMask: arr(km) }
 }
 
 /** SHA-256 of a base model's config and of the named weights (what an edit log was computed on). */

@@ -133,13 +133,14 @@ Napi::Value RidgeUpdate_(const Napi::CallbackInfo& info) {
   return queue_async(env, std::move(w));
 }
 
-// malmenPropose(model, editor, ids, B, T, mask|null, labels, keyMask: Int32Array|null) → Promise<result>
+// malmenPropose(model, editor, ids, B, T, mask|null, labels, keyMask: Int32Array|null, live: overlay|null) → Promise<result>
 Napi::Value MalmenPropose(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   struct B : Baton {
-    std::shared_ptr<GPT2Model> m; std::shared_ptr<const MendEditor> e; OwnedBatch b; std::vector<int32_t> key_mask;
+    std::shared_ptr<GPT2Model> m; std::shared_ptr<const MendEditor> e; std::shared_ptr<const Overlay> live;
+    OwnedBatch b; std::vector<int32_t> key_mask;
     Proposal p;
-    Status run() { return malmen_propose(*m, *e, b.view(), key_mask.empty() ? nullptr : key_mask.data(), &p); }
+    Status run() { return malmen_propose(*m, live.get(), *e, b.view(), key_mask.empty() ? nullptr : key_mask.data(), &p); }
     Napi::Value result(Napi::Env env) {
       Napi::Object o = Napi::Object::New(env);
       o.Set("loss", p.loss);
@@ -170,6 +171,9 @@ Napi::Value MalmenPropose(const Napi::CallbackInfo& info) {
     MEND_CHECK_ARG(env, (int64_t)a.ElementLength() == (int64_t)w.b.B * w.b.T, "malmenPropose keyMask must have B*T entries");
     w.key_mask.assign(a.Data(), a.Data() + a.ElementLength());
   }
+  bool ok = true;
+  w.live = unwrap_overlay(env, info[8], &ok);
+  if (!ok) return env.Undefined();
   return queue_async(env, std::move(w));
 }
 

@@ -299,8 +299,8 @@ Status ridge_overlay(const GPT2Model& base, const RidgeState& s, std::shared_ptr
   return Overlay::from_merged(base, std::move(merged), out);
 }
 
-Status malmen_propose(const GPT2Model& model, const MendEditor& editor, const Batch& batch, const int32_t* key_mask,
-                      Proposal* out) {
+Status malmen_propose(const GPT2Model& model, const WeightDeltas* live, const MendEditor& editor, const Batch& batch,
+                      const int32_t* key_mask, Proposal* out) {
   MEND_RETURN_IF_ERROR(check_editor(model, editor, /*values=*/false));  // values checked when the handle was made
   const size_t n = editor.inner.size();
   auto t0 = std::chrono::steady_clock::now();
@@ -308,7 +308,7 @@ Status malmen_propose(const GPT2Model& model, const MendEditor& editor, const Ba
   go.capture = editor.inner;
   go.per_row_mean = true;  // a batch of B requests is B edits: every row's gradient as if alone
   GradResult gr;
-  MEND_RETURN_IF_ERROR(model.loss_and_grad(batch, go, nullptr, &gr));
+  MEND_RETURN_IF_ERROR(model.loss_and_grad(batch, go, live, &gr));
   out->loss = gr.loss;
   out->ms_pre = ms_since(t0);
 

@@ -77,8 +77,10 @@ struct Proposal {
   std::vector<std::vector<float>> keys, values;  // (rows, d_in) and (rows, d_out) per inner weight
   double ms_pre = 0, ms_editor = 0;
 };
-Status malmen_propose(const GPT2Model& model, const MendEditor& editor, const Batch& batch, const int32_t* key_mask,
-                      Proposal* out);
+// The pre-edit pass runs on model + live (null: the base). Keys are the inner weights' input rows of
+// that pass: on the base for an edit, on the live model for a refinement round (MEND.refine).
+Status malmen_propose(const GPT2Model& model, const WeightDeltas* live, const MendEditor& editor, const Batch& batch,
+                      const int32_t* key_mask, Proposal* out);
 
 // Σ x·xᵀ over the unmasked rows of b of every weight in params (its input rows on the base), added
 // to sums[i] (d_in, d_in), and the number of rows. For the preservation covariance C0 = Σ x·xᵀ / n.

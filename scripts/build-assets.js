@@ -24,7 +24,7 @@ const root = path.resolve(__dirname, '..')
 const m = require(path.join(root, 'dist', 'index.js'))
 const fm = require(path.join(root, 'dist', 'app', 'factmodel.js'))
 const { BUNDLED_MODEL_DIR } = require(path.join(root, 'dist', 'data', 'assets.js'))
-const { checkMuSchedule } = require(path.join(root, 'dist', 'mend', 'network.js'))
+const { checkMuSchedule, checkRefine } = require(path.join(root, 'dist', 'mend', 'network.js'))
 
 const int = (name) => (v) => {
   const n = Number(v)
@@ -45,6 +45,12 @@ const muSchedule = (v) => {
     return scale === undefined ? { upTo, mu } : { upTo, mu, scale }
   })
   return checkMuSchedule(steps)
+}
+// "rounds:step" -> { rounds, step }
+const refine = (v) => {
+  const parts = v.split(':').map(Number)
+  if (parts.length !== 2) throw new Error(`--lifelong-refine is rounds:step, got ${v}`)
+  return checkRefine({ rounds: parts[0], step: parts[1] }, '--lifelong-refine')
 }
 const program = new Command()
 program.name('build-assets').description('Rebuild the bundled WorldFacts GPT-2 and its MEND editor')
@@ -67,8 +73,9 @@ program.name('build-assets').description('Rebuild the bundled WorldFacts GPT-2 a
   .option('--lifelong-steps <n>', 'lifelong editor training steps through the solve (0: the MEND network as trained, with the solve; see README)', int('--lifelong-steps'), 0)
   .option('--lifelong-edits <n>', 'edits solved jointly per lifelong training step', int('--lifelong-edits'), 16)
   .option('--lifelong-background <n>', 'edits in the background log of lifelong training', int('--lifelong-background'), 400)
-  .option('--lifelong-mu <x>', 'weight of the preservation covariance', num('--lifelong-mu'), 3000)
-  .option('--lifelong-mu-schedule <steps>', 'the smaller μ of short logs, as upTo:mu[:scale],… (μ, and the value scale, while the log holds at most upTo live edits; "" for none)', muSchedule, muSchedule('1:30:1.3,9:300,49:1000'))
+  .option('--lifelong-mu <x>', 'weight of the preservation covariance', num('--lifelong-mu'), 15000)
+  .option('--lifelong-mu-schedule <steps>', 'the smaller μ of short logs, as upTo:mu[:scale],… (μ, and the value scale, while the log holds at most upTo live edits; "" for none)', muSchedule, muSchedule('1:30:1.3,9:300,49:1000,200:6000'))
+  .option('--lifelong-refine <rounds:step>', 'refinement of sequential logs (MEND.refine): rounds of the editor\'s proposals on the edited model, each × step', refine, refine('4:0.1'))
   .option('--lifelong-log-ridge <x>', 'log of the solve\'s ridge', num('--lifelong-log-ridge'), -1.6)
   .option('--lifelong-lr <x>', 'lifelong editor learning rate (Adam)', num('--lifelong-lr'), 1e-5)
   .option('--lifelong-cloc <x>', 'lifelong locality loss weight', num('--lifelong-cloc'), 5)
@@ -177,7 +184,7 @@ async function main() {
   log(`preservation covariance C0 from ${cov.rows} corpus tokens of the training subjects (${secs(t)} s)`)
   let lastL = Date.now()
   const ll = await fm.trainLifelongEditor(classic, tok, wf, {
-    seed: o.seed, mu: o.lifelongMu, muSchedule: o.lifelongMuSchedule, logRidge: o.lifelongLogRidge, keyCov: cov.keyCov,
+    seed: o.seed, mu: o.lifelongMu, muSchedule: o.lifelongMuSchedule, refine: o.lifelongRefine, logRidge: o.lifelongLogRidge, keyCov: cov.keyCov,
     editsPerStep: o.lifelongEdits, backgroundEdits: o.lifelongBackground,
     trainer: { maxIters: o.lifelongSteps, valInterval: 100, lr: o.lifelongLr, lrLr: o.editorLrLr, cedit: 1, cloc: o.lifelongCloc, accumulateBs: 1 },
     onProgress: (p) => {

@@ -348,7 +348,7 @@ t.test('refine: each round adds step × the editor\'s proposal on the edited mod
   for (const f of facts) cur = (await cur.edit(f)).edited
   const fm = cur.model as FunctionalGPT2LMHeadModel
   const step = 0.3
-  const one = await cur.refine({ rounds: 1, step })
+  const one = await cur.refine({ rounds: 1, step, monotone: false })
   const rm = one.model as FunctionalGPT2LMHeadModel
   t.equal(rm.edits.length, facts.length, 'the refined log holds the same edits')
 
@@ -374,14 +374,14 @@ t.test('refine: each round adds step × the editor\'s proposal on the edited mod
   t.ok(a.every((v, i) => v === b[i]), 'the refined model is the solve of its records, bit for bit')
 
   // Two rounds = one round of the once-refined log; the result does not depend on the order of the edits.
-  const two = await cur.refine({ rounds: 2, step })
-  const twoB = await one.refine({ rounds: 1, step })
+  const two = await cur.refine({ rounds: 2, step, monotone: false })
+  const twoB = await one.refine({ rounds: 1, step, monotone: false })
   const x1 = (await two.model.forward(probe)).logits.data, x2 = (await twoB.model.forward(probe)).logits.data
   t.ok(x1.every((v, i) => v === x2[i]), 'refine({ rounds: 2 }) = refine twice, bit for bit')
   let rev = ll as MEND
   for (const f of [...facts].reverse()) rev = (await rev.edit(f)).edited
-  const d1 = await deltas(model, (await cur.refine({ rounds: 2, step })).model as FunctionalGPT2LMHeadModel)
-  const d2 = await deltas(model, (await rev.refine({ rounds: 2, step })).model as FunctionalGPT2LMHeadModel)
+  const d1 = await deltas(model, (await cur.refine({ rounds: 2, step, monotone: false })).model as FunctionalGPT2LMHeadModel)
+  const d2 = await deltas(model, (await rev.refine({ rounds: 2, step, monotone: false })).model as FunctionalGPT2LMHeadModel)
   const d0 = await deltas(model, fm)
   for (const name of inner) {
     const e = relErr(d2[name], d1[name]), moved = relErr(d1[name], d0[name])
@@ -397,12 +397,25 @@ t.test('refine: each round adds step × the editor\'s proposal on the edited mod
   const replay = await ll.loadEdits(file)
   const y = (await replay.model.forward(probe)).logits.data
   t.ok(y.every((v, i) => v === a[i]), 'a saved refined log replays bit for bit')
-  const z1 = (await (await replay.refine({ rounds: 1, step })).model.forward(probe)).logits.data
+  const z1 = (await (await replay.refine({ rounds: 1, step, monotone: false })).model.forward(probe)).logits.data
   t.ok(z1.every((v, i) => v === x1[i]), 'a reloaded log refines like the one in memory (its tokens are saved)')
   const w = await rm.without(3)
   const fresh = await ll.fromEdits(rm.edits.filter((_, i) => i !== 3) as EditRecord[])
   const u1 = (await w.forward(probe)).logits.data, u2 = (await fresh.model.forward(probe)).logits.data
   t.ok(u1.every((v, i) => v === u2[i]), 'without(3) of a refined log = the solve of the other refined records')
+
+  // monotone (the default): a round that does not lower the log's edit loss is dropped.
+  const editLoss = async (mm: MEND) => { let s = 0; for (const f of facts) s += (await mm.model.forward(f)).loss!; return s }
+  const l0 = await editLoss(cur), l1 = await editLoss(one)
+  const guarded = await cur.refine({ rounds: 1, step })
+  const g = (await guarded.model.forward(probe)).logits.data
+  if (l1 < l0) t.ok(g.every((v, i) => v === a[i]), `monotone keeps a round that lowers the edit loss (${l0.toFixed(4)} -> ${l1.toFixed(4)})`)
+  else t.equal(guarded.model, cur.model, `monotone drops a round that raises the edit loss (${l0.toFixed(4)} -> ${l1.toFixed(4)})`)
+  const wild = await cur.refine({ rounds: 1, step: 10, monotone: false })
+  const lw = await editLoss(wild)
+  t.ok(lw > l0, `a step of 10 overshoots: edit loss ${l0.toFixed(4)} -> ${lw.toFixed(4)}`)
+  t.equal((await cur.refine({ rounds: 1, step: 10 })).model, cur.model, 'monotone drops it and returns the log as it was')
+  await t.rejects(cur.refine({ monotone: 1 } as never), { code: 'ERR_INVALID_ARG' }, 'monotone must be a boolean')
 
   // Misuse: coded errors, nothing changes.
   const classic = MEND.fromEditorSpec(model, spec, { innerParams: inner, rank: 4 })

@@ -20,7 +20,7 @@ import { ENDOFTEXT, GPT2Tokenizer } from '../tokenizer/tokenizer'
 import { EditTrainer, EditTrainerConfig, lifelongTrainBatches, Progress, TrainBatch, trainBatches } from '../mend/trainer'
 import { FunctionalGPT2LMHeadModel } from '../model/functional'
 import { keyCovariances } from '../mend/lifelong'
-import { editorLayout, MuStep } from '../mend/network'
+import { editorLayout, MuStep, RefineSettings } from '../mend/network'
 
 // ---------------------------------------------------------------------------------------------
 // Vocabulary
@@ -184,6 +184,8 @@ export interface LifelongEditorOptions {
   mu?: number
   /** The smaller μ of short logs (MENDConfig.muSchedule). */
   muSchedule?: MuStep[]
+  /** The refinement of sequential logs (MENDConfig.refine). Default none. */
+  refine?: RefineSettings
   keyCov?: Record<string, Float32Array>
   trainer?: EditTrainerConfig
   seed?: number
@@ -207,7 +209,7 @@ export async function trainLifelongEditor(init: MEND, tok: GPT2Tokenizer, wf: Wo
   const nVal = opts.valRequests ?? 64
   const val = order.slice(0, nVal).map((i) => all[i])
   const train = order.slice(nVal).map((i) => all[i])
-  const ll = init.withLifelong({ logRidge: opts.logRidge ?? init.config.logRidge, mu: opts.mu ?? init.config.mu, muSchedule: opts.muSchedule, keyCov: opts.keyCov })
+  const ll = init.withLifelong({ logRidge: opts.logRidge ?? init.config.logRidge, mu: opts.mu ?? init.config.mu, muSchedule: opts.muSchedule, keyCov: opts.keyCov, ...(opts.refine ? { refine: opts.refine } : {}) })
   const trainer = new EditTrainer(ll, { seed, ...opts.trainer })
   const maxIters = trainer.config.maxIters, valInterval = trainer.config.valInterval
   const valBatches = lifelongTrainBatches(tok, val, E)

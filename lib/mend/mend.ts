@@ -212,7 +212,7 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
    * edited model (base + ΔW: its pre-edit pass sees what the other edits did), adds `step` × those
    * value shifts to the edit's own (its keys stay the base's), and solves the log again. A sum of
    * independent proposals on the base gives way to one that accounts for the others: measured on
-   * WorldFacts, 100 sequential edits go from 80.3 to 95.4% reliability at the same locality (README).
+   * WorldFacts, 100 sequential edits go from 80.3 to 98.4% reliability at the same locality (4 rounds, README).
    * The result depends on the set of live edits, not their order; its records hold the refined
    * values, so `without(i)`, `saveEdits` and replay treat them like any others. With `monotone` (the
    * default) a round that does not lower the log's edit loss (the sum over live edits of each one's

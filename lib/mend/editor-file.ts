@@ -16,7 +16,7 @@
 import { mendError } from '../core/errors'
 import { GPT2LMHeadModel } from '../model/gpt2'
 import { EDITS_FORMAT } from '../model/functional'
-import { defaultInnerParams, editorLayout, LayerActivation, layerActivationsOf, MENDConfig, MuStep, checkMuSchedule, checkRefine, RefineSettings, resolveConfig, usesKeyCovariance } from './network'
+import { defaultInnerParams, editorLayout, LayerActivation, layerActivationsOf, MENDConfig, MuStep, checkMuSchedule, checkRefine, NO_REFINE, RefineSettings, resolveConfig, usesKeyCovariance } from './network'
 import { callNative, EditorSpec, safetensorsRead, safetensorsWrite, TransformSpec } from '../core/native'
 
 const FORMAT = 'node-mend-editor'
@@ -158,7 +158,7 @@ export function specFromTensors(model: GPT2LMHeadModel, all: ReadTensors, metada
   const num = (k: string, d: number) => (metadata[k] !== undefined && Number.isFinite(Number(metadata[k])) ? Number(metadata[k]) : d)
   const kind = metadata[EDITOR_KIND_KEY] ?? 'mend'
   if (kind !== 'mend' && kind !== 'malmen') throw mendError('ERR_SAFETENSORS', `${file}: metadata ${EDITOR_KIND_KEY} is ${JSON.stringify(kind)}; expected "mend" or "malmen"`)
-  let lifelong: { logRidge: number; mu: number; muSchedule: MuStep[]; refine: RefineSettings } = { logRidge: 0, mu: 0, muSchedule: [], refine: { rounds: 0, step: 0.1 } }
+  let lifelong: { logRidge: number; mu: number; muSchedule: MuStep[]; refine: RefineSettings } = { logRidge: 0, mu: 0, muSchedule: [], refine: NO_REFINE }
   let keyCov: (Float32Array | null)[] | undefined
   if (kind === 'malmen') {
     try {
@@ -166,7 +166,7 @@ export function specFromTensors(model: GPT2LMHeadModel, all: ReadTensors, metada
       if (typeof j !== 'object' || j === null || !Number.isFinite(j.log_ridge) || !Number.isFinite(j.mu) || j.mu < 0) throw new Error('expected {"log_ridge": number, "mu": number >= 0}')
       const sched = j.mu_schedule ?? []
       if (!Array.isArray(sched) || !sched.every((s: unknown) => Array.isArray(s) && (s.length === 2 || s.length === 3))) throw new Error('expected "mu_schedule" as [[up_to, mu] or [up_to, mu, scale], ...]')
-      const ref = j.refine ?? [0, 0.1]
+      const ref = j.refine ?? [NO_REFINE.rounds, NO_REFINE.step]
       if (!Array.isArray(ref) || ref.length !== 2) throw new Error('expected "refine" as [rounds, step]')
       lifelong = {
         logRidge: j.log_ridge, mu: j.mu, muSchedule: checkMuSchedule(sched.map(([upTo, mu, scale]: number[]) => (scale === undefined ? { upTo, mu } : { upTo, mu, scale }))),

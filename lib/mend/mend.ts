@@ -245,8 +245,8 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
       for (const [i, e] of f.edits.entries()) {
         if (!live[i]) continue
         const t = e.lifelong!.tokens!
-        const rows = (a: Int32Array) => Array.from({ length: t.B }, (_, b) => Array.from(a.subarray(b * t.T, (b + 1) * t.T)))
-        s += (await f.forward({ inputIds: rows(t.ids), labels: rows(t.labels), ...(t.mask ? { attentionMask: rows(t.mask) } : {}) })).loss!
+        const shaped = (data: Int32Array) => ({ data, shape: [t.B, t.T] })
+        s += (await f.forward({ inputIds: shaped(t.ids), labels: shaped(t.labels), ...(t.mask ? { attentionMask: shaped(t.mask) } : {}) })).loss!
       }
       return s
     }

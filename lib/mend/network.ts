@@ -52,6 +52,9 @@ export interface RefineSettings {
   step: number
 }
 
+/** No refinement (the default of MENDConfig.refine and of editor files without one). */
+export const NO_REFINE: Readonly<RefineSettings> = Object.freeze({ rounds: 0, step: 0.1 })
+
 /** Checks a refinement setting ({ rounds, step }). */
 export function checkRefine(r: unknown, where = 'refine'): RefineSettings {
   if (!r || typeof r !== 'object' || Array.isArray(r)) throw invalidArg('{ rounds, step }', where, r)
@@ -192,7 +195,7 @@ export function resolveConfig(model: GPT2LMHeadModel, config: MENDConfig): Requi
     logRidge: config.logRidge ?? 0,
     mu: config.mu ?? 0,
     muSchedule: config.muSchedule ?? [],
-    refine: config.refine ?? { rounds: 0, step: 0.1 },
+    refine: config.refine ?? NO_REFINE,
   }
   if (c.kind !== 'mend' && c.kind !== 'malmen') throw invalidArg("'mend' or 'malmen'", 'kind', c.kind)
   checkNumber(c.logRidge, 'logRidge', { allowNegative: true })

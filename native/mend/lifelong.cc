@@ -115,6 +115,9 @@ bool all_finite(const float* x, size_t n) {
   return true;
 }
 
+// The most rows one Woodbury step takes (its (n, n) system is factored in O(n³)).
+constexpr int kMaxWoodburyRows = 256;
+
 // One Woodbury step (see lifelong.h) from src into dst (dst may be src; otherwise dst's P and ΔW
 // are allocated here and written row by row, so the new state costs no separate copy pass).
 Status apply_update(const RidgeParam& src, RidgeParam* dst, const RidgeUpdate& u) {
@@ -272,12 +275,23 @@ Status ridge_update(const RidgeState& prev, const std::vector<RidgeUpdate>& ups,
   st->n_rows = prev.n_rows;
   st->params.resize(prev.params.size());
   std::vector<bool> written(prev.params.size(), false);
-  for (const RidgeUpdate& u : ups) {
-    // The first update of a weight reads prev and writes the new state; later ones work in place.
-    if (written[u.slot]) MEND_RETURN_IF_ERROR(apply_update(st->params[u.slot], &st->params[u.slot], u));
-    else MEND_RETURN_IF_ERROR(apply_update(prev.params[u.slot], &st->params[u.slot], u));
-    written[u.slot] = true;
-    st->n_rows += u.sign * u.rows;
+  for (const RidgeUpdate& whole : ups) {
+    // A Woodbury step of n rows costs O(n·d_in² + n³): a block of more than kMaxWoodburyRows rows
+    // (a batch of hundreds of edits) is applied as consecutive blocks of at most that many, which
+    // is the same solve (each block moves the state exactly) in O(n·d_in²) instead of O(n³).
+    const int d_in = prev.params[whole.slot].d_in, d_out = prev.params[whole.slot].d_out;
+    int r0 = 0;
+    do {
+      RidgeUpdate u = whole;
+      u.rows = std::min(kMaxWoodburyRows, whole.rows - r0);
+      if (u.rows > 0) { u.k = whole.k + (size_t)r0 * d_in; u.v = whole.v + (size_t)r0 * d_out; }
+      // The first update of a weight reads prev and writes the new state; later ones work in place.
+      if (written[u.slot]) MEND_RETURN_IF_ERROR(apply_update(st->params[u.slot], &st->params[u.slot], u));
+      else MEND_RETURN_IF_ERROR(apply_update(prev.params[u.slot], &st->params[u.slot], u));
+      written[u.slot] = true;
+      st->n_rows += u.sign * u.rows;
+      r0 += u.rows;
+    } while (r0 < whole.rows);
   }
   for (size_t k = 0; k < prev.params.size(); k++)
     if (!written[k]) st->params[k] = prev.params[k];

@@ -304,6 +304,12 @@ t.test('the μ schedule: each depth is the solve with its step\'s μ; undo, supe
   const again = { ...facts[6], labels: facts[6].labels }
   const sup = (await cur.edit(again)).edited.model as FunctionalGPT2LMHeadModel
   t.equal(sup.liveEdits.filter(Boolean).length, 7, 'the re-edit supersedes: still 7 live edits')
+  // Rebuilding a log (one native call with the append chain's updates) gives the chain's weights bit for bit.
+  for (const [what, m] of [['7 edits across two steps', states[6]], ['a superseded edit', sup], ['5 edits, one undone', w]] as const) {
+    const rebuilt = (await sched.fromEdits(m.edits as EditRecord[])).model as FunctionalGPT2LMHeadModel
+    const [a, b] = [await deltas(model, m), await deltas(model, rebuilt)]
+    t.ok(inner.every((n) => a[n].every((v, i) => v === b[n][i])), `the log of ${what} rebuilds bit for bit`)
+  }
   // A saved log replays bit for bit through the steps; the schedule round-trips in the editor file.
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mend-ll-'))
   t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))

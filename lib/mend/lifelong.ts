@@ -120,6 +120,13 @@ export class LifelongSolver implements EditSolver {
     return new FunctionalGPT2LMHeadModel(this.base, [...edits, record], r.overlay, this, r.state)
   }
 
+  /**
+   * The model of an edit log: what appending its records one by one gives, bit for bit. Only the
+   * updates since the chain's last restart (the last record that entered a new step of the μ
+   * schedule) matter, so they are collected as the chain would perform them and applied in one
+   * native call, on that step's prior: the same updates in the same order, with one overlay built
+   * instead of one per record.
+   */
   async rebuild(edits: EditRecord[]): Promise<FunctionalGPT2LMHeadModel> {
     for (const [i, e] of edits.entries()) {
       if (!e.lifelong) throw mendError('ERR_INVALID_ARG', `edit ${i} is not a lifelong edit`)
@@ -127,9 +134,33 @@ export class LifelongSolver implements EditSolver {
         if (!this.layout.inner.includes(name)) throw mendError('ERR_SHAPE_MISMATCH', `edit ${i} has rows for "${name}", which this editor does not edit`)
       }
     }
-    let m: FunctionalGPT2LMHeadModel = new FunctionalGPT2LMHeadModel(this.base, [], null, this, null)
-    for (const e of edits) m = await this.append(m, e)
-    return m
+    if (edits.length === 0) return new FunctionalGPT2LMHeadModel(this.base, [], null, this, null)
+    const count = (e: EditRecord) => e.lifelong!.requests ?? 1
+    const live: boolean[] = []
+    const liveOf = new Map<string, number>()  // factKey -> its live record
+    let nLive = 0, mu = 0
+    let ups: NativeRidgeUpdate[] = []
+    edits.forEach((record, n) => {
+      const f = record.lifelong!.factKey
+      const sup = f === undefined ? -1 : (liveOf.get(f) ?? -1)
+      const step = this.stepAt(nLive - (sup >= 0 ? count(edits[sup]) : 0) + count(record)), was = this.stepAt(nLive)
+      if (n > 0 && nLive > 0 && was.mu === step.mu && was.scale === step.scale) {
+        ups.push(...this.updatesFor(record, sup >= 0 ? edits[sup] : undefined, step.scale))
+      } else {
+        // append's restart: this step's prior with every live record added again in log order
+        mu = step.mu
+        ups = []
+        for (let i = 0; i < n; i++) if (live[i] && i !== sup) ups.push(...this.updatesFor(edits[i], undefined, step.scale))
+        ups.push(...this.updatesFor(record, undefined, step.scale))
+      }
+      if (sup >= 0) { live[sup] = false; nLive -= count(edits[sup]) }
+      live.push(true)
+      nLive += count(record)
+      if (f !== undefined) liveOf.set(f, n)
+    })
+    const state = await this.priorState(mu)
+    const r = await callNative(() => ridgeUpdate(this.base.native, state, ups))
+    return new FunctionalGPT2LMHeadModel(this.base, [...edits], r.overlay, this, r.state)
   }
 }
 

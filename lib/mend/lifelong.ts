@@ -29,6 +29,9 @@ export interface LifelongSettings {
   keyCov: (Float32Array | null)[]
 }
 
+/** The requests an edit record holds: the μ schedule counts requests (a batch of B is B edits of the solve). */
+const requestsOf = (e: EditRecord): number => e.lifelong!.requests ?? 1
+
 /** The editor kinds: EasyEdit's MEND (summed rank-one updates) and the lifelong least-squares mode. */
 export type EditorKind = 'mend' | 'malmen'
 
@@ -70,6 +73,16 @@ export class LifelongSolver implements EditSolver {
     return ridgePriorSync(this.base.native, this.priorSpecs(this.settings.mu))
   }
 
+  /**
+   * How appending `record` to a log with `nLive` live requests (`superseded` leaving it) moves the
+   * state: by Woodbury updates when the step of the μ schedule stays (and the log has a state), or
+   * by a restart from the new step's prior with every live edit added again.
+   */
+  private transition(nLive: number, superseded: EditRecord | undefined, record: EditRecord, hasState: boolean): { step: { mu: number; scale: number }; restart: boolean } {
+    const step = this.stepAt(nLive - (superseded ? requestsOf(superseded) : 0) + requestsOf(record)), was = this.stepAt(nLive)
+    return { step, restart: !(hasState && nLive > 0 && was.mu === step.mu && was.scale === step.scale) }
+  }
+
   live(edits: readonly EditRecord[]): boolean[] {
     const last = new Map<string, number>()
     edits.forEach((e, i) => { const f = e.lifelong?.factKey; if (f !== undefined) last.set(f, i) })
@@ -102,14 +115,12 @@ export class LifelongSolver implements EditSolver {
     const live = this.live(edits)
     const f = record.lifelong!.factKey
     const sup = f === undefined ? -1 : edits.findIndex((e, i) => live[i] && e.lifelong?.factKey === f)
-    // The schedule counts requests: a batch of B is B edits of the solve.
-    const count = (e: EditRecord) => e.lifelong!.requests ?? 1
-    const nLive = edits.reduce((a, e, i) => a + (live[i] ? count(e) : 0), 0)
-    const step = this.stepAt(nLive - (sup >= 0 ? count(edits[sup]) : 0) + count(record)), was = this.stepAt(nLive)
+    const nLive = edits.reduce((a, e, i) => a + (live[i] ? requestsOf(e) : 0), 0)
+    const { step, restart } = this.transition(nLive, sup >= 0 ? edits[sup] : undefined, record, !!prev?.solverState)
     let state: NativeRidge
     let ups: NativeRidgeUpdate[]
-    if (prev && prev.solverState && nLive > 0 && was.mu === step.mu && was.scale === step.scale) {
-      state = prev.solverState as NativeRidge
+    if (!restart) {
+      state = prev!.solverState as NativeRidge
       ups = this.updatesFor(record, sup >= 0 ? edits[sup] : undefined, step.scale)
     } else {
       state = await this.priorState(step.mu)
@@ -135,7 +146,6 @@ export class LifelongSolver implements EditSolver {
       }
     }
     if (edits.length === 0) return new FunctionalGPT2LMHeadModel(this.base, [], null, this, null)
-    const count = (e: EditRecord) => e.lifelong!.requests ?? 1
     const live: boolean[] = []
     const liveOf = new Map<string, number>()  // factKey -> its live record
     let nLive = 0, mu = 0
@@ -143,8 +153,8 @@ export class LifelongSolver implements EditSolver {
     edits.forEach((record, n) => {
       const f = record.lifelong!.factKey
       const sup = f === undefined ? -1 : (liveOf.get(f) ?? -1)
-      const step = this.stepAt(nLive - (sup >= 0 ? count(edits[sup]) : 0) + count(record)), was = this.stepAt(nLive)
-      if (n > 0 && nLive > 0 && was.mu === step.mu && was.scale === step.scale) {
+      const { step, restart } = this.transition(nLive, sup >= 0 ? edits[sup] : undefined, record, n > 0)
+      if (!restart) {
         ups.push(...this.updatesFor(record, sup >= 0 ? edits[sup] : undefined, step.scale))
       } else {
         // append's restart: this step's prior with every live record added again in log order
@@ -153,9 +163,9 @@ export class LifelongSolver implements EditSolver {
         for (let i = 0; i < n; i++) if (live[i] && i !== sup) ups.push(...this.updatesFor(edits[i], undefined, step.scale))
         ups.push(...this.updatesFor(record, undefined, step.scale))
       }
-      if (sup >= 0) { live[sup] = false; nLive -= count(edits[sup]) }
+      if (sup >= 0) { live[sup] = false; nLive -= requestsOf(edits[sup]) }
       live.push(true)
-      nLive += count(record)
+      nLive += requestsOf(record)
       if (f !== undefined) liveOf.set(f, n)
     })
     const state = await this.priorState(mu)

@@ -442,7 +442,9 @@ t.test('refine: each round adds step × the editor\'s proposal on the edited mod
   const wild = await cur.refine({ rounds: 1, step: 10, monotone: false })
   const lw = await editLoss(wild)
   t.ok(lw > l0, `a step of 10 overshoots: edit loss ${l0.toFixed(4)} -> ${lw.toFixed(4)}`)
-  t.equal((await cur.refine({ rounds: 1, step: 10 })).model, cur.model, 'monotone drops it and returns the log as it was')
+  const seen: [number, number][] = []
+  t.equal((await cur.refine({ rounds: 2, step: 10, onProgress: (d, n) => seen.push([d, n]) })).model, cur.model, 'monotone drops it and returns the log as it was')
+  t.same(seen[seen.length - 1], [seen[0][1], seen[0][1]], `onProgress ends at its total when refinement stops early (${JSON.stringify(seen[seen.length - 1])})`)
   await t.rejects(cur.refine({ monotone: 1 } as never), { code: 'ERR_INVALID_ARG' }, 'monotone must be a boolean')
 
   // Misuse: coded errors, nothing changes.

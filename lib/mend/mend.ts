@@ -217,8 +217,9 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
    * values, so `without(i)`, `saveEdits` and replay treat them like any others. With `monotone` (the
    * default) a round that does not lower the log's edit loss (the sum over live edits of each one's
    * mean target loss on the edited model) is dropped and refinement stops there, so a step that
-   * overshoots cannot leave the log worse than it was. Costs one pre-edit pass, one editor pass and
-   * one forward pass per live edit and one solve of the log per round.
+   * overshoots cannot leave the log worse than it was (`onProgress` then reports the total: done).
+   * Costs one pre-edit pass, one editor pass and one forward pass per live edit and one solve of the
+   * log per round.
    */
   async refine(opts: { rounds?: number; step?: number; monotone?: boolean; onProgress?: (done: number, total: number) => void } = {}): Promise<EditedMEND> {
     const l = this.requireLifelong('refine')
@@ -275,7 +276,7 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
       const cand = await l.solver.rebuild(next)
       if (monotone) {
         const c = await logLoss(cand)
-        if (!(c < loss)) break
+        if (!(c < loss)) { opts.onProgress?.(total, total); break }  // refinement ends here: report it done
         loss = c
       }
       fm = cand

@@ -104,6 +104,13 @@ export class LifelongSolver implements EditSolver {
     return ups
   }
 
+  /** A restart's updates: every live edit of `edits` but the superseded one, then `record`, in log order. */
+  private restartUpdates(edits: readonly EditRecord[], live: readonly boolean[], sup: number, record: EditRecord, scale: number): NativeRidgeUpdate[] {
+    const ups = edits.flatMap((e, i) => (live[i] && i !== sup ? this.updatesFor(e, undefined, scale) : []))
+    ups.push(...this.updatesFor(record, undefined, scale))
+    return ups
+  }
+
   /**
    * prev (an edited model of this solver, or null for the base) with one more edit. Within a step of
    * the μ schedule the state moves by Woodbury updates; when the live count enters the next step, the
@@ -124,8 +131,7 @@ export class LifelongSolver implements EditSolver {
       ups = this.updatesFor(record, sup >= 0 ? edits[sup] : undefined, step.scale)
     } else {
       state = await this.priorState(step.mu)
-      ups = edits.flatMap((e, i) => (live[i] && i !== sup ? this.updatesFor(e, undefined, step.scale) : []))
-      ups.push(...this.updatesFor(record, undefined, step.scale))
+      ups = this.restartUpdates(edits, live, sup, record, step.scale)
     }
     const r = await callNative(() => ridgeUpdate(this.base.native, state, ups))
     return new FunctionalGPT2LMHeadModel(this.base, [...edits, record], r.overlay, this, r.state)
@@ -159,9 +165,7 @@ export class LifelongSolver implements EditSolver {
       } else {
         // append's restart: this step's prior with every live record added again in log order
         mu = step.mu
-        ups = []
-        for (let i = 0; i < n; i++) if (live[i] && i !== sup) ups.push(...this.updatesFor(edits[i], undefined, step.scale))
-        ups.push(...this.updatesFor(record, undefined, step.scale))
+        ups = this.restartUpdates(edits.slice(0, n), live, sup, record, step.scale)
       }
       if (sup >= 0) { live[sup] = false; nLive -= requestsOf(edits[sup]) }
       live.push(true)

@@ -37,10 +37,14 @@ struct RidgePriorSpec {
   std::vector<float> c0;  // (d_in, d_in) or empty when mu = 0
 };
 
+// The state's buffers: an edit writes every element of its new P and ΔW row by row (tens of MB),
+// so they are not zeroed first, and large ones reuse freed blocks' pages (core/common.h).
+using StateBuffer = std::vector<double, UninitAllocator<double>>;
+
 struct RidgeParam {
   int param = -1, d_in = 0, d_out = 0;
-  std::vector<double> P;   // (d_in, d_in) = (S0 + ΣKᵀK)⁻¹, symmetric
-  std::vector<double> dW;  // (d_in, d_out) = ΔW
+  StateBuffer P;   // (d_in, d_in) = (S0 + ΣKᵀK)⁻¹, symmetric
+  StateBuffer dW;  // (d_in, d_out) = ΔW
 };
 
 struct RidgeState {

@@ -26,7 +26,8 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 void sub_scaled_scalar(double* x, const double* y, double l, int w) {
   for (int c = 0; c < w; c++) x[c] -= l * y[c];
 }
-using SubScaled = void (*)(double*, const double*, double, int);
+// sub_scaled or add_scaled, the one chosen for this CPU.
+using ScaledRowOp = void (*)(double*, const double*, double, int);
 #if defined(__x86_64__) || defined(__i386__)
 __attribute__((target("avx"))) void sub_scaled_avx(double* x, const double* y, double l, int w) {
   const __m256d lv = _mm256_set1_pd(l);
@@ -34,9 +35,9 @@ __attribute__((target("avx"))) void sub_scaled_avx(double* x, const double* y, d
   for (; c + 4 <= w; c += 4) _mm256_storeu_pd(x + c, _mm256_sub_pd(_mm256_loadu_pd(x + c), _mm256_mul_pd(lv, _mm256_loadu_pd(y + c))));
   for (; c < w; c++) x[c] -= l * y[c];
 }
-SubScaled pick_sub_scaled() { return __builtin_cpu_supports("avx") ? sub_scaled_avx : sub_scaled_scalar; }
+ScaledRowOp pick_sub_scaled() { return __builtin_cpu_supports("avx") ? sub_scaled_avx : sub_scaled_scalar; }
 #else
-SubScaled pick_sub_scaled() { return sub_scaled_scalar; }
+ScaledRowOp pick_sub_scaled() { return sub_scaled_scalar; }
 #endif
 
 // x[0, w) += l·y[0, w), the same way (a multiply, then an add; the AVX path gives the scalar bits):
@@ -51,9 +52,9 @@ __attribute__((target("avx"))) void add_scaled_avx(double* x, const double* y, d
   for (; c + 4 <= w; c += 4) _mm256_storeu_pd(x + c, _mm256_add_pd(_mm256_loadu_pd(x + c), _mm256_mul_pd(lv, _mm256_loadu_pd(y + c))));
   for (; c < w; c++) x[c] += l * y[c];
 }
-SubScaled pick_add_scaled() { return __builtin_cpu_supports("avx") ? add_scaled_avx : add_scaled_scalar; }
+ScaledRowOp pick_add_scaled() { return __builtin_cpu_supports("avx") ? add_scaled_avx : add_scaled_scalar; }
 #else
-SubScaled pick_add_scaled() { return add_scaled_scalar; }
+ScaledRowOp pick_add_scaled() { return add_scaled_scalar; }
 #endif
 
 }  // namespace
@@ -86,7 +87,7 @@ bool cholesky(double* A, int n) {
 // exact zeros, so the result is bit for bit the general path's, in about 3/4 of the work.
 void cholesky_solve(const double* L, int n, double* X, int m, bool x_is_identity) {
   const int64_t blocks = (m + 63) / 64;
-  static const SubScaled sub_scaled = pick_sub_scaled();
+  static const ScaledRowOp sub_scaled = pick_sub_scaled();
   parallel_for(blocks, [&](int64_t b0, int64_t b1) {
     // One 64-column panel at a time (n·64 doubles stay in cache); every element sees the same
     // operations in the same order as a whole-row pass, so the bits do not depend on the split.
@@ -151,7 +152,7 @@ Status apply_update(const RidgeParam& src, RidgeParam* dst, const RidgeUpdate& u
     return Status::OK();
   }
   const double s = u.sign;
-  static const SubScaled add_scaled = pick_add_scaled(), sub_scaled = pick_sub_scaled();
+  static const ScaledRowOp add_scaled = pick_add_scaled(), sub_scaled = pick_sub_scaled();
   // G = K·P (n, din): row i = Σ_q K[i][q] P[q][:] (P symmetric).
   std::vector<double> G((size_t)n * din, 0.0);
   parallel_for(n, [&](int64_t i0, int64_t i1) {

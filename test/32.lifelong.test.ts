@@ -84,6 +84,19 @@ function referenceSolve(din: number, dout: number, rows: { k: Float32Array; v: F
   return X
 }
 
+/**
+ * ΔW against its float64 reference: the largest difference, and the largest as a fraction of the
+ * float32 bound (W + ΔW is stored in float32: its rounding, |W + ΔW|·2⁻²³, on top of float32 keys).
+ */
+function againstFloat32Bound(got: Float64Array, ref: Float64Array, W: Float32Array): { worst: number; max: number } {
+  let worst = 0, max = 0
+  for (let i = 0; i < ref.length; i++) {
+    const tol = 2 ** -23 * Math.abs(W[i] + ref[i]) + 1e-6 * Math.abs(ref[i])
+    worst = Math.max(worst, Math.abs(got[i] - ref[i]) / (tol + 1e-12)); max = Math.max(max, Math.abs(got[i] - ref[i]))
+  }
+  return { worst, max }
+}
+
 function relErr(a: ArrayLike<number>, b: ArrayLike<number>): { err: number; max: number } {
   let d = 0, m = 0
   for (let i = 0; i < a.length; i++) { d = Math.max(d, Math.abs(a[i] - b[i])); m = Math.max(m, Math.abs(b[i])) }
@@ -102,13 +115,8 @@ t.test('the joint solve over the log matches a float64 reference, and the value 
   for (const name of inner) {
     const [din, dout] = model.parameter(name).shape
     const ref = referenceSolve(din, dout, fm.edits.map((e) => ({ k: e.lifelong!.rows[name].k.data, v: e.lifelong!.rows[name].v.data })), keyCov[name], 2, 0.5)
-    // W + ΔW is stored in float32: allow its rounding (|W|·2⁻²⁴) on top of float32 keys.
     const W = model.parameter(name).data
-    let worst = 0, max = 0
-    for (let i = 0; i < ref.length; i++) {
-      const tol = 2 ** -23 * Math.abs(W[i] + ref[i]) + 1e-6 * Math.abs(ref[i])
-      worst = Math.max(worst, Math.abs(got[name][i] - ref[i]) / (tol + 1e-12)); max = Math.max(max, Math.abs(got[name][i] - ref[i]))
-    }
+    const { worst, max } = againstFloat32Bound(got[name], ref, W)
     t.ok(worst <= 1, `ΔW of ${name} (${din}×${dout}) after 6 edits vs float64 reference: max |diff| ${max.toExponential(2)} (${worst.toFixed(2)} of the float32 bound)`)
   }
   // The value shifts against the classic editor's own factors on the base: v_i = α (k_i·ũ_i) d̃_i.
@@ -152,11 +160,7 @@ t.test('a batch of more rows than one Woodbury step takes (256) is solved exactl
     t.ok(rows.k.shape[0] > 256, `${name}: ${rows.k.shape[0]} key rows in one update`)
     const ref = referenceSolve(din, dout, [{ k: rows.k.data, v: rows.v.data }], keyCov[name], 2, 0.5)
     const W = model.parameter(name).data
-    let worst = 0, max = 0
-    for (let i = 0; i < ref.length; i++) {
-      const tol = 2 ** -23 * Math.abs(W[i] + ref[i]) + 1e-6 * Math.abs(ref[i])
-      worst = Math.max(worst, Math.abs(got[name][i] - ref[i]) / (tol + 1e-12)); max = Math.max(max, Math.abs(got[name][i] - ref[i]))
-    }
+    const { worst, max } = againstFloat32Bound(got[name], ref, W)
     t.ok(worst <= 1, `ΔW of ${name} (${din}×${dout}) after one batch of 160 vs float64 reference: max |diff| ${max.toExponential(2)} (${worst.toFixed(2)} of the float32 bound)`)
   }
 })

@@ -175,6 +175,27 @@ t.test('sequentialCurve = separate sequential runs of the first k requests, in o
   }
 })
 
+t.test('sequentialCurve onProgress: monotone, ends at its total, the same curve as without it', async (t) => {
+  const classic = new MEND(model, { innerParams: inner, rank: 4, editLr: -10 })
+  const lifelong = classic.withLifelong({ mu: 0, logRidge: 0, muSchedule: [], refine: { rounds: 2, step: 0.1 } })
+  // classic: 2 edits + 1 + 2 cases measured; lifelong adds 2 rounds x 2 proposals at the 2-edit checkpoint
+  for (const [name, mend, expected] of [['classic', classic, 5], ['lifelong', lifelong, 9]] as const) {
+    const ed = new BaseEditor(mend, tok)
+    const seen: [number, number][] = []
+    const curve = await ed.sequentialCurve(req, [1, 2], { onProgress: (d, n) => seen.push([d, n]) })
+    t.ok(seen.length > 0, `${name}: progress reported (${seen.length} calls)`)
+    t.ok(seen.every(([, n]) => n === expected), `${name}: total ${expected} throughout (saw ${[...new Set(seen.map((x) => x[1]))].join(', ')})`)
+    t.ok(seen.every(([d], i) => i === 0 || d >= seen[i - 1][0]), `${name}: done never decreases`)
+    t.same(seen[seen.length - 1], [expected, expected], `${name}: ends at its total`)
+    const plain = await ed.sequentialCurve(req, [1, 2])
+    const strip = (c: typeof curve) => c.map((rows) => rows.map((m) => ({ caseId: m.caseId, pre: m.pre, post: m.post })))
+    t.same(strip(curve), strip(plain), `${name}: the same metrics as without onProgress`)
+  }
+  const ed = new BaseEditor(classic, tok)
+  await t.rejects(ed.sequentialCurve(req, [1], { onProgress: 3 as never }), { code: 'ERR_INVALID_ARG', message: /onProgress/ })
+  await t.rejects(ed.sequentialCurve(req, [1], { progress: true } as never), { code: 'ERR_INVALID_ARG' })
+})
+
 t.test('editorRequest: each record keeps its own rephrasings, locality and portability', async (t) => {
   const { editorRequest } = await import('../lib/easyedit/base-editor')
   const r = editorRequest([

@@ -236,7 +236,7 @@ async function evalCmd(opts: Record<string, any>): Promise<void> {
   const res = await evaluateEditor(editor, records, {
     sequential: opts.sequential, provenance,
     onProgress: (done, total) => {
-      if (bar) { if (!started) { bar.start(total, 0); started = true } bar.update(done) }
+      if (bar) { if (!started) { bar.start(total, 0); started = true } bar.setTotal(total); bar.update(done) }
     },
   })
   bar?.stop()
@@ -250,7 +250,7 @@ async function evalCmd(opts: Record<string, any>): Promise<void> {
     cmp = await evaluateEditor(other, records, {
       sequential: opts.sequential,
       provenance: { ...provenance, editor: path.resolve(compareFile), editorConfig: { ...other.mend.config, layerActivations: other.mend.layerActivations } },
-      onProgress: (done, total) => { if (bar) { if (!started) { bar.start(total, 0); started = true } bar.update(done) } },
+      onProgress: (done, total) => { if (bar) { if (!started) { bar.start(total, 0); started = true } bar.setTotal(total); bar.update(done) } },
     })
     bar?.stop()
   }

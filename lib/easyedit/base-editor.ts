@@ -437,20 +437,30 @@ export class BaseEditor {
    * Edits the cases one after another, each on the model the previous edits left; after the k-th
    * edit for every k in `at` (ascending), the post metrics of the first k cases.
    */
-  private async sequence(cases: Case[], pre: Metrics[], preLoc: number[][][], at: number[]): Promise<{ curve: RequestMetrics[][]; edited: EditedMEND }> {
+  private async sequence(cases: Case[], pre: Metrics[], preLoc: number[][][], at: number[],
+    onProgress?: (done: number, total: number) => void): Promise<{ curve: RequestMetrics[][]; edited: EditedMEND }> {
     let edited: EditedMEND | null = null, measured: EditedMEND | null = null
     const times: number[] = []
     const curve: RequestMetrics[][] = []
+    // Progress in units of about one model pass each: an edit, a refinement proposal (rounds per
+    // live edit at each checkpoint of two or more edits), a case measured at a checkpoint.
+    const rounds = this.mend.kind === 'malmen' ? this.mend.config.refine.rounds : 0
+    const total = at[at.length - 1] + at.reduce((s, k) => s + k + (k >= 2 ? rounds * k : 0), 0)
+    let done = 0
     for (let i = 0; i < cases.length && curve.length < at.length; i++) {
       const r = await this.doEdit(edited ?? this.mend, [cases[i]])
       edited = r.edited
       times.push(r.time)
+      onProgress?.(++done, total)
       if (i + 1 !== at[curve.length]) continue
       // The lifelong mode measures the log refined (MENDConfig.refine), and edits on from the log as made.
-      measured = i >= 1 ? await refined(edited) : edited
+      const share = i >= 1 ? rounds * (i + 1) : 0, from = done
+      measured = i >= 1 ? await refined(edited, onProgress && share > 0 ? (d, t) => onProgress(from + Math.round((d * share) / t), total) : undefined) : edited
+      done = from + share
       const rows: RequestMetrics[] = []
       for (let j = 0; j <= i; j++) {
         rows.push({ caseId: j, requestedRewrite: rewrite(cases[j]), pre: pre[j], post: await this.post(measured.model, cases[j], preLoc[j]), time: times[j] })
+        onProgress?.(++done, total)
       }
       curve.push(rows)
     }
@@ -491,20 +501,22 @@ export class BaseEditor {
    * [1, number of requests]), the metrics of the first k requests are taken — exactly what
    * `edit({ ...first k requests, sequentialEdit: true })` reports, without redoing the edits.
    */
-  async sequentialCurve(req: BaseEditorRequest, at: number[]): Promise<RequestMetrics[][]> {
+  async sequentialCurve(req: BaseEditorRequest, at: number[], opts: { onProgress?: (done: number, total: number) => void } = {}): Promise<RequestMetrics[][]> {
     req = checkRequest(req, 'BaseEditor.sequentialCurve')
+    opts = checkOptions(opts, 'BaseEditor.sequentialCurve', ['onProgress'])
+    if (opts.onProgress !== undefined && typeof opts.onProgress !== 'function') throw invalidArg('a function', 'BaseEditor.sequentialCurve onProgress', opts.onProgress)
     const cases = normalise(req)
     if (!Array.isArray(at) || at.length === 0 || at.some((k, i) => !Number.isInteger(k) || k < 1 || k > cases.length || (i > 0 && k <= at[i - 1]))) {
       throw mendError('ERR_INVALID_ARG', `sequentialCurve: at must be ascending integers in [1, ${cases.length}]`)
     }
     const { pre, preLoc } = await this.preEdit(cases.slice(0, at[at.length - 1]))
-    return (await this.sequence(cases, pre, preLoc, at)).curve
+    return (await this.sequence(cases, pre, preLoc, at, opts.onProgress)).curve
   }
 }
 
 /** A lifelong log refined as its editor's config says (MENDConfig.refine); any other edited model as it is. */
-async function refined(edited: EditedMEND): Promise<EditedMEND> {
-  return edited.kind === 'malmen' && edited.config.refine.rounds > 0 ? edited.refine() : edited
+async function refined(edited: EditedMEND, onProgress?: (done: number, total: number) => void): Promise<EditedMEND> {
+  return edited.kind === 'malmen' && edited.config.refine.rounds > 0 ? edited.refine(onProgress ? { onProgress } : {}) : edited
 }
 
 /** @deprecated Renamed `BaseEditor` (EasyEdit's name for its front end); this alias goes in the next release. */

@@ -59,7 +59,7 @@ export async function evaluateEditor(editor: BaseEditor, records: EditRequest[],
     throw mendError('ERR_INVALID_ARG', `Expected --sequential in [0, ${records.length}] but received ${seqN}`)
   }
   const ks = seqN > 0 ? checkpoints(seqN) : []
-  const total = records.length + seqN
+  let total = records.length + seqN  // until the sequential part reports its own
   let done = 0
   const single: RequestMetrics[] = []
   for (const r of records) {
@@ -72,7 +72,10 @@ export async function evaluateEditor(editor: BaseEditor, records: EditRequest[],
   const perCheckpoint: { edits: number; metrics: RequestMetrics[] }[] = []
   if (ks.length) {
     // one sequence of seqN edits, measured after k of them for every checkpoint k
-    const curve = await editor.sequentialCurve({ ...editorRequest(records.slice(0, seqN)), greedyMatch: true }, ks)
+    // The sequential part reports its own work (edits, refinement, measurements); the total grows to include it.
+    const n = records.length
+    const curve = await editor.sequentialCurve({ ...editorRequest(records.slice(0, seqN)), greedyMatch: true }, ks,
+      opts.onProgress ? { onProgress: (d, t) => { done = n + d; total = n + t; opts.onProgress!(done, total) } } : {})
     curve.forEach((metrics, i) => { sequential.push(summarise(ks[i], metrics)); perCheckpoint.push({ edits: ks[i], metrics }) })
   }
   opts.onProgress?.(total, total)

@@ -205,7 +205,13 @@ async function main() {
   const results = {}
   for (const [name, mend] of [['lifelong', ll.mend], ['mend', classic]]) {
     const editor = await m.Editor.fromPretrained({ model, editor: mend, tokenizer: tok })
-    results[name] = await m.evaluateEditor(editor, reqs, { sequential: seqN })
+    let lastP = Date.now()
+    results[name] = await m.evaluateEditor(editor, reqs, {
+      sequential: seqN,
+      onProgress: (done, total) => {
+        if (Date.now() - lastP > 10000) { log(`evaluating the ${name} editor: ${done}/${total}`); lastP = Date.now() }
+      },
+    })
     log(`evaluated the ${name} editor on ${reqs.length} edits (${seqN} sequential)`)
   }
   timings.eval_s = Number(secs(t))

@@ -218,7 +218,7 @@ async function evalCmd(opts: Record<string, any>): Promise<void> {
   }
   const records = opts.n ? all.slice(0, opts.n) : all
   const bar = opts.progress !== false && process.stderr.isTTY
-    ? new SingleBar({ format: 'eval |{bar}| {value}/{total} edits | ETA {eta_formatted}', stream: process.stderr, hideCursor: true })
+    ? new SingleBar({ format: 'eval |{bar}| {percentage}% | {value}/{total} steps (edits, refinement, measurements) | ETA {eta_formatted}', stream: process.stderr, hideCursor: true })
     : null
   let started = false
   const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { name: string; version: string }

@@ -112,6 +112,8 @@ export interface NativeAddon {
   ridgePrior(model: NativeModel, priors: NativeRidgePrior[]): Promise<NativeRidge>
   ridgePrior(model: NativeModel, priors: NativeRidgePrior[], sync: true): NativeRidge
   ridgeUpdate(model: NativeModel, state: NativeRidge, updates: NativeRidgeUpdate[]): Promise<{ state: NativeRidge; overlay: NativeOverlay }>
+  /** ∂L/∂V = K·(P·G) per key block, G = ∂L/∂ΔW per inner weight (null: none), P of the state. */
+  ridgeValueGradients(state: NativeRidge, g: (Float32Array | null)[], blocks: { slot: number; k: Float32Array }[]): Promise<Float32Array[]>
   malmenPropose(model: NativeModel, editor: NativeEditor, ids: Int32Array, B: number, T: number, mask: Int32Array | null,
                 labels: Int32Array, keyMask: Int32Array | null, live?: NativeOverlay | null): Promise<NativeProposal>
   keyCovariance(model: NativeModel, ids: Int32Array, B: number, T: number, mask: Int32Array | null, params: number[]): Promise<{ sums: Float64Array[]; count: number }>
@@ -205,6 +207,7 @@ export const ridgePrior = (model: NativeModel, priors: NativeRidgePrior[]): Prom
 export const ridgePriorSync = (model: NativeModel, priors: NativeRidgePrior[]): NativeRidge => native().ridgePrior(model, priors, true)
 export const ridgeUpdate: Api['ridgeUpdate'] = (model, state, updates) => native().ridgeUpdate(model, state, updates)
 export const malmenPropose: Api['malmenPropose'] = (...a) => native().malmenPropose(...a)
+export const ridgeValueGradients: Api['ridgeValueGradients'] = (state, g, blocks) => native().ridgeValueGradients(state, g, blocks)
 export const keyCovariance: Api['keyCovariance'] = (...a) => native().keyCovariance(...a)
 export const createTrainer: Api['createTrainer'] = (model, spec, opts) => native().createTrainer(model, spec, opts)
 export const optimizerStep: Api['optimizerStep'] = (params, grads, m, v, opts) => native().optimizerStep(params, grads, m, v, opts)

@@ -6,15 +6,33 @@ import { mendError } from '../core/errors'
 import { FunctionalGPT2LMHeadModel, EditRecord, LifelongRows } from '../model/functional'
 import { Batch, prepareBatch } from '../model/batch'
 import { GPT2LMHeadModel, ForwardOptions, ForwardOutput } from '../model/gpt2'
-import { callNative, createEditor, EditorSpec, malmenPropose, mendEdit, NativeEditor } from '../core/native'
+import { callNative, createEditor, EditorSpec, malmenPropose, mendEdit, NativeEditor, NativeRidge, ridgeValueGradients } from '../core/native'
 import { LifelongSettings, LifelongSolver } from './lifelong'
 import { Tensor } from '../core/tensor'
 import { loadEditorFile, saveEditorFile } from './editor-file'
 import { EditorLayout, editorLayout, freshEditorSpec, LayerActivation, layerActivationsOf, MENDConfig, MuStep, RefineSettings, checkRefine, resolveConfig, usesKeyCovariance } from './network'
-import { checkOptions, invalidArg } from '../core/check'
+import { checkInt, checkOptions, invalidArg } from '../core/check'
 
 export type { MENDConfig, LayerActivation, MuStep } from './network'
 export { defaultInnerParams, shapeKey } from './network'
+
+/** Options of MEND.refine (lifelong mode). */
+export interface RefineOptions {
+  /** Rounds (default the editor's refine.rounds). */
+  rounds?: number
+  /** 'editor' (default): the editor network's proposals on the edited model, × step. 'gradient': gradient descent on the log's edit loss in value space. */
+  method?: 'editor' | 'gradient'
+  /** method 'editor': the proposals' weight (default the editor's refine.step). */
+  step?: number
+  /** method 'editor': drop a round that does not lower the log's edit loss and stop (default true). */
+  monotone?: boolean
+  /** method 'gradient': heavy-ball momentum in [0, 1) (default 0.5). */
+  momentum?: number
+  /** method 'gradient': the line search's step sizes, relative to |V|/|∇V| (default [0.005, 0.01, 0.02]). */
+  steps?: number[]
+  /** (done, total) after each proposal (editor) or round (gradient); total when refinement stops early. */
+  onProgress?: (done: number, total: number) => void
+}
 
 export interface EditOptions {
   /** Return Ũ and D̃ (before α) per inner param (lifelong mode: the keys and value shifts, as `rows`). */
@@ -221,22 +239,17 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
    * Costs one pre-edit pass, one editor pass and one forward pass per live edit and one solve of the
    * log per round.
    */
-  async refine(opts: { rounds?: number; step?: number; monotone?: boolean; onProgress?: (done: number, total: number) => void } = {}): Promise<EditedMEND> {
+  async refine(opts: RefineOptions = {}): Promise<EditedMEND> {
     const l = this.requireLifelong('refine')
-    opts = checkOptions(opts, 'MEND.refine', ['rounds', 'step', 'monotone', 'onProgress'])
+    opts = checkOptions(opts, 'MEND.refine', ['rounds', 'step', 'monotone', 'onProgress', 'method', 'momentum', 'steps'])
     if (opts.monotone !== undefined && typeof opts.monotone !== 'boolean') throw invalidArg('a boolean', 'MEND.refine monotone', opts.monotone)
     if (opts.onProgress !== undefined && typeof opts.onProgress !== 'function') throw invalidArg('a function', 'MEND.refine onProgress', opts.onProgress)
+    if (opts.method !== undefined && opts.method !== 'editor' && opts.method !== 'gradient') throw invalidArg("'editor' or 'gradient'", 'MEND.refine method', opts.method)
+    if (opts.method === 'gradient') return this.refineByGradient(l, opts)
     const st = this[INTERNAL]
     const { rounds, step } = checkRefine({ rounds: opts.rounds ?? st.config.refine.rounds, step: opts.step ?? st.config.refine.step }, 'MEND.refine')
-    const m = this.model
-    if (!(m instanceof FunctionalGPT2LMHeadModel) || m.edits.length === 0) throw mendError('ERR_INVALID_ARG', 'MEND.refine needs an edited model (a lifelong edit log); this controller holds no edits')
-    if (m.solver !== l.solver) throw mendError('ERR_INVALID_ARG', 'MEND.refine: this model holds edits of another editor; refine it with the controller that made them')
+    const m = this.checkRefinable(l)
     const live = l.solver.live(m.edits)
-    m.edits.forEach((e, i) => {
-      if (live[i] && !e.lifelong?.tokens) {
-        throw mendError('ERR_INVALID_ARG', `MEND.refine: edit ${i} has no tokens (a log saved before node-mend kept them): it cannot be proposed again`)
-      }
-    })
     const base = this.baseModel
     const total = rounds * live.filter(Boolean).length
     let done = 0
@@ -282,6 +295,111 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
       fm = cand
     }
     return new MEND<FunctionalGPT2LMHeadModel>(fm, st.config, st, INTERNAL)
+  }
+
+  /**
+   * refine({ method: 'gradient' }): gradient descent on the log's edit loss L (the sum over live
+   * edits of each one's mean target loss on the edited model) in value space. ΔW = P·ΣKᵀV is linear
+   * in the values, so ∂L/∂Vᵢ = Kᵢ·P·G with G = ∂L/∂ΔW, summed from one backward pass per live edit
+   * on the edited model (MALMEN's adjoint). Each round moves along d = ∇V + momentum·d_prev by the
+   * candidate of `steps` (× |V|/|d|) with the lowest L, and stops when none lowers it.
+   */
+  private async refineByGradient(l: NonNullable<EditorState['lifelong']>, opts: RefineOptions): Promise<EditedMEND> {
+    const st = this[INTERNAL]
+    const rounds = opts.rounds ?? st.config.refine.rounds
+    checkInt(rounds, 'MEND.refine rounds', 0, 1000)
+    const momentum = opts.momentum ?? 0.5
+    if (!(typeof momentum === 'number' && momentum >= 0 && momentum < 1)) throw invalidArg('a number in [0, 1)', 'MEND.refine momentum', momentum)
+    const steps = opts.steps ?? [0.005, 0.01, 0.02]
+    if (!Array.isArray(steps) || steps.length === 0 || !steps.every((x) => typeof x === 'number' && x > 0 && x <= 10)) {
+      throw invalidArg('a non-empty list of numbers in (0, 10]', 'MEND.refine steps', steps)
+    }
+    if (opts.step !== undefined || opts.monotone === false) throw mendError('ERR_INVALID_ARG', "MEND.refine: method 'gradient' takes steps (a line search), not step, and is always monotone")
+    const m = this.checkRefinable(l)
+    const live = l.solver.live(m.edits)
+    const inner = st.layout.inner
+    const total = rounds
+    const batchOf = (e: EditRecord): Batch => {
+      const t = e.lifelong!.tokens!
+      const shaped = (data: Int32Array) => ({ data, shape: [t.B, t.T] })
+      return { inputIds: shaped(t.ids), labels: shaped(t.labels), ...(t.mask ? { attentionMask: shaped(t.mask) } : {}) }
+    }
+    const logLoss = async (f: FunctionalGPT2LMHeadModel) => {
+      let s = 0
+      for (const [i, e] of f.edits.entries()) if (live[i]) s += (await f.forward(batchOf(e))).loss!
+      return s
+    }
+    let fm: FunctionalGPT2LMHeadModel = m
+    let loss = rounds > 0 ? await logLoss(fm) : 0
+    let prev: (Float32Array | null)[][] | null = null
+    for (let round = 0; round < rounds; round++) {
+      const G = st.layout.shapes.map(([dIn, dOut]) => new Float64Array(dIn * dOut))
+      for (const [i, e] of fm.edits.entries()) {
+        if (!live[i]) continue
+        const r = await fm.lossAndGrad(batchOf(e), { params: inner })
+        inner.forEach((name, k) => { const g = r.grads[name].data, acc = G[k]; for (let j = 0; j < g.length; j++) acc[j] += g[j] })
+      }
+      // One key block per (live edit, weight with rows); dir[i][k] = ∂L/∂V of edit i's rows of weight k (+ momentum).
+      const blocks: { slot: number; k: Float32Array }[] = [], at: [number, number][] = []
+      fm.edits.forEach((e, i) => {
+        if (!live[i]) return
+        inner.forEach((name, k) => { const r = e.lifelong!.rows[name]; if (r && r.k.shape[0] > 0) { blocks.push({ slot: k, k: r.k.data }); at.push([i, k]) } })
+      })
+      const grads = await callNative(() => ridgeValueGradients(fm.solverState as NativeRidge, G.map((g) => Float32Array.from(g)), blocks))
+      const dir: (Float32Array | null)[][] = fm.edits.map(() => inner.map(() => null))
+      grads.forEach((g, b) => {
+        const [i, k] = at[b]
+        const p = prev?.[i]?.[k]
+        if (p && p.length === g.length) for (let j = 0; j < g.length; j++) g[j] += momentum * p[j]
+        dir[i][k] = g
+      })
+      let vv = 0, dd = 0
+      at.forEach(([i, k]) => {
+        const v = fm.edits[i].lifelong!.rows[inner[k]].v.data, d = dir[i][k]!
+        for (let j = 0; j < v.length; j++) { vv += v[j] * v[j]; dd += d[j] * d[j] }
+      })
+      if (!(dd > 0)) { opts.onProgress?.(total, total); break }
+      const scale = Math.sqrt(vv / dd)
+      let best: { f: FunctionalGPT2LMHeadModel; loss: number } | null = null
+      for (const eta of steps) {
+        const recs = fm.edits.map((e, i) => {
+          if (!live[i]) return e
+          const rows: LifelongRows['rows'] = {}
+          inner.forEach((name, k) => {
+            const old = e.lifelong!.rows[name], d = dir[i][k]
+            if (!old) return
+            if (!d) { rows[name] = old; return }
+            const v = new Float32Array(old.v.data.length)
+            for (let j = 0; j < v.length; j++) v[j] = old.v.data[j] - eta * scale * d[j]
+            rows[name] = { k: old.k, v: { shape: old.v.shape, data: v } }
+          })
+          return { ...e, lifelong: { ...e.lifelong!, rows } }
+        })
+        const cand = await l.solver.rebuild(recs)
+        const c = await logLoss(cand)
+        if (!best || c < best.loss) best = { f: cand, loss: c }
+      }
+      if (!best || !(best.loss < loss)) { opts.onProgress?.(total, total); break }
+      fm = best.f
+      loss = best.loss
+      prev = dir
+      opts.onProgress?.(round + 1, total)
+    }
+    return new MEND<FunctionalGPT2LMHeadModel>(fm, st.config, st, INTERNAL)
+  }
+
+  /** The edited lifelong model this controller holds, checked for refine(). */
+  private checkRefinable(l: NonNullable<EditorState['lifelong']>): FunctionalGPT2LMHeadModel {
+    const m = this.model
+    if (!(m instanceof FunctionalGPT2LMHeadModel) || m.edits.length === 0) throw mendError('ERR_INVALID_ARG', 'MEND.refine needs an edited model (a lifelong edit log); this controller holds no edits')
+    if (m.solver !== l.solver) throw mendError('ERR_INVALID_ARG', 'MEND.refine: this model holds edits of another editor; refine it with the controller that made them')
+    const live = l.solver.live(m.edits)
+    m.edits.forEach((e, i) => {
+      if (live[i] && !e.lifelong?.tokens) {
+        throw mendError('ERR_INVALID_ARG', `MEND.refine: edit ${i} has no tokens (a log saved before node-mend kept them): it cannot be proposed again`)
+      }
+    })
+    return m
   }
 
   private requireLifelong(what: string): NonNullable<EditorState['lifelong']> {

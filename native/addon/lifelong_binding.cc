@@ -133,6 +133,55 @@ Napi::Value RidgeUpdate_(const Napi::CallbackInfo& info) {
   return queue_async(env, std::move(w));
 }
 
+// ridgeValueGradients(state, g: (Float32Array|null)[] per slot, [{slot, k: Float32Array}]) → Promise<Float32Array[]>:
+// ∂L/∂V = K·(P·G) per key block (mend/lifelong.h ridge_value_gradients).
+Napi::Value RidgeValueGradients(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  struct B : Baton {
+    std::shared_ptr<const RidgeState> s; std::vector<std::vector<float>> gs, ks; std::vector<KeyBlock> blocks;
+    std::vector<std::vector<float>> out;
+    Status run() {
+      std::vector<const float*> g(gs.size());
+      for (size_t i = 0; i < gs.size(); i++) g[i] = gs[i].empty() ? nullptr : gs[i].data();
+      for (size_t i = 0; i < blocks.size(); i++) blocks[i].k = ks[i].data();
+      return ridge_value_gradients(*s, g, blocks, &out);
+    }
+    Napi::Value result(Napi::Env env) {
+      Napi::Array a = Napi::Array::New(env, out.size());
+      for (size_t i = 0; i < out.size(); i++) a.Set((uint32_t)i, vector_to_f32(env, std::move(out[i])));
+      return a;
+    }
+  } w;
+  w.s = unwrap_ridge(env, info[0]);
+  if (!w.s) return env.Undefined();
+  MEND_CHECK_ARG(env, info[1].IsArray() && info[1].As<Napi::Array>().Length() == w.s->params.size(),
+                 "Expected one gradient G (Float32Array or null) per inner weight for ridgeValueGradients");
+  Napi::Array ga = info[1].As<Napi::Array>();
+  for (uint32_t i = 0; i < ga.Length(); i++) {
+    Napi::Value v = ga.Get(i);
+    if (v.IsNull() || v.IsUndefined()) { w.gs.emplace_back(); continue; }
+    MEND_CHECK_ARG(env, is_f32(v), "Expected each gradient G as a Float32Array or null");
+    w.gs.push_back(copy_f32(v));
+    const RidgeParam& p = w.s->params[i];
+    MEND_CHECK_ARG(env, w.gs.back().size() == (size_t)p.d_in * p.d_out, "a gradient G does not match its inner weight's shape");
+  }
+  MEND_CHECK_ARG(env, info[2].IsArray(), "Expected an array of {slot, k} key blocks for ridgeValueGradients");
+  Napi::Array a = info[2].As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    MEND_CHECK_ARG(env, a.Get(i).IsObject(), "Expected {slot, k} key blocks");
+    Napi::Object o = a.Get(i).As<Napi::Object>();
+    MEND_CHECK_ARG(env, o.Get("slot").IsNumber() && is_f32(o.Get("k")), "Expected {slot: number, k: Float32Array} key blocks");
+    KeyBlock b;
+    b.slot = o.Get("slot").As<Napi::Number>().Int32Value();
+    MEND_CHECK_ARG(env, b.slot >= 0 && b.slot < (int)w.s->params.size(), "a key block's slot names no inner weight");
+    w.ks.push_back(copy_f32(o.Get("k")));
+    MEND_CHECK_ARG(env, w.ks.back().size() % w.s->params[b.slot].d_in == 0, "a key block does not match its inner weight's d_in");
+    b.rows = (int)(w.ks.back().size() / w.s->params[b.slot].d_in);
+    w.blocks.push_back(b);
+  }
+  return queue_async(env, std::move(w));
+}
+
 // malmenPropose(model, editor, ids, B, T, mask|null, labels, keyMask: Int32Array|null, live: overlay|null) → Promise<result>
 Napi::Value MalmenPropose(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -225,6 +274,7 @@ void init_lifelong(Napi::Env env, Napi::Object exports) {
   exports.Set("ridgePrior", Napi::Function::New(env, guard_fn<RidgePrior>));
   exports.Set("ridgeUpdate", Napi::Function::New(env, guard_fn<RidgeUpdate_>));
   exports.Set("malmenPropose", Napi::Function::New(env, guard_fn<MalmenPropose>));
+  exports.Set("ridgeValueGradients", Napi::Function::New(env, guard_fn<RidgeValueGradients>));
   exports.Set("keyCovariance", Napi::Function::New(env, guard_fn<KeyCovariance>));
 }
 

@@ -317,6 +317,64 @@ Status ridge_update(const RidgeState& prev, const std::vector<RidgeUpdate>& ups,
   return Status::OK();
 }
 
+Status ridge_value_gradients(const RidgeState& s, const std::vector<const float*>& g, const std::vector<KeyBlock>& blocks,
+                             std::vector<std::vector<float>>* out) {
+  if (g.size() != s.params.size()) return Status::Error(code::kInvalidArg, "ridge_value_gradients: one G (or none) per inner weight");
+  for (const KeyBlock& b : blocks) {
+    if (b.slot < 0 || b.slot >= (int)s.params.size()) return Status::Error(code::kInvalidArg, "a key block's slot names no inner weight");
+    if (!g[b.slot]) return Status::Error(code::kInvalidArg, "a key block's inner weight has no gradient G");
+    if (b.rows < 0 || (b.rows > 0 && !b.k)) return Status::Error(code::kInvalidArg, "a key block has no keys");
+    if (!all_finite(b.k, (size_t)b.rows * s.params[b.slot].d_in)) return Status::Error(code::kNonFinite, "a key block is not finite");
+  }
+  // X = P·G per weight that has a G (P symmetric: row i of X is row i of P times G).
+  std::vector<std::vector<double>> X(s.params.size());
+  for (size_t q = 0; q < s.params.size(); q++) {
+    if (!g[q]) continue;
+    const RidgeParam& p = s.params[q];
+    const int din = p.d_in, dout = p.d_out;
+    if (!all_finite(g[q], (size_t)din * dout)) return Status::Error(code::kNonFinite, "a gradient G is not finite");
+    std::vector<double>& x = X[q];
+    x.assign((size_t)din * dout, 0.0);
+    const float* gq = g[q];
+    parallel_for(din, [&](int64_t i0, int64_t i1) {
+      std::vector<double> row(dout);
+      for (int64_t i = i0; i < i1; i++) {
+        std::fill(row.begin(), row.end(), 0.0);
+        const double* pi = p.P.data() + (size_t)i * din;
+        for (int j = 0; j < din; j++) {
+          const double a = pi[j];
+          const float* gj = gq + (size_t)j * dout;
+          for (int c = 0; c < dout; c++) row[c] += a * (double)gj[c];
+        }
+        std::copy(row.begin(), row.end(), x.begin() + (size_t)i * dout);
+      }
+    });
+  }
+  out->assign(blocks.size(), {});
+  parallel_for((int64_t)blocks.size(), [&](int64_t b0, int64_t b1) {
+    for (int64_t bi = b0; bi < b1; bi++) {
+      const KeyBlock& b = blocks[bi];
+      const int din = s.params[b.slot].d_in, dout = s.params[b.slot].d_out;
+      const std::vector<double>& x = X[b.slot];
+      std::vector<float>& o = (*out)[bi];
+      o.assign((size_t)b.rows * dout, 0.0f);
+      std::vector<double> row(dout);
+      for (int r = 0; r < b.rows; r++) {
+        std::fill(row.begin(), row.end(), 0.0);
+        const float* kr = b.k + (size_t)r * din;
+        for (int i = 0; i < din; i++) {
+          const double a = kr[i];
+          if (a == 0.0) continue;
+          const double* xi = x.data() + (size_t)i * dout;
+          for (int c = 0; c < dout; c++) row[c] += a * xi[c];
+        }
+        for (int c = 0; c < dout; c++) o[(size_t)r * dout + c] = (float)row[c];
+      }
+    }
+  });
+  return Status::OK();
+}
+
 Status ridge_overlay(const GPT2Model& base, const RidgeState& s, std::shared_ptr<const Overlay>* out) {
   std::map<int, std::vector<float>> merged;
   for (const RidgeParam& p : s.params) {

@@ -70,6 +70,19 @@ struct RidgeUpdate {
 // system (rows that were never added).
 Status ridge_update(const RidgeState& prev, const std::vector<RidgeUpdate>& ups, std::shared_ptr<const RidgeState>* out);
 
+// The gradient of a loss with respect to the value shifts of key blocks, through the solve: with
+// ΔW = P·ΣKᵀV (P = (S0 + ΣKᵀK)⁻¹ of s) and G = ∂L/∂ΔW of a weight, ∂L/∂V of a block of keys K of
+// that weight is K·(P·G) (MALMEN's adjoint). g holds G (d_in, d_out) per slot of s (null: no block of
+// that slot may be asked for); each block is {slot, rows, k (rows, d_in)}, and out receives one
+// (rows, d_out) float32 array per block. P·G and the products with K are accumulated in float64.
+struct KeyBlock {
+  int slot = -1;
+  int rows = 0;
+  const float* k = nullptr;
+};
+Status ridge_value_gradients(const RidgeState& s, const std::vector<const float*>& g, const std::vector<KeyBlock>& blocks,
+                             std::vector<std::vector<float>>* out);
+
 // The overlay W + ΔW (float32) of every inner weight of s.
 Status ridge_overlay(const GPT2Model& base, const RidgeState& s, std::shared_ptr<const Overlay>* out);
 

@@ -429,6 +429,7 @@ t.test("refine({ method: 'gradient' }): ∂L/∂V through the solve against cent
   await t.rejects(cur.refine({ method: 'gradient', momentum: 1 }), { code: 'ERR_INVALID_ARG', message: /momentum/ })
   await t.rejects(cur.refine({ method: 'gradient', steps: [] }), { code: 'ERR_INVALID_ARG', message: /steps/ })
   await t.rejects(cur.refine({ method: 'newton' as never }), { code: 'ERR_INVALID_ARG', message: /method/ })
+  await t.rejects(cur.refine({ momentum: 0.5 }), { code: 'ERR_INVALID_ARG', message: /method 'gradient'/ })
 })
 
 t.test('refine: each round adds step × the editor\'s proposal on the edited model and solves again', async (t) => {

@@ -128,6 +128,20 @@ export function noteTrainedCopy(mend: MEND): void {
   mend[INTERNAL].trainedCopy = true
 }
 
+/** An edit record's tokens (kept for refinement) as a batch: its prompt and target labels. */
+function recordBatch(e: EditRecord): Batch {
+  const t = e.lifelong!.tokens!
+  const shaped = (data: Int32Array) => ({ data, shape: [t.B, t.T] })
+  return { inputIds: shaped(t.ids), labels: shaped(t.labels), ...(t.mask ? { attentionMask: shaped(t.mask) } : {}) }
+}
+
+/** A lifelong log's edit loss on f: the sum over its live edits of each one's mean target loss. */
+async function logEditLoss(f: FunctionalGPT2LMHeadModel, live: boolean[]): Promise<number> {
+  let s = 0
+  for (const [i, e] of f.edits.entries()) if (live[i]) s += (await f.forward(recordBatch(e))).loss!
+  return s
+}
+
 /**
  * A MEND controller: an editor network over a model. `M` is the model it holds: the plain
  * GPT2LMHeadModel for the root controller (`new MEND(model)`, `MEND.fromPretrained`), a
@@ -246,6 +260,7 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
     if (opts.onProgress !== undefined && typeof opts.onProgress !== 'function') throw invalidArg('a function', 'MEND.refine onProgress', opts.onProgress)
     if (opts.method !== undefined && opts.method !== 'editor' && opts.method !== 'gradient') throw invalidArg("'editor' or 'gradient'", 'MEND.refine method', opts.method)
     if (opts.method === 'gradient') return this.refineByGradient(l, opts)
+    if (opts.momentum !== undefined || opts.steps !== undefined) throw mendError('ERR_INVALID_ARG', "MEND.refine: momentum and steps are options of method 'gradient'")
     const st = this[INTERNAL]
     const { rounds, step } = checkRefine({ rounds: opts.rounds ?? st.config.refine.rounds, step: opts.step ?? st.config.refine.step }, 'MEND.refine')
     const m = this.checkRefinable(l)
@@ -254,16 +269,7 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
     const total = rounds * live.filter(Boolean).length
     let done = 0
     const monotone = opts.monotone ?? true
-    const logLoss = async (f: FunctionalGPT2LMHeadModel) => {
-      let s = 0
-      for (const [i, e] of f.edits.entries()) {
-        if (!live[i]) continue
-        const t = e.lifelong!.tokens!
-        const shaped = (data: Int32Array) => ({ data, shape: [t.B, t.T] })
-        s += (await f.forward({ inputIds: shaped(t.ids), labels: shaped(t.labels), ...(t.mask ? { attentionMask: shaped(t.mask) } : {}) })).loss!
-      }
-      return s
-    }
+    const logLoss = (f: FunctionalGPT2LMHeadModel) => logEditLoss(f, live)
     let fm: FunctionalGPT2LMHeadModel = m
     let loss = monotone && rounds > 0 ? await logLoss(m) : 0
     for (let round = 0; round < rounds; round++) {
@@ -319,16 +325,7 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
     const live = l.solver.live(m.edits)
     const inner = st.layout.inner
     const total = rounds
-    const batchOf = (e: EditRecord): Batch => {
-      const t = e.lifelong!.tokens!
-      const shaped = (data: Int32Array) => ({ data, shape: [t.B, t.T] })
-      return { inputIds: shaped(t.ids), labels: shaped(t.labels), ...(t.mask ? { attentionMask: shaped(t.mask) } : {}) }
-    }
-    const logLoss = async (f: FunctionalGPT2LMHeadModel) => {
-      let s = 0
-      for (const [i, e] of f.edits.entries()) if (live[i]) s += (await f.forward(batchOf(e))).loss!
-      return s
-    }
+    const logLoss = (f: FunctionalGPT2LMHeadModel) => logEditLoss(f, live)
     let fm: FunctionalGPT2LMHeadModel = m
     let loss = rounds > 0 ? await logLoss(fm) : 0
     let prev: (Float32Array | null)[][] | null = null
@@ -336,7 +333,7 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
       const G = st.layout.shapes.map(([dIn, dOut]) => new Float64Array(dIn * dOut))
       for (const [i, e] of fm.edits.entries()) {
         if (!live[i]) continue
-        const r = await fm.lossAndGrad(batchOf(e), { params: inner })
+        const r = await fm.lossAndGrad(recordBatch(e), { params: inner })
         inner.forEach((name, k) => { const g = r.grads[name].data, acc = G[k]; for (let j = 0; j < g.length; j++) acc[j] += g[j] })
       }
       // One key block per (live edit, weight with rows); dir[i][k] = ∂L/∂V of edit i's rows of weight k (+ momentum).

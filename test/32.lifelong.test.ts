@@ -430,6 +430,20 @@ t.test("refine({ method: 'gradient' }): ∂L/∂V through the solve against cent
   await t.rejects(cur.refine({ method: 'gradient', steps: [] }), { code: 'ERR_INVALID_ARG', message: /steps/ })
   await t.rejects(cur.refine({ method: 'newton' as never }), { code: 'ERR_INVALID_ARG', message: /method/ })
   await t.rejects(cur.refine({ momentum: 0.5 }), { code: 'ERR_INVALID_ARG', message: /method 'gradient'/ })
+  // The method as an editor setting: a controller configured for it refines by gradient by default,
+  // the same bits as the explicit call, and its editor file keeps the setting.
+  const byConfig = ll.withLifelong({ refine: { rounds: 3, step: 0.1, method: 'gradient', momentum: 0.5, steps: [0.005, 0.01, 0.02] } })
+  t.same(byConfig.config.refine, { rounds: 3, step: 0.1, method: 'gradient', momentum: 0.5, steps: [0.005, 0.01, 0.02] })
+  const cfgRefined = (await (await byConfig.fromEdits(edits)).refine()).model as FunctionalGPT2LMHeadModel
+  const x = (await cfgRefined.forward(batchOfRec(edits[0]))).logits.data
+  t.ok(x.every((v, i) => v === a[i]), 'refine() with method gradient in the config = refine({ method: gradient, rounds: 3 }), bit for bit')
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mend-grad-'))
+  t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
+  await byConfig.save(path.join(tmp, 'e.safetensors'))
+  const back = await MEND.fromPretrained(fm.base, path.join(tmp, 'e.safetensors'))
+  t.same(back.config.refine, byConfig.config.refine, 'the editor file keeps the gradient refinement settings')
+  t.throws(() => ll.withLifelong({ refine: { rounds: 3, step: 0.1, momentum: 0.5 } }), { code: 'ERR_INVALID_ARG', message: /method 'gradient'/ })
+  t.throws(() => ll.withLifelong({ refine: { rounds: 3, step: 0.1, method: 'gradient', steps: [0] } }), { code: 'ERR_INVALID_ARG', message: /steps/ })
 })
 
 t.test('refine: each round adds step × the editor\'s proposal on the edited model and solves again', async (t) => {

@@ -166,11 +166,13 @@ export function specFromTensors(model: GPT2LMHeadModel, all: ReadTensors, metada
       if (typeof j !== 'object' || j === null || !Number.isFinite(j.log_ridge) || !Number.isFinite(j.mu) || j.mu < 0) throw new Error('expected {"log_ridge": number, "mu": number >= 0}')
       const sched = j.mu_schedule ?? []
       if (!Array.isArray(sched) || !sched.every((s: unknown) => Array.isArray(s) && (s.length === 2 || s.length === 3))) throw new Error('expected "mu_schedule" as [[up_to, mu] or [up_to, mu, scale], ...]')
+      // [rounds, step] (the editor's proposals), or {rounds, step, method: "gradient", momentum?, steps?}
       const ref = j.refine ?? [NO_REFINE.rounds, NO_REFINE.step]
-      if (!Array.isArray(ref) || ref.length !== 2) throw new Error('expected "refine" as [rounds, step]')
+      const refObj = typeof ref === 'object' && ref !== null && !Array.isArray(ref)
+      if (!refObj && (!Array.isArray(ref) || ref.length !== 2)) throw new Error('expected "refine" as [rounds, step] or {rounds, step, method, momentum, steps}')
       lifelong = {
         logRidge: j.log_ridge, mu: j.mu, muSchedule: checkMuSchedule(sched.map(([upTo, mu, scale]: number[]) => (scale === undefined ? { upTo, mu } : { upTo, mu, scale }))),
-        refine: checkRefine({ rounds: ref[0], step: ref[1] }),
+        refine: checkRefine(refObj ? ref : { rounds: ref[0], step: ref[1] }),
       }
     } catch (e) {
       throw mendError('ERR_SAFETENSORS', `${file}: metadata "malmen" is missing or malformed (${(e as Error).message})`)
@@ -236,7 +238,7 @@ export function editorMetadata(cfg: Readonly<Required<MENDConfig>>, m: { nLayer:
     n_hidden: String(cfg.nHidden),
     edit_lr: String(cfg.editLr),
     seed: String(cfg.seed),
-    ...(cfg.kind === 'malmen' ? { [EDITOR_KIND_KEY]: 'malmen', malmen: JSON.stringify({ log_ridge: cfg.logRidge, mu: cfg.mu, ...(cfg.muSchedule.length ? { mu_schedule: cfg.muSchedule.map((s) => (s.scale === undefined ? [s.upTo, s.mu] : [s.upTo, s.mu, s.scale])) } : {}), ...(cfg.refine.rounds > 0 ? { refine: [cfg.refine.rounds, cfg.refine.step] } : {}) }) } : {}),
+    ...(cfg.kind === 'malmen' ? { [EDITOR_KIND_KEY]: 'malmen', malmen: JSON.stringify({ log_ridge: cfg.logRidge, mu: cfg.mu, ...(cfg.muSchedule.length ? { mu_schedule: cfg.muSchedule.map((s) => (s.scale === undefined ? [s.upTo, s.mu] : [s.upTo, s.mu, s.scale])) } : {}), ...(cfg.refine.rounds > 0 ? { refine: cfg.refine.method === 'gradient' ? { ...cfg.refine } : [cfg.refine.rounds, cfg.refine.step] } : {}) }) } : {}),
     model: JSON.stringify({ n_layer: m.nLayer, n_embd: m.nEmbd, vocab_size: m.vocabSize }),
   }
 }

@@ -259,7 +259,7 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
     if (opts.monotone !== undefined && typeof opts.monotone !== 'boolean') throw invalidArg('a boolean', 'MEND.refine monotone', opts.monotone)
     if (opts.onProgress !== undefined && typeof opts.onProgress !== 'function') throw invalidArg('a function', 'MEND.refine onProgress', opts.onProgress)
     if (opts.method !== undefined && opts.method !== 'editor' && opts.method !== 'gradient') throw invalidArg("'editor' or 'gradient'", 'MEND.refine method', opts.method)
-    if (opts.method === 'gradient') return this.refineByGradient(l, opts)
+    if ((opts.method ?? this[INTERNAL].config.refine.method) === 'gradient') return this.refineByGradient(l, opts)
     if (opts.momentum !== undefined || opts.steps !== undefined) throw mendError('ERR_INVALID_ARG', "MEND.refine: momentum and steps are options of method 'gradient'")
     const st = this[INTERNAL]
     const { rounds, step } = checkRefine({ rounds: opts.rounds ?? st.config.refine.rounds, step: opts.step ?? st.config.refine.step }, 'MEND.refine')
@@ -314,9 +314,9 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
     const st = this[INTERNAL]
     const rounds = opts.rounds ?? st.config.refine.rounds
     checkInt(rounds, 'MEND.refine rounds', 0, 1000)
-    const momentum = opts.momentum ?? 0.5
+    const momentum = opts.momentum ?? st.config.refine.momentum ?? 0.5
     if (!(typeof momentum === 'number' && momentum >= 0 && momentum < 1)) throw invalidArg('a number in [0, 1)', 'MEND.refine momentum', momentum)
-    const steps = opts.steps ?? [0.005, 0.01, 0.02]
+    const steps = opts.steps ?? st.config.refine.steps ?? [0.005, 0.01, 0.02]
     if (!Array.isArray(steps) || steps.length === 0 || !steps.every((x) => typeof x === 'number' && x > 0 && x <= 10)) {
       throw invalidArg('a non-empty list of numbers in (0, 10]', 'MEND.refine steps', steps)
     }

@@ -49,19 +49,42 @@ export interface MENDConfig {
 /** The lifelong refinement (MENDConfig.refine). */
 export interface RefineSettings {
   rounds: number
+  /** The editor's proposals' weight (method 'editor'). */
   step: number
+  /** 'editor' (the default): the editor's proposals on the edited model; 'gradient': gradient descent on the log's edit loss (MEND.refine). */
+  method?: 'editor' | 'gradient'
+  /** method 'gradient': momentum in [0, 1) (default 0.5). */
+  momentum?: number
+  /** method 'gradient': the line search's steps, relative to |V|/|∇V| (default [0.005, 0.01, 0.02]). */
+  steps?: number[]
 }
 
 /** No refinement (the default of MENDConfig.refine and of editor files without one). */
 export const NO_REFINE: Readonly<RefineSettings> = Object.freeze({ rounds: 0, step: 0.1 })
 
-/** Checks a refinement setting ({ rounds, step }). */
+/** Checks a refinement setting ({ rounds, step, method?, momentum?, steps? }); unset options stay unset. */
 export function checkRefine(r: unknown, where = 'refine'): RefineSettings {
   if (!r || typeof r !== 'object' || Array.isArray(r)) throw invalidArg('{ rounds, step }', where, r)
-  const o = checkOptions<RefineSettings>(r as RefineSettings, where, ['rounds', 'step'])
+  const o = checkOptions<RefineSettings>(r as RefineSettings, where, ['rounds', 'step', 'method', 'momentum', 'steps'])
   checkInt(o.rounds, `${where}.rounds`, 0, 100)
   if (!(typeof o.step === 'number' && o.step > 0 && o.step <= 10)) throw invalidArg('a number in (0, 10]', `${where}.step`, o.step)
-  return { rounds: o.rounds, step: o.step }
+  const out: RefineSettings = { rounds: o.rounds, step: o.step }
+  if (o.method !== undefined && o.method !== 'editor' && o.method !== 'gradient') throw invalidArg("'editor' or 'gradient'", `${where}.method`, o.method)
+  if (o.method === 'gradient') out.method = 'gradient'
+  if ((o.momentum !== undefined || o.steps !== undefined) && o.method !== 'gradient') {
+    throw mendError('ERR_INVALID_ARG', `${where}: momentum and steps are settings of method 'gradient'`)
+  }
+  if (o.momentum !== undefined) {
+    if (!(typeof o.momentum === 'number' && o.momentum >= 0 && o.momentum < 1)) throw invalidArg('a number in [0, 1)', `${where}.momentum`, o.momentum)
+    out.momentum = o.momentum
+  }
+  if (o.steps !== undefined) {
+    if (!Array.isArray(o.steps) || o.steps.length === 0 || !o.steps.every((x) => typeof x === 'number' && x > 0 && x <= 10)) {
+      throw invalidArg('a non-empty list of numbers in (0, 10]', `${where}.steps`, o.steps)
+    }
+    out.steps = [...o.steps]
+  }
+  return out
 }
 
 /** One step of the lifelong μ schedule: μ = mu while the log holds at most upTo live edits. */

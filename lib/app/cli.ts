@@ -221,6 +221,7 @@ async function evalCmd(opts: Record<string, any>): Promise<void> {
     ? new SingleBar({ format: 'eval |{bar}| {percentage}% | {value}/{total} steps (edits, refinement, measurements) | ETA {eta_formatted}', stream: process.stderr, hideCursor: true })
     : null
   let started = false
+  const onBar = (done: number, total: number) => { if (bar) { if (!started) { bar.start(total, 0); started = true } bar.setTotal(total); bar.update(done) } }
   const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { name: string; version: string }
   const provenance = {
     package: `${pkg.name}@${pkg.version}`, date: new Date().toISOString(), node: process.version, threads: numThreads(),
@@ -235,9 +236,7 @@ async function evalCmd(opts: Record<string, any>): Promise<void> {
   if (opts.compare !== false && typeof opts.compare !== 'string' && opts.editor === undefined && opts.model === undefined && fs.existsSync(BUNDLED_MEND_EDITOR_FILE)) compareFile = BUNDLED_MEND_EDITOR_FILE
   const res = await evaluateEditor(editor, records, {
     sequential: opts.sequential, provenance,
-    onProgress: (done, total) => {
-      if (bar) { if (!started) { bar.start(total, 0); started = true } bar.setTotal(total); bar.update(done) }
-    },
+    onProgress: onBar,
   })
   bar?.stop()
   let cmp: EvalResult | undefined
@@ -250,7 +249,7 @@ async function evalCmd(opts: Record<string, any>): Promise<void> {
     cmp = await evaluateEditor(other, records, {
       sequential: opts.sequential,
       provenance: { ...provenance, editor: path.resolve(compareFile), editorConfig: { ...other.mend.config, layerActivations: other.mend.layerActivations } },
-      onProgress: (done, total) => { if (bar) { if (!started) { bar.start(total, 0); started = true } bar.setTotal(total); bar.update(done) } },
+      onProgress: onBar,
     })
     bar?.stop()
   }

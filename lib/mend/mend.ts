@@ -10,8 +10,8 @@ import { callNative, createEditor, EditorSpec, malmenPropose, mendEdit, NativeEd
 import { LifelongSettings, LifelongSolver } from './lifelong'
 import { Tensor } from '../core/tensor'
 import { loadEditorFile, saveEditorFile } from './editor-file'
-import { EditorLayout, editorLayout, freshEditorSpec, LayerActivation, layerActivationsOf, MENDConfig, MuStep, RefineSettings, checkRefine, resolveConfig, usesKeyCovariance } from './network'
-import { checkInt, checkOptions, invalidArg } from '../core/check'
+import { EditorLayout, editorLayout, freshEditorSpec, GRADIENT_REFINE_DEFAULTS, LayerActivation, layerActivationsOf, MENDConfig, MuStep, RefineSettings, checkRefine, resolveConfig, usesKeyCovariance } from './network'
+import { checkOptions, invalidArg } from '../core/check'
 
 export type { MENDConfig, LayerActivation, MuStep } from './network'
 export { defaultInnerParams, shapeKey } from './network'
@@ -260,9 +260,12 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
     if (opts.onProgress !== undefined && typeof opts.onProgress !== 'function') throw invalidArg('a function', 'MEND.refine onProgress', opts.onProgress)
     if (opts.method !== undefined && opts.method !== 'editor' && opts.method !== 'gradient') throw invalidArg("'editor' or 'gradient'", 'MEND.refine method', opts.method)
     if ((opts.method ?? this[INTERNAL].config.refine.method) === 'gradient') return this.refineByGradient(l, opts)
-    if (opts.momentum !== undefined || opts.steps !== undefined) throw mendError('ERR_INVALID_ARG', "MEND.refine: momentum and steps are options of method 'gradient'")
     const st = this[INTERNAL]
-    const { rounds, step } = checkRefine({ rounds: opts.rounds ?? st.config.refine.rounds, step: opts.step ?? st.config.refine.step }, 'MEND.refine')
+    // checkRefine refuses momentum and steps here: they are settings of method 'gradient'
+    const { rounds, step } = checkRefine({
+      rounds: opts.rounds ?? st.config.refine.rounds, step: opts.step ?? st.config.refine.step,
+      ...(opts.momentum !== undefined ? { momentum: opts.momentum } : {}), ...(opts.steps !== undefined ? { steps: opts.steps } : {}),
+    }, 'MEND.refine')
     const m = this.checkRefinable(l)
     const live = l.solver.live(m.edits)
     const base = this.baseModel
@@ -312,15 +315,13 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
    */
   private async refineByGradient(l: NonNullable<EditorState['lifelong']>, opts: RefineOptions): Promise<EditedMEND> {
     const st = this[INTERNAL]
-    const rounds = opts.rounds ?? st.config.refine.rounds
-    checkInt(rounds, 'MEND.refine rounds', 0, 1000)
-    const momentum = opts.momentum ?? st.config.refine.momentum ?? 0.5
-    if (!(typeof momentum === 'number' && momentum >= 0 && momentum < 1)) throw invalidArg('a number in [0, 1)', 'MEND.refine momentum', momentum)
-    const steps = opts.steps ?? st.config.refine.steps ?? [0.005, 0.01, 0.02]
-    if (!Array.isArray(steps) || steps.length === 0 || !steps.every((x) => typeof x === 'number' && x > 0 && x <= 10)) {
-      throw invalidArg('a non-empty list of numbers in (0, 10]', 'MEND.refine steps', steps)
-    }
     if (opts.step !== undefined || opts.monotone === false) throw mendError('ERR_INVALID_ARG', "MEND.refine: method 'gradient' takes steps (a line search), not step, and is always monotone")
+    const cr = st.config.refine
+    const m0 = opts.momentum ?? cr.momentum, s0 = opts.steps ?? cr.steps
+    const { rounds, momentum = GRADIENT_REFINE_DEFAULTS.momentum, steps = GRADIENT_REFINE_DEFAULTS.steps } = checkRefine({
+      rounds: opts.rounds ?? cr.rounds, step: cr.step, method: 'gradient',
+      ...(m0 !== undefined ? { momentum: m0 } : {}), ...(s0 !== undefined ? { steps: s0 } : {}),
+    }, 'MEND.refine')
     const m = this.checkRefinable(l)
     const live = l.solver.live(m.edits)
     const inner = st.layout.inner

@@ -59,6 +59,9 @@ export interface RefineSettings {
   steps?: number[]
 }
 
+/** Method 'gradient''s defaults where RefineSettings leaves them unset. */
+export const GRADIENT_REFINE_DEFAULTS: Readonly<{ momentum: number; steps: readonly number[] }> = Object.freeze({ momentum: 0.5, steps: Object.freeze([0.005, 0.01, 0.02]) })
+
 /** No refinement (the default of MENDConfig.refine and of editor files without one). */
 export const NO_REFINE: Readonly<RefineSettings> = Object.freeze({ rounds: 0, step: 0.1 })
 

@@ -46,11 +46,15 @@ const muSchedule = (v) => {
   })
   return checkMuSchedule(steps)
 }
-// "rounds:step" -> { rounds, step }
+// "rounds:step" -> { rounds, step } (the editor's proposals), "gradient:rounds" -> { rounds, step: 0.1, method: 'gradient' }
 const refine = (v) => {
-  const parts = v.split(':').map(Number)
-  if (parts.length !== 2) throw new Error(`--lifelong-refine is rounds:step, got ${v}`)
-  return checkRefine({ rounds: parts[0], step: parts[1] }, '--lifelong-refine')
+  const parts = v.split(':')
+  if (parts[0] === 'gradient') {
+    if (parts.length !== 2) throw new Error(`--lifelong-refine gradient is gradient:rounds, got ${v}`)
+    return checkRefine({ rounds: Number(parts[1]), step: 0.1, method: 'gradient' }, '--lifelong-refine')
+  }
+  if (parts.length !== 2) throw new Error(`--lifelong-refine is rounds:step or gradient:rounds, got ${v}`)
+  return checkRefine({ rounds: Number(parts[0]), step: Number(parts[1]) }, '--lifelong-refine')
 }
 const program = new Command()
 program.name('build-assets').description('Rebuild the bundled WorldFacts GPT-2 and its MEND editor')
@@ -75,7 +79,7 @@ program.name('build-assets').description('Rebuild the bundled WorldFacts GPT-2 a
   .option('--lifelong-background <n>', 'edits in the background log of lifelong training', int('--lifelong-background'), 400)
   .option('--lifelong-mu <x>', 'weight of the preservation covariance', num('--lifelong-mu'), 15000)
   .option('--lifelong-mu-schedule <steps>', 'the smaller μ of short logs, as upTo:mu[:scale],… (μ, and the value scale, while the log holds at most upTo live edits; "" for none)', muSchedule, muSchedule('1:30:1.3,9:300,49:1000,200:6000'))
-  .option('--lifelong-refine <rounds:step>', 'refinement of sequential logs (MEND.refine): rounds of the editor\'s proposals on the edited model, each × step', refine, refine('4:0.1'))
+  .option('--lifelong-refine <how>', 'refinement of sequential logs (MEND.refine): rounds:step (rounds of the editor\'s proposals on the edited model, each × step) or gradient:rounds (rounds of gradient descent on the log\'s edit loss)', refine, refine('4:0.1'))
   .option('--lifelong-log-ridge <x>', 'log of the solve\'s ridge', num('--lifelong-log-ridge'), -1.6)
   .option('--lifelong-lr <x>', 'lifelong editor learning rate (Adam)', num('--lifelong-lr'), 1e-5)
   .option('--lifelong-cloc <x>', 'lifelong locality loss weight', num('--lifelong-cloc'), 5)

@@ -8,7 +8,7 @@ import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { GPT2LMHeadModel, MEND, EditTrainer, FunctionalGPT2LMHeadModel } from '../lib/index'
-import { NativeRidge, ridgeValueGradients } from '../lib/core/native'
+import { NativeRidge, numThreads, ridgeValueGradients, setNumThreads } from '../lib/core/native'
 import { randn, rng } from './helpers/reference'
 import { batch as batchOf, checkOuterGradients, randomSpec } from './helpers/editor-grads'
 import type { EditRecord } from '../lib/model/functional'
@@ -394,6 +394,21 @@ t.test("refine({ method: 'gradient' }): ∂L/∂V through the solve against cent
   edits.forEach((e, i) => inner.forEach((n, k) => { const rows = e.lifelong!.rows[n]; if (rows && rows.k.shape[0] > 0) { blocks.push({ slot: k, k: rows.k.data }); at.push([i, n]) } }))
   const grads = await ridgeValueGradients(fm.solverState as NativeRidge, G.map((g) => Float32Array.from(g)), blocks)
   t.equal(grads.length, blocks.length, 'one ∂L/∂V per key block')
+  // G given as one backward pass's captured rows per edit (G = Σ xᵀd, what refine passes): the same
+  // ∂L/∂V as from the dense G, to float32 accuracy (G's sums are float32 GEMMs over the stacked rows).
+  const factors: { slot: number; x: Float32Array; d: Float32Array }[] = []
+  for (const e of edits) {
+    const c = await fm.lossAndGrad(batchOfRec(e), { params: [], capture: inner })
+    inner.forEach((n, k) => factors.push({ slot: k, x: c.captures[n].x.data, d: c.captures[n].d.data }))
+  }
+  const viaFactors = await ridgeValueGradients(fm.solverState as NativeRidge, inner.map(() => null), blocks, factors)
+  let worstF = 0, normF = 0
+  grads.forEach((g, b) => g.forEach((x, j) => { worstF = Math.max(worstF, Math.abs(x - viaFactors[b][j])); normF = Math.max(normF, Math.abs(x)) }))
+  t.ok(worstF <= 1e-4 * normF, `∂L/∂V from captured factors vs from dense G: largest difference ${worstF.toExponential(2)} (largest |∂L/∂V| ${normF.toExponential(2)})`)
+  await t.rejects(async () => ridgeValueGradients(fm.solverState as NativeRidge, inner.map(() => null), blocks, [{ slot: 0, x: new Float32Array(3), d: new Float32Array(3) }]),
+    { code: 'ERR_INVALID_ARG', message: /shape/ }, 'factors of the wrong shape are refused')
+  await t.rejects(async () => ridgeValueGradients(fm.solverState as NativeRidge, inner.map(() => null), blocks, []),
+    { code: 'ERR_INVALID_ARG', message: /no gradient/ }, 'a key block of a weight without G or factors is refused')
   // Directional derivative along a random direction u of the values, against a central difference of
   // L(V ± εu) with the log solved again from its records (the same path refine takes).
   const u = grads.map((g) => Float32Array.from(g, () => randn(r)))
@@ -425,6 +440,23 @@ t.test("refine({ method: 'gradient' }): ∂L/∂V through the solve against cent
   const replayed = (await ll.fromEdits(rf.edits as EditRecord[])).model as FunctionalGPT2LMHeadModel
   const a = (await rf.forward(batchOfRec(edits[0]))).logits.data, b2 = (await replayed.forward(batchOfRec(edits[0]))).logits.data
   t.ok(a.every((x, i) => x === b2[i]), 'the refined log replays bit for bit from its records')
+  // The line search's candidates move ΔW by c·P·ΣKᵀv without a solve: the model equals the moved log solved again, to float32 accuracy.
+  const solver = fm.solver as unknown as { scaleOf: (e: readonly EditRecord[]) => number; shifted: (p: FunctionalGPT2LMHeadModel, e: EditRecord[][], m: { slot: number; k: Float32Array; v: Float32Array }[], c: number[]) => Promise<FunctionalGPT2LMHeadModel[]> }
+  const moves = blocks.map((b, j) => ({ ...b, v: u[j] }))
+  const [cand] = await solver.shifted(fm, [shifted(0.05)], moves, [0.05 * solver.scaleOf(edits)])
+  const solved = (await ll.fromEdits(shifted(0.05))).model as FunctionalGPT2LMHeadModel
+  const lc = (await cand.forward(batchOfRec(edits[1]))).logits.data, ls = (await solved.forward(batchOfRec(edits[1]))).logits.data
+  let worstS = 0, moveS = 0
+  const l0 = (await fm.forward(batchOfRec(edits[1]))).logits.data
+  lc.forEach((x, i) => { worstS = Math.max(worstS, Math.abs(x - ls[i])); moveS = Math.max(moveS, Math.abs(ls[i] - l0[i])) })
+  t.ok(moveS > 1e-3 && worstS <= 1e-3 * moveS + 1e-5, `a shifted candidate vs the moved log solved again: logits differ by ${worstS.toExponential(2)} (the move changed them by up to ${moveS.toExponential(2)})`)
+  // The refined log does not depend on the thread count.
+  const threads = numThreads()
+  setNumThreads(threads === 1 ? 2 : 1)
+  const one = (await cur.refine({ method: 'gradient', rounds: 3 })).model as FunctionalGPT2LMHeadModel
+  setNumThreads(threads)
+  const a1 = (await one.forward(batchOfRec(edits[0]))).logits.data
+  t.ok(a1.every((x, i) => x === a[i]), `refine gives the same bits on ${threads === 1 ? 2 : 1} thread(s) as on ${threads}`)
   await t.rejects(cur.refine({ method: 'gradient', step: 0.1 }), { code: 'ERR_INVALID_ARG', message: /steps/ })
   await t.rejects(cur.refine({ method: 'gradient', momentum: 1 }), { code: 'ERR_INVALID_ARG', message: /momentum/ })
   await t.rejects(cur.refine({ method: 'gradient', steps: [] }), { code: 'ERR_INVALID_ARG', message: /steps/ })

@@ -112,8 +112,14 @@ export interface NativeAddon {
   ridgePrior(model: NativeModel, priors: NativeRidgePrior[]): Promise<NativeRidge>
   ridgePrior(model: NativeModel, priors: NativeRidgePrior[], sync: true): NativeRidge
   ridgeUpdate(model: NativeModel, state: NativeRidge, updates: NativeRidgeUpdate[]): Promise<{ state: NativeRidge; overlay: NativeOverlay }>
-  /** ∂L/∂V = K·(P·G) per key block, G = ∂L/∂ΔW per inner weight (null: none), P of the state. */
-  ridgeValueGradients(state: NativeRidge, g: (Float32Array | null)[], blocks: { slot: number; k: Float32Array }[]): Promise<Float32Array[]>
+  /**
+   * ∂L/∂V = K·(P·G) per key block, G = ∂L/∂ΔW per inner weight: g (null: none) plus Σ xᵀd of the
+   * factors of its slot (a backward pass's captured rows), P of the state.
+   */
+  ridgeValueGradients(state: NativeRidge, g: (Float32Array | null)[], blocks: { slot: number; k: Float32Array }[],
+                      factors?: { slot: number; x: Float32Array; d: Float32Array }[]): Promise<Float32Array[]>
+  /** The state with ΔW + c·P·ΣKᵀV (keys k, value moves v) for each c, and its overlay: a line search without a solve. */
+  ridgeShift(model: NativeModel, state: NativeRidge, blocks: { slot: number; k: Float32Array; v: Float32Array }[], coefs: number[]): Promise<{ state: NativeRidge; overlay: NativeOverlay }[]>
   malmenPropose(model: NativeModel, editor: NativeEditor, ids: Int32Array, B: number, T: number, mask: Int32Array | null,
                 labels: Int32Array, keyMask: Int32Array | null, live?: NativeOverlay | null): Promise<NativeProposal>
   keyCovariance(model: NativeModel, ids: Int32Array, B: number, T: number, mask: Int32Array | null, params: number[]): Promise<{ sums: Float64Array[]; count: number }>
@@ -207,7 +213,8 @@ export const ridgePrior = (model: NativeModel, priors: NativeRidgePrior[]): Prom
 export const ridgePriorSync = (model: NativeModel, priors: NativeRidgePrior[]): NativeRidge => native().ridgePrior(model, priors, true)
 export const ridgeUpdate: Api['ridgeUpdate'] = (model, state, updates) => native().ridgeUpdate(model, state, updates)
 export const malmenPropose: Api['malmenPropose'] = (...a) => native().malmenPropose(...a)
-export const ridgeValueGradients: Api['ridgeValueGradients'] = (state, g, blocks) => native().ridgeValueGradients(state, g, blocks)
+export const ridgeValueGradients: Api['ridgeValueGradients'] = (state, g, blocks, factors) => native().ridgeValueGradients(state, g, blocks, factors)
+export const ridgeShift: Api['ridgeShift'] = (model, state, blocks, coefs) => native().ridgeShift(model, state, blocks, coefs)
 export const keyCovariance: Api['keyCovariance'] = (...a) => native().keyCovariance(...a)
 export const createTrainer: Api['createTrainer'] = (model, spec, opts) => native().createTrainer(model, spec, opts)
 export const optimizerStep: Api['optimizerStep'] = (params, grads, m, v, opts) => native().optimizerStep(params, grads, m, v, opts)

@@ -11,7 +11,7 @@
  * at depth 1000 as at depth 0; a replay performs the same updates in the same order, bit for bit.
  */
 import { mendError } from '../core/errors'
-import { callNative, keyCovariance, NativeEditor, NativeRidge, NativeRidgePrior, NativeRidgeUpdate, ridgePrior, ridgePriorSync, ridgeUpdate } from '../core/native'
+import { callNative, keyCovariance, NativeEditor, NativeRidge, NativeRidgePrior, NativeRidgeUpdate, ridgePrior, ridgePriorSync, ridgeShift, ridgeUpdate } from '../core/native'
 import { EditRecord, EditSolver, FunctionalGPT2LMHeadModel } from '../model/functional'
 import { Batch, prepareBatch } from '../model/batch'
 import { GPT2LMHeadModel } from '../model/gpt2'
@@ -87,6 +87,23 @@ export class LifelongSolver implements EditSolver {
     const last = new Map<string, number>()
     edits.forEach((e, i) => { const f = e.lifelong?.factKey; if (f !== undefined) last.set(f, i) })
     return edits.map((e, i) => { const f = e.lifelong?.factKey; return f === undefined || last.get(f) === i })
+  }
+
+  /** The value scale of the μ schedule's step of a log (its live requests). */
+  scaleOf(edits: readonly EditRecord[]): number {
+    const live = this.live(edits)
+    return this.stepAt(edits.reduce((a, e, i) => a + (live[i] ? requestsOf(e) : 0), 0)).scale
+  }
+
+  /**
+   * Candidates of a line search in value space (MEND.refine's gradient method), without a solve:
+   * the keys stay, so moving the values of `moves` (one {slot, k, v: the move} per block) by c moves
+   * ΔW by c·P·ΣKᵀv. One model per c, holding `edits` (the caller's moved records). Equal to
+   * rebuild(edits) up to rounding: a log that must replay bit for bit is rebuilt once chosen.
+   */
+  async shifted(prev: FunctionalGPT2LMHeadModel, edits: EditRecord[][], moves: { slot: number; k: Float32Array; v: Float32Array }[], coefs: number[]): Promise<FunctionalGPT2LMHeadModel[]> {
+    const r = await callNative(() => ridgeShift(this.base.native, prev.solverState as NativeRidge, moves, coefs))
+    return r.map((c, j) => new FunctionalGPT2LMHeadModel(this.base, edits[j], c.overlay, this, c.state))
   }
 
   /** The updates that move a log's state by one more edit: remove the edit it supersedes, then add it (values × scale). */

@@ -330,20 +330,23 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
     let fm: FunctionalGPT2LMHeadModel = m
     let loss = rounds > 0 ? await logLoss(fm) : 0
     let prev: (Float32Array | null)[][] | null = null
+    const valueScale = l.solver.scaleOf(m.edits)
     for (let round = 0; round < rounds; round++) {
-      const G = st.layout.shapes.map(([dIn, dOut]) => new Float64Array(dIn * dOut))
+      // G = ∂L/∂ΔW per weight as the factors of one backward pass per live edit (its captured rows
+      // x and d, G = Σ xᵀd), and one key block per (live edit, weight with rows).
+      const factors: { slot: number; x: Float32Array; d: Float32Array }[] = []
       for (const [i, e] of fm.edits.entries()) {
         if (!live[i]) continue
-        const r = await fm.lossAndGrad(recordBatch(e), { params: inner })
-        inner.forEach((name, k) => { const g = r.grads[name].data, acc = G[k]; for (let j = 0; j < g.length; j++) acc[j] += g[j] })
+        const r = await fm.lossAndGrad(recordBatch(e), { params: [], capture: inner })
+        inner.forEach((name, k) => factors.push({ slot: k, x: r.captures[name].x.data, d: r.captures[name].d.data }))
       }
-      // One key block per (live edit, weight with rows); dir[i][k] = ∂L/∂V of edit i's rows of weight k (+ momentum).
       const blocks: { slot: number; k: Float32Array }[] = [], at: [number, number][] = []
       fm.edits.forEach((e, i) => {
         if (!live[i]) return
         inner.forEach((name, k) => { const r = e.lifelong!.rows[name]; if (r && r.k.shape[0] > 0) { blocks.push({ slot: k, k: r.k.data }); at.push([i, k]) } })
       })
-      const grads = await callNative(() => ridgeValueGradients(fm.solverState as NativeRidge, G.map((g) => Float32Array.from(g)), blocks))
+      // dir[i][k] = ∂L/∂V of edit i's rows of weight k (+ momentum × the previous direction).
+      const grads = await callNative(() => ridgeValueGradients(fm.solverState as NativeRidge, inner.map(() => null), blocks, factors))
       const dir: (Float32Array | null)[][] = fm.edits.map(() => inner.map(() => null))
       grads.forEach((g, b) => {
         const [i, k] = at[b]
@@ -358,22 +361,24 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
       })
       if (!(dd > 0)) { opts.onProgress?.(total, total); break }
       const scale = Math.sqrt(vv / dd)
-      let best: { f: FunctionalGPT2LMHeadModel; loss: number } | null = null
-      for (const eta of steps) {
-        const recs = fm.edits.map((e, i) => {
-          if (!live[i]) return e
-          const rows: LifelongRows['rows'] = {}
-          inner.forEach((name, k) => {
-            const old = e.lifelong!.rows[name], d = dir[i][k]
-            if (!old) return
-            if (!d) { rows[name] = old; return }
-            const v = new Float32Array(old.v.data.length)
-            for (let j = 0; j < v.length; j++) v[j] = old.v.data[j] - eta * scale * d[j]
-            rows[name] = { k: old.k, v: { shape: old.v.shape, data: v } }
-          })
-          return { ...e, lifelong: { ...e.lifelong!, rows } }
+      // The candidates V − η·scale·dir for η of steps: ΔW moves by −η·scale·(the step's value scale)·P·ΣKᵀdir.
+      const moved = (eta: number): EditRecord[] => fm.edits.map((e, i) => {
+        if (!live[i]) return e
+        const rows: LifelongRows['rows'] = {}
+        inner.forEach((name, k) => {
+          const old = e.lifelong!.rows[name], d = dir[i][k]
+          if (!old) return
+          if (!d) { rows[name] = old; return }
+          const v = new Float32Array(old.v.data.length)
+          for (let j = 0; j < v.length; j++) v[j] = old.v.data[j] - eta * scale * d[j]
+          rows[name] = { k: old.k, v: { shape: old.v.shape, data: v } }
         })
-        const cand = await l.solver.rebuild(recs)
+        return { ...e, lifelong: { ...e.lifelong!, rows } }
+      })
+      const cands = await l.solver.shifted(fm, steps.map(moved), blocks.map((b, j) => ({ ...b, v: dir[at[j][0]][at[j][1]]! })),
+        steps.map((eta) => -eta * scale * valueScale))
+      let best: { f: FunctionalGPT2LMHeadModel; loss: number } | null = null
+      for (const cand of cands) {
         const c = await logLoss(cand)
         if (!best || c < best.loss) best = { f: cand, loss: c }
       }
@@ -383,6 +388,9 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
       prev = dir
       opts.onProgress?.(round + 1, total)
     }
+    // The candidates moved ΔW without a solve: the refined log is solved once from its records, so it
+    // is what replaying them gives, bit for bit.
+    if (fm !== m) fm = await l.solver.rebuild([...fm.edits])
     return new MEND<FunctionalGPT2LMHeadModel>(fm, st.config, st, INTERNAL)
   }
 

@@ -133,18 +133,20 @@ Napi::Value RidgeUpdate_(const Napi::CallbackInfo& info) {
   return queue_async(env, std::move(w));
 }
 
-// ridgeValueGradients(state, g: (Float32Array|null)[] per slot, [{slot, k: Float32Array}]) → Promise<Float32Array[]>:
-// ∂L/∂V = K·(P·G) per key block (mend/lifelong.h ridge_value_gradients).
+// ridgeValueGradients(state, g: (Float32Array|null)[] per slot, [{slot, k: Float32Array}], factors?: [{slot, x, d}])
+// → Promise<Float32Array[]>: ∂L/∂V = K·(P·G) per key block, G = g + Σ xᵀd (mend/lifelong.h ridge_value_gradients).
 Napi::Value RidgeValueGradients(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   struct B : Baton {
-    std::shared_ptr<const RidgeState> s; std::vector<std::vector<float>> gs, ks; std::vector<KeyBlock> blocks;
+    std::shared_ptr<const RidgeState> s; std::vector<std::vector<float>> gs, ks, fx, fd; std::vector<KeyBlock> blocks;
+    std::vector<GradFactors> factors;
     std::vector<std::vector<float>> out;
     Status run() {
       std::vector<const float*> g(gs.size());
       for (size_t i = 0; i < gs.size(); i++) g[i] = gs[i].empty() ? nullptr : gs[i].data();
       for (size_t i = 0; i < blocks.size(); i++) blocks[i].k = ks[i].data();
-      return ridge_value_gradients(*s, g, blocks, &out);
+      for (size_t i = 0; i < factors.size(); i++) { factors[i].x = fx[i].data(); factors[i].d = fd[i].data(); }
+      return ridge_value_gradients(*s, g, factors, blocks, &out);
     }
     Napi::Value result(Napi::Env env) {
       Napi::Array a = Napi::Array::New(env, out.size());
@@ -178,6 +180,82 @@ Napi::Value RidgeValueGradients(const Napi::CallbackInfo& info) {
     MEND_CHECK_ARG(env, w.ks.back().size() % w.s->params[b.slot].d_in == 0, "a key block does not match its inner weight's d_in");
     b.rows = (int)(w.ks.back().size() / w.s->params[b.slot].d_in);
     w.blocks.push_back(b);
+  }
+  if (info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull()) {
+    MEND_CHECK_ARG(env, info[3].IsArray(), "Expected an array of {slot, x, d} gradient factors for ridgeValueGradients");
+    Napi::Array fa = info[3].As<Napi::Array>();
+    for (uint32_t i = 0; i < fa.Length(); i++) {
+      MEND_CHECK_ARG(env, fa.Get(i).IsObject(), "Expected {slot, x, d} gradient factors");
+      Napi::Object o = fa.Get(i).As<Napi::Object>();
+      MEND_CHECK_ARG(env, o.Get("slot").IsNumber() && is_f32(o.Get("x")) && is_f32(o.Get("d")),
+                     "Expected {slot: number, x: Float32Array, d: Float32Array} gradient factors");
+      GradFactors f;
+      f.slot = o.Get("slot").As<Napi::Number>().Int32Value();
+      MEND_CHECK_ARG(env, f.slot >= 0 && f.slot < (int)w.s->params.size(), "a gradient factor's slot names no inner weight");
+      const RidgeParam& p = w.s->params[f.slot];
+      w.fx.push_back(copy_f32(o.Get("x")));
+      w.fd.push_back(copy_f32(o.Get("d")));
+      MEND_CHECK_ARG(env, w.fx.back().size() % p.d_in == 0 && w.fd.back().size() % p.d_out == 0 &&
+                              w.fx.back().size() / p.d_in == w.fd.back().size() / p.d_out,
+                     "a gradient factor's x and d do not match the inner weight's shape");
+      f.rows = (int)(w.fx.back().size() / p.d_in);
+      w.factors.push_back(f);
+    }
+  }
+  return queue_async(env, std::move(w));
+}
+
+// ridgeShift(model, state, [{slot, k: Float32Array, v: Float32Array}], coefs: number[]) → Promise<{state, overlay}[]>:
+// the state with ΔW + c·P·ΣKᵀV for each c (mend/lifelong.h ridge_shift).
+Napi::Value RidgeShift(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  struct B : Baton {
+    std::shared_ptr<GPT2Model> m; std::shared_ptr<const RidgeState> s;
+    std::vector<std::vector<float>> ks, vs; std::vector<RidgeUpdate> blocks; std::vector<double> coefs;
+    std::vector<std::shared_ptr<const RidgeState>> states; std::vector<std::shared_ptr<const Overlay>> ovs;
+    Status run() {
+      for (size_t i = 0; i < blocks.size(); i++) { blocks[i].k = ks[i].data(); blocks[i].v = vs[i].data(); }
+      return ridge_shift(*m, *s, blocks, coefs, &states, &ovs);
+    }
+    Napi::Value result(Napi::Env env) {
+      Napi::Array a = Napi::Array::New(env, states.size());
+      for (size_t i = 0; i < states.size(); i++) {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("state", wrap_ridge(env, states[i]));
+        o.Set("overlay", wrap_overlay(env, ovs[i]));
+        a.Set((uint32_t)i, o);
+      }
+      return a;
+    }
+  } w;
+  w.m = unwrap_model(env, info[0], "ridgeShift");
+  if (!w.m) return env.Undefined();
+  w.s = unwrap_ridge(env, info[1]);
+  if (!w.s) return env.Undefined();
+  MEND_CHECK_ARG(env, info[2].IsArray(), "Expected an array of {slot, k, v} value blocks for ridgeShift");
+  Napi::Array a = info[2].As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    MEND_CHECK_ARG(env, a.Get(i).IsObject(), "Expected {slot, k, v} value blocks");
+    Napi::Object o = a.Get(i).As<Napi::Object>();
+    MEND_CHECK_ARG(env, o.Get("slot").IsNumber() && is_f32(o.Get("k")) && is_f32(o.Get("v")),
+                   "Expected {slot: number, k: Float32Array, v: Float32Array} value blocks");
+    RidgeUpdate u;
+    u.slot = o.Get("slot").As<Napi::Number>().Int32Value();
+    MEND_CHECK_ARG(env, u.slot >= 0 && u.slot < (int)w.s->params.size(), "a value block's slot names no inner weight");
+    const RidgeParam& p = w.s->params[u.slot];
+    w.ks.push_back(copy_f32(o.Get("k")));
+    w.vs.push_back(copy_f32(o.Get("v")));
+    MEND_CHECK_ARG(env, w.ks.back().size() % p.d_in == 0 && w.vs.back().size() % p.d_out == 0 &&
+                            w.ks.back().size() / p.d_in == w.vs.back().size() / p.d_out,
+                   "a value block's keys and values do not match the inner weight's shape");
+    u.rows = (int)(w.ks.back().size() / p.d_in);
+    w.blocks.push_back(u);
+  }
+  MEND_CHECK_ARG(env, info[3].IsArray(), "Expected an array of coefficients for ridgeShift");
+  Napi::Array c = info[3].As<Napi::Array>();
+  for (uint32_t i = 0; i < c.Length(); i++) {
+    MEND_CHECK_ARG(env, c.Get(i).IsNumber(), "Expected numbers as ridgeShift coefficients");
+    w.coefs.push_back(c.Get(i).As<Napi::Number>().DoubleValue());
   }
   return queue_async(env, std::move(w));
 }
@@ -275,6 +353,7 @@ void init_lifelong(Napi::Env env, Napi::Object exports) {
   exports.Set("ridgeUpdate", Napi::Function::New(env, guard_fn<RidgeUpdate_>));
   exports.Set("malmenPropose", Napi::Function::New(env, guard_fn<MalmenPropose>));
   exports.Set("ridgeValueGradients", Napi::Function::New(env, guard_fn<RidgeValueGradients>));
+  exports.Set("ridgeShift", Napi::Function::New(env, guard_fn<RidgeShift>));
   exports.Set("keyCovariance", Napi::Function::New(env, guard_fn<KeyCovariance>));
 }
 

@@ -317,61 +317,172 @@ Status ridge_update(const RidgeState& prev, const std::vector<RidgeUpdate>& ups,
   return Status::OK();
 }
 
-Status ridge_value_gradients(const RidgeState& s, const std::vector<const float*>& g, const std::vector<KeyBlock>& blocks,
-                             std::vector<std::vector<float>>* out) {
-  if (g.size() != s.params.size()) return Status::Error(code::kInvalidArg, "ridge_value_gradients: one G (or none) per inner weight");
+namespace {
+
+// X = P·G (float64, d_in x d_out) for one weight: P symmetric, so row i of X is row i of P times G.
+std::vector<double> p_times(const RidgeParam& p, const float* G) {
+  const int din = p.d_in, dout = p.d_out;
+  std::vector<double> x((size_t)din * dout);
+  parallel_for(din, [&](int64_t i0, int64_t i1) {
+    std::vector<double> row(dout);
+    for (int64_t i = i0; i < i1; i++) {
+      std::fill(row.begin(), row.end(), 0.0);
+      const double* pi = p.P.data() + (size_t)i * din;
+      for (int j = 0; j < din; j++) {
+        const double a = pi[j];
+        const float* gj = G + (size_t)j * dout;
+        for (int c = 0; c < dout; c++) row[c] += a * (double)gj[c];
+      }
+      std::copy(row.begin(), row.end(), x.begin() + (size_t)i * dout);
+    }
+  });
+  return x;
+}
+
+// Rows stacked per GEMM: the products of many small blocks (an edit's ~10 rows) run as a few
+// large GEMMs instead of thousands of skinny ones.
+constexpr int kStackRows = 2048;
+
+// S (d_in, d_out) += Σ_b A_bᵀ·B_b over row blocks (A_b (rows, d_in), B_b (rows, d_out)), float32
+// GEMMs over up to kStackRows stacked rows at a time.
+void add_at_b(const std::vector<const float*>& as, const std::vector<const float*>& bs, const std::vector<int>& rows,
+              int din, int dout, float* S) {
+  std::vector<float> ab, bb;
+  size_t q = 0;
+  while (q < as.size()) {
+    int n = 0;
+    size_t e = q;
+    while (e < as.size() && (n == 0 || n + rows[e] <= kStackRows)) n += rows[e++];
+    if (e == q + 1) {
+      gemm(true, false, din, dout, rows[q], 1.0f, as[q], din, bs[q], dout, 1.0f, S, dout);
+    } else if (n > 0) {
+      ab.resize((size_t)n * din);
+      bb.resize((size_t)n * dout);
+      size_t r = 0;
+      for (size_t t = q; t < e; t++) {
+        std::memcpy(ab.data() + r * din, as[t], sizeof(float) * (size_t)rows[t] * din);
+        std::memcpy(bb.data() + r * dout, bs[t], sizeof(float) * (size_t)rows[t] * dout);
+        r += rows[t];
+      }
+      gemm(true, false, din, dout, n, 1.0f, ab.data(), din, bb.data(), dout, 1.0f, S, dout);
+    }
+    q = e;
+  }
+}
+
+}  // namespace
+
+Status ridge_value_gradients(const RidgeState& s, const std::vector<const float*>& g, const std::vector<GradFactors>& factors,
+                             const std::vector<KeyBlock>& blocks, std::vector<std::vector<float>>* out) {
+  const size_t n = s.params.size();
+  if (g.size() != n) return Status::Error(code::kInvalidArg, "ridge_value_gradients: one G (or none) per inner weight");
+  std::vector<bool> has(n);
+  for (size_t q = 0; q < n; q++) has[q] = g[q] != nullptr;
+  for (const GradFactors& f : factors) {
+    if (f.slot < 0 || f.slot >= (int)n) return Status::Error(code::kInvalidArg, "a gradient factor's slot names no inner weight");
+    if (f.rows < 0 || (f.rows > 0 && (!f.x || !f.d))) return Status::Error(code::kInvalidArg, "a gradient factor has no rows");
+    const RidgeParam& p = s.params[f.slot];
+    if (!all_finite(f.x, (size_t)f.rows * p.d_in) || !all_finite(f.d, (size_t)f.rows * p.d_out))
+      return Status::Error(code::kNonFinite, "a gradient factor is not finite");
+    has[f.slot] = true;
+  }
   for (const KeyBlock& b : blocks) {
-    if (b.slot < 0 || b.slot >= (int)s.params.size()) return Status::Error(code::kInvalidArg, "a key block's slot names no inner weight");
-    if (!g[b.slot]) return Status::Error(code::kInvalidArg, "a key block's inner weight has no gradient G");
+    if (b.slot < 0 || b.slot >= (int)n) return Status::Error(code::kInvalidArg, "a key block's slot names no inner weight");
+    if (!has[b.slot]) return Status::Error(code::kInvalidArg, "a key block's inner weight has no gradient G");
     if (b.rows < 0 || (b.rows > 0 && !b.k)) return Status::Error(code::kInvalidArg, "a key block has no keys");
     if (!all_finite(b.k, (size_t)b.rows * s.params[b.slot].d_in)) return Status::Error(code::kNonFinite, "a key block is not finite");
   }
-  // X = P·G per weight that has a G (P symmetric: row i of X is row i of P times G).
-  std::vector<std::vector<double>> X(s.params.size());
-  for (size_t q = 0; q < s.params.size(); q++) {
-    if (!g[q]) continue;
+  out->assign(blocks.size(), {});
+  for (size_t q = 0; q < n; q++) {
+    if (!has[q]) continue;
     const RidgeParam& p = s.params[q];
     const int din = p.d_in, dout = p.d_out;
-    if (!all_finite(g[q], (size_t)din * dout)) return Status::Error(code::kNonFinite, "a gradient G is not finite");
-    std::vector<double>& x = X[q];
-    x.assign((size_t)din * dout, 0.0);
-    const float* gq = g[q];
-    parallel_for(din, [&](int64_t i0, int64_t i1) {
-      std::vector<double> row(dout);
-      for (int64_t i = i0; i < i1; i++) {
-        std::fill(row.begin(), row.end(), 0.0);
-        const double* pi = p.P.data() + (size_t)i * din;
-        for (int j = 0; j < din; j++) {
-          const double a = pi[j];
-          const float* gj = gq + (size_t)j * dout;
-          for (int c = 0; c < dout; c++) row[c] += a * (double)gj[c];
-        }
-        std::copy(row.begin(), row.end(), x.begin() + (size_t)i * dout);
-      }
-    });
-  }
-  out->assign(blocks.size(), {});
-  parallel_for((int64_t)blocks.size(), [&](int64_t b0, int64_t b1) {
-    for (int64_t bi = b0; bi < b1; bi++) {
-      const KeyBlock& b = blocks[bi];
-      const int din = s.params[b.slot].d_in, dout = s.params[b.slot].d_out;
-      const std::vector<double>& x = X[b.slot];
-      std::vector<float>& o = (*out)[bi];
-      o.assign((size_t)b.rows * dout, 0.0f);
-      std::vector<double> row(dout);
-      for (int r = 0; r < b.rows; r++) {
-        std::fill(row.begin(), row.end(), 0.0);
-        const float* kr = b.k + (size_t)r * din;
-        for (int i = 0; i < din; i++) {
-          const double a = kr[i];
-          if (a == 0.0) continue;
-          const double* xi = x.data() + (size_t)i * dout;
-          for (int c = 0; c < dout; c++) row[c] += a * xi[c];
-        }
-        for (int c = 0; c < dout; c++) o[(size_t)r * dout + c] = (float)row[c];
-      }
+    // G = the given G + Σ xᵀd of the slot's factors (float32; the factors are one backward pass's rows).
+    std::vector<float> G((size_t)din * dout, 0.0f);
+    if (g[q]) {
+      if (!all_finite(g[q], G.size())) return Status::Error(code::kNonFinite, "a gradient G is not finite");
+      std::memcpy(G.data(), g[q], sizeof(float) * G.size());
     }
-  });
+    std::vector<const float*> xs, ds;
+    std::vector<int> rows;
+    for (const GradFactors& f : factors)
+      if (f.slot == (int)q && f.rows > 0) { xs.push_back(f.x); ds.push_back(f.d); rows.push_back(f.rows); }
+    add_at_b(xs, ds, rows, din, dout, G.data());
+    // X = P·G in float64, then K·X per key block as float32 GEMMs over stacked keys.
+    const std::vector<double> X = p_times(p, G.data());
+    std::vector<float> xf(X.begin(), X.end());
+    std::vector<size_t> mine;
+    for (size_t bi = 0; bi < blocks.size(); bi++)
+      if (blocks[bi].slot == (int)q) mine.push_back(bi);
+    std::vector<float> kb, ob;
+    size_t t = 0;
+    while (t < mine.size()) {
+      int m = 0;
+      size_t e = t;
+      while (e < mine.size() && (m == 0 || m + blocks[mine[e]].rows <= kStackRows)) m += blocks[mine[e++]].rows;
+      kb.resize((size_t)m * din);
+      ob.resize((size_t)m * dout);
+      size_t r = 0;
+      for (size_t u = t; u < e; u++) {
+        const KeyBlock& b = blocks[mine[u]];
+        std::memcpy(kb.data() + r * din, b.k, sizeof(float) * (size_t)b.rows * din);
+        r += b.rows;
+      }
+      if (m > 0) gemm(false, false, m, dout, din, 1.0f, kb.data(), din, xf.data(), dout, 0.0f, ob.data(), dout);
+      r = 0;
+      for (size_t u = t; u < e; u++) {
+        const KeyBlock& b = blocks[mine[u]];
+        (*out)[mine[u]].assign(ob.begin() + r * dout, ob.begin() + (r + b.rows) * dout);
+        r += b.rows;
+      }
+      t = e;
+    }
+  }
+  return Status::OK();
+}
+
+Status ridge_shift(const GPT2Model& base, const RidgeState& s, const std::vector<RidgeUpdate>& blocks, const std::vector<double>& coefs,
+                   std::vector<std::shared_ptr<const RidgeState>>* states, std::vector<std::shared_ptr<const Overlay>>* overlays) {
+  const size_t n = s.params.size();
+  for (const RidgeUpdate& b : blocks) {
+    if (b.slot < 0 || b.slot >= (int)n) return Status::Error(code::kInvalidArg, "a value block's slot names no inner weight");
+    if (b.rows < 0 || (b.rows > 0 && (!b.k || !b.v))) return Status::Error(code::kInvalidArg, "a value block has no rows");
+    const RidgeParam& p = s.params[b.slot];
+    if (!all_finite(b.k, (size_t)b.rows * p.d_in) || !all_finite(b.v, (size_t)b.rows * p.d_out))
+      return Status::Error(code::kNonFinite, "a value block is not finite");
+  }
+  for (double c : coefs)
+    if (!std::isfinite(c)) return Status::Error(code::kNonFinite, "a shift coefficient is not finite");
+  // Δ = P·Σ KᵀV per weight (none where no block has rows).
+  std::vector<std::vector<double>> delta(n);
+  for (size_t q = 0; q < n; q++) {
+    const RidgeParam& p = s.params[q];
+    std::vector<const float*> ks, vs;
+    std::vector<int> rows;
+    for (const RidgeUpdate& b : blocks)
+      if (b.slot == (int)q && b.rows > 0) { ks.push_back(b.k); vs.push_back(b.v); rows.push_back(b.rows); }
+    if (ks.empty()) continue;
+    std::vector<float> S((size_t)p.d_in * p.d_out, 0.0f);
+    add_at_b(ks, vs, rows, p.d_in, p.d_out, S.data());
+    delta[q] = p_times(p, S.data());
+  }
+  states->clear();
+  overlays->clear();
+  for (double c : coefs) {
+    auto next = std::make_shared<RidgeState>(s);
+    for (size_t q = 0; q < n; q++) {
+      if (delta[q].empty()) continue;
+      double* dw = next->params[q].dW.data();
+      const double* d = delta[q].data();
+      parallel_for((int64_t)delta[q].size(), [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; i++) dw[i] += c * d[i];
+      });
+    }
+    std::shared_ptr<const Overlay> ov;
+    MEND_RETURN_IF_ERROR(ridge_overlay(base, *next, &ov));
+    states->push_back(std::move(next));
+    overlays->push_back(std::move(ov));
+  }
   return Status::OK();
 }
 

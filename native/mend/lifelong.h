@@ -72,16 +72,33 @@ Status ridge_update(const RidgeState& prev, const std::vector<RidgeUpdate>& ups,
 
 // The gradient of a loss with respect to the value shifts of key blocks, through the solve: with
 // ΔW = P·ΣKᵀV (P = (S0 + ΣKᵀK)⁻¹ of s) and G = ∂L/∂ΔW of a weight, ∂L/∂V of a block of keys K of
-// that weight is K·(P·G) (MALMEN's adjoint). g holds G (d_in, d_out) per slot of s (null: no block of
-// that slot may be asked for); each block is {slot, rows, k (rows, d_in)}, and out receives one
-// (rows, d_out) float32 array per block. P·G and the products with K are accumulated in float64.
+// that weight is K·(P·G) (MALMEN's adjoint). G per slot of s is g[slot] (null: none) plus Σ xᵀd of
+// the factors of that slot: the rows x of the weight's input and d of the loss's gradient at its
+// output, as one backward pass captures them (G = xᵀd is what it would return for the weight). A
+// block may only name a slot with a G. Each block is {slot, rows, k (rows, d_in)}; out receives one
+// (rows, d_out) float32 array per block. G and K·X are float32 GEMMs (over stacked rows; the same
+// sums whatever the thread count), P·G is accumulated in float64.
+struct GradFactors {
+  int slot = -1;
+  int rows = 0;
+  const float* x = nullptr;  // (rows, d_in)
+  const float* d = nullptr;  // (rows, d_out)
+};
 struct KeyBlock {
   int slot = -1;
   int rows = 0;
   const float* k = nullptr;
 };
-Status ridge_value_gradients(const RidgeState& s, const std::vector<const float*>& g, const std::vector<KeyBlock>& blocks,
-                             std::vector<std::vector<float>>* out);
+Status ridge_value_gradients(const RidgeState& s, const std::vector<const float*>& g, const std::vector<GradFactors>& factors,
+                             const std::vector<KeyBlock>& blocks, std::vector<std::vector<float>>* out);
+
+// A line search in value space without solving the log again: the keys stay, so moving the value
+// shifts of blocks {slot, rows, k, v = the move} moves ΔW by Δ = P·Σ KᵀV (linear in V; sign unused).
+// For each c of coefs, the state s with ΔW + c·Δ (P as s's) and its overlay. The result equals what
+// ridge_update of the moved log gives up to rounding (the sums are taken in another order), so a
+// caller that needs a log's exact bits solves it again once it has chosen.
+Status ridge_shift(const GPT2Model& base, const RidgeState& s, const std::vector<RidgeUpdate>& blocks, const std::vector<double>& coefs,
+                   std::vector<std::shared_ptr<const RidgeState>>* states, std::vector<std::shared_ptr<const Overlay>>* overlays);
 
 // The overlay W + ΔW (float32) of every inner weight of s.
 Status ridge_overlay(const GPT2Model& base, const RidgeState& s, std::shared_ptr<const Overlay>* out);

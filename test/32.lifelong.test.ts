@@ -457,6 +457,14 @@ t.test("refine({ method: 'gradient' }): ∂L/∂V through the solve against cent
   setNumThreads(threads)
   const a1 = (await one.forward(batchOfRec(edits[0]))).logits.data
   t.ok(a1.every((x, i) => x === a[i]), `refine gives the same bits on ${threads === 1 ? 2 : 1} thread(s) as on ${threads}`)
+  // weighting 'token': the loss sums every target token's loss (each edit's mean × its target tokens); rounds lower that sum.
+  const nTok = (e: EditRecord) => e.lifelong!.tokens!.labels.filter((x) => x !== -100).length
+  const tokLoss = async (f: FunctionalGPT2LMHeadModel) => { let s = 0; for (const e of f.edits) s += nTok(e) * (await f.forward(batchOfRec(e))).loss!; return s }
+  const byToken = (await cur.refine({ method: 'gradient', rounds: 3, weighting: 'token' })).model as FunctionalGPT2LMHeadModel
+  const tb = await tokLoss(fm), ta = await tokLoss(byToken)
+  t.ok(ta < tb, `3 rounds weighting 'token' lower the log's summed token loss: ${tb.toFixed(4)} -> ${ta.toFixed(4)} (target tokens per edit: ${edits.map(nTok).join(', ')})`)
+  await t.rejects(cur.refine({ method: 'gradient', weighting: 'row' as never }), { code: 'ERR_INVALID_ARG', message: /weighting/ })
+  await t.rejects(cur.refine({ method: 'editor', weighting: 'token' }), { code: 'ERR_INVALID_ARG', message: /method 'gradient'/ })
   await t.rejects(cur.refine({ method: 'gradient', step: 0.1 }), { code: 'ERR_INVALID_ARG', message: /steps/ })
   await t.rejects(cur.refine({ method: 'gradient', momentum: 1 }), { code: 'ERR_INVALID_ARG', message: /momentum/ })
   await t.rejects(cur.refine({ method: 'gradient', steps: [] }), { code: 'ERR_INVALID_ARG', message: /steps/ })

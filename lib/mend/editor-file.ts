@@ -166,10 +166,10 @@ export function specFromTensors(model: GPT2LMHeadModel, all: ReadTensors, metada
       if (typeof j !== 'object' || j === null || !Number.isFinite(j.log_ridge) || !Number.isFinite(j.mu) || j.mu < 0) throw new Error('expected {"log_ridge": number, "mu": number >= 0}')
       const sched = j.mu_schedule ?? []
       if (!Array.isArray(sched) || !sched.every((s: unknown) => Array.isArray(s) && (s.length === 2 || s.length === 3))) throw new Error('expected "mu_schedule" as [[up_to, mu] or [up_to, mu, scale], ...]')
-      // [rounds, step] (the editor's proposals), or {rounds, step, method: "gradient", momentum?, steps?}
+      // [rounds, step] (the editor's proposals), or {rounds, step, method: "gradient", momentum?, steps?, weighting?}
       const ref = j.refine ?? [NO_REFINE.rounds, NO_REFINE.step]
       const refObj = typeof ref === 'object' && ref !== null && !Array.isArray(ref)
-      if (!refObj && (!Array.isArray(ref) || ref.length !== 2)) throw new Error('expected "refine" as [rounds, step] or {rounds, step, method, momentum, steps}')
+      if (!refObj && (!Array.isArray(ref) || ref.length !== 2)) throw new Error('expected "refine" as [rounds, step] or {rounds, step, method, momentum, steps, weighting}')
       lifelong = {
         logRidge: j.log_ridge, mu: j.mu, muSchedule: checkMuSchedule(sched.map(([upTo, mu, scale]: number[]) => (scale === undefined ? { upTo, mu } : { upTo, mu, scale }))),
         refine: checkRefine(refObj ? ref : { rounds: ref[0], step: ref[1] }),

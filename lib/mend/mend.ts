@@ -30,6 +30,11 @@ export interface RefineOptions {
   momentum?: number
   /** method 'gradient': the line search's step sizes, relative to |V|/|∇V| (default [0.005, 0.01, 0.02]). */
   steps?: number[]
+  /**
+   * method 'gradient': what the log's edit loss weighs equally: 'edit' (default; the sum of each live
+   * edit's mean target loss) or 'token' (the sum of every target token's loss).
+   */
+  weighting?: 'edit' | 'token'
   /** (done, total) after each proposal (editor) or round (gradient); total when refinement stops early. */
   onProgress?: (done: number, total: number) => void
 }
@@ -136,10 +141,17 @@ function recordBatch(e: EditRecord): Batch {
 }
 
 /** A lifelong log's edit loss on f: the sum over its live edits of each one's mean target loss. */
-async function logEditLoss(f: FunctionalGPT2LMHeadModel, live: boolean[]): Promise<number> {
+async function logEditLoss(f: FunctionalGPT2LMHeadModel, live: boolean[], weight?: number[]): Promise<number> {
   let s = 0
-  for (const [i, e] of f.edits.entries()) if (live[i]) s += (await f.forward(recordBatch(e))).loss!
+  for (const [i, e] of f.edits.entries()) if (live[i]) s += (weight ? weight[i] : 1) * (await f.forward(recordBatch(e))).loss!
   return s
+}
+
+/** An edit record's number of target tokens (labels other than -100). */
+function targetTokens(e: EditRecord): number {
+  let n = 0
+  for (const l of e.lifelong!.tokens!.labels) if (l !== -100) n++
+  return n
 }
 
 /**
@@ -255,16 +267,17 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
    */
   async refine(opts: RefineOptions = {}): Promise<EditedMEND> {
     const l = this.requireLifelong('refine')
-    opts = checkOptions(opts, 'MEND.refine', ['rounds', 'step', 'monotone', 'onProgress', 'method', 'momentum', 'steps'])
+    opts = checkOptions(opts, 'MEND.refine', ['rounds', 'step', 'monotone', 'onProgress', 'method', 'momentum', 'steps', 'weighting'])
     if (opts.monotone !== undefined && typeof opts.monotone !== 'boolean') throw invalidArg('a boolean', 'MEND.refine monotone', opts.monotone)
     if (opts.onProgress !== undefined && typeof opts.onProgress !== 'function') throw invalidArg('a function', 'MEND.refine onProgress', opts.onProgress)
     if (opts.method !== undefined && opts.method !== 'editor' && opts.method !== 'gradient') throw invalidArg("'editor' or 'gradient'", 'MEND.refine method', opts.method)
     if ((opts.method ?? this[INTERNAL].config.refine.method) === 'gradient') return this.refineByGradient(l, opts)
     const st = this[INTERNAL]
-    // checkRefine refuses momentum and steps here: they are settings of method 'gradient'
+    // checkRefine refuses momentum, steps and weighting here: they are settings of method 'gradient'
     const { rounds, step } = checkRefine({
       rounds: opts.rounds ?? st.config.refine.rounds, step: opts.step ?? st.config.refine.step,
       ...(opts.momentum !== undefined ? { momentum: opts.momentum } : {}), ...(opts.steps !== undefined ? { steps: opts.steps } : {}),
+      ...(opts.weighting !== undefined ? { weighting: opts.weighting } : {}),
     }, 'MEND.refine')
     const m = this.checkRefinable(l)
     const live = l.solver.live(m.edits)
@@ -317,16 +330,18 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
     const st = this[INTERNAL]
     if (opts.step !== undefined || opts.monotone === false) throw mendError('ERR_INVALID_ARG', "MEND.refine: method 'gradient' takes steps (a line search), not step, and is always monotone")
     const cr = st.config.refine
-    const m0 = opts.momentum ?? cr.momentum, s0 = opts.steps ?? cr.steps
-    const { rounds, momentum = GRADIENT_REFINE_DEFAULTS.momentum, steps = GRADIENT_REFINE_DEFAULTS.steps } = checkRefine({
+    const m0 = opts.momentum ?? cr.momentum, s0 = opts.steps ?? cr.steps, w0 = opts.weighting ?? cr.weighting
+    const { rounds, momentum = GRADIENT_REFINE_DEFAULTS.momentum, steps = GRADIENT_REFINE_DEFAULTS.steps, weighting = 'edit' } = checkRefine({
       rounds: opts.rounds ?? cr.rounds, step: cr.step, method: 'gradient',
-      ...(m0 !== undefined ? { momentum: m0 } : {}), ...(s0 !== undefined ? { steps: s0 } : {}),
+      ...(m0 !== undefined ? { momentum: m0 } : {}), ...(s0 !== undefined ? { steps: s0 } : {}), ...(w0 !== undefined ? { weighting: w0 } : {}),
     }, 'MEND.refine')
     const m = this.checkRefinable(l)
     const live = l.solver.live(m.edits)
     const inner = st.layout.inner
     const total = rounds
-    const logLoss = (f: FunctionalGPT2LMHeadModel) => logEditLoss(f, live)
+    // Each live edit's weight in the loss: 1, or its number of target tokens (weighting 'token').
+    const weight = weighting === 'token' ? m.edits.map((e, i) => (live[i] ? targetTokens(e) : 0)) : undefined
+    const logLoss = (f: FunctionalGPT2LMHeadModel) => logEditLoss(f, live, weight)
     let fm: FunctionalGPT2LMHeadModel = m
     let loss = rounds > 0 ? await logLoss(fm) : 0
     let prev: (Float32Array | null)[][] | null = null
@@ -338,7 +353,12 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
       for (const [i, e] of fm.edits.entries()) {
         if (!live[i]) continue
         const r = await fm.lossAndGrad(recordBatch(e), { params: [], capture: inner })
-        inner.forEach((name, k) => factors.push({ slot: k, x: r.captures[name].x.data, d: r.captures[name].d.data }))
+        const w = weight ? weight[i] : 1
+        inner.forEach((name, k) => {
+          const d = r.captures[name].d.data
+          if (w !== 1) for (let j = 0; j < d.length; j++) d[j] *= w
+          factors.push({ slot: k, x: r.captures[name].x.data, d })
+        })
       }
       const blocks: { slot: number; k: Float32Array }[] = [], at: [number, number][] = []
       fm.edits.forEach((e, i) => {

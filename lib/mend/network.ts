@@ -57,6 +57,8 @@ export interface RefineSettings {
   momentum?: number
   /** method 'gradient': the line search's steps, relative to |V|/|∇V| (default [0.005, 0.01, 0.02]). */
   steps?: number[]
+  /** method 'gradient': 'edit' (default: each live edit's mean target loss counts the same) or 'token' (every target token does). */
+  weighting?: 'edit' | 'token'
 }
 
 /** Method 'gradient''s defaults where RefineSettings leaves them unset. */
@@ -65,17 +67,21 @@ export const GRADIENT_REFINE_DEFAULTS: Readonly<{ momentum: number; steps: reado
 /** No refinement (the default of MENDConfig.refine and of editor files without one). */
 export const NO_REFINE: Readonly<RefineSettings> = Object.freeze({ rounds: 0, step: 0.1 })
 
-/** Checks a refinement setting ({ rounds, step, method?, momentum?, steps? }); unset options stay unset. */
+/** Checks a refinement setting ({ rounds, step, method?, momentum?, steps?, weighting? }); unset options stay unset. */
 export function checkRefine(r: unknown, where = 'refine'): RefineSettings {
   if (!r || typeof r !== 'object' || Array.isArray(r)) throw invalidArg('{ rounds, step }', where, r)
-  const o = checkOptions<RefineSettings>(r as RefineSettings, where, ['rounds', 'step', 'method', 'momentum', 'steps'])
+  const o = checkOptions<RefineSettings>(r as RefineSettings, where, ['rounds', 'step', 'method', 'momentum', 'steps', 'weighting'])
   checkInt(o.rounds, `${where}.rounds`, 0, 100)
   if (!(typeof o.step === 'number' && o.step > 0 && o.step <= 10)) throw invalidArg('a number in (0, 10]', `${where}.step`, o.step)
   const out: RefineSettings = { rounds: o.rounds, step: o.step }
   if (o.method !== undefined && o.method !== 'editor' && o.method !== 'gradient') throw invalidArg("'editor' or 'gradient'", `${where}.method`, o.method)
   if (o.method === 'gradient') out.method = 'gradient'
-  if ((o.momentum !== undefined || o.steps !== undefined) && o.method !== 'gradient') {
-    throw mendError('ERR_INVALID_ARG', `${where}: momentum and steps are settings of method 'gradient'`)
+  if ((o.momentum !== undefined || o.steps !== undefined || o.weighting !== undefined) && o.method !== 'gradient') {
+    throw mendError('ERR_INVALID_ARG', `${where}: momentum, steps and weighting are settings of method 'gradient'`)
+  }
+  if (o.weighting !== undefined) {
+    if (o.weighting !== 'edit' && o.weighting !== 'token') throw invalidArg("'edit' or 'token'", `${where}.weighting`, o.weighting)
+    out.weighting = o.weighting
   }
   if (o.momentum !== undefined) {
     if (!(typeof o.momentum === 'number' && o.momentum >= 0 && o.momentum < 1)) throw invalidArg('a number in [0, 1)', `${where}.momentum`, o.momentum)

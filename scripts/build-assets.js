@@ -46,14 +46,15 @@ const muSchedule = (v) => {
   })
   return checkMuSchedule(steps)
 }
-// "rounds:step" -> { rounds, step } (the editor's proposals), "gradient:rounds" -> { rounds, step: 0.1, method: 'gradient' }
+// "rounds:step" -> { rounds, step } (the editor's proposals), "gradient:rounds[:weighting]" ->
+// { rounds, step: 0.1, method: 'gradient', weighting? }
 const refine = (v) => {
   const parts = v.split(':')
   if (parts[0] === 'gradient') {
-    if (parts.length !== 2) throw new Error(`--lifelong-refine gradient is gradient:rounds, got ${v}`)
-    return checkRefine({ rounds: Number(parts[1]), step: 0.1, method: 'gradient' }, '--lifelong-refine')
+    if (parts.length !== 2 && parts.length !== 3) throw new Error(`--lifelong-refine gradient is gradient:rounds or gradient:rounds:weighting, got ${v}`)
+    return checkRefine({ rounds: Number(parts[1]), step: 0.1, method: 'gradient', ...(parts[2] ? { weighting: parts[2] } : {}) }, '--lifelong-refine')
   }
-  if (parts.length !== 2) throw new Error(`--lifelong-refine is rounds:step or gradient:rounds, got ${v}`)
+  if (parts.length !== 2) throw new Error(`--lifelong-refine is rounds:step or gradient:rounds[:weighting], got ${v}`)
   return checkRefine({ rounds: Number(parts[0]), step: Number(parts[1]) }, '--lifelong-refine')
 }
 const program = new Command()
@@ -79,7 +80,7 @@ program.name('build-assets').description('Rebuild the bundled WorldFacts GPT-2 a
   .option('--lifelong-background <n>', 'edits in the background log of lifelong training', int('--lifelong-background'), 400)
   .option('--lifelong-mu <x>', 'weight of the preservation covariance', num('--lifelong-mu'), 30000)
   .option('--lifelong-mu-schedule <steps>', 'the smaller μ of short logs, as upTo:mu[:scale],… (μ, and the value scale, while the log holds at most upTo live edits; "" for none)', muSchedule, muSchedule('1:30:1.3,9:300,49:1000,200:6000'))
-  .option('--lifelong-refine <how>', 'refinement of sequential logs (MEND.refine): rounds:step (rounds of the editor\'s proposals on the edited model, each × step) or gradient:rounds (rounds of gradient descent on the log\'s edit loss)', refine, refine('gradient:14'))
+  .option('--lifelong-refine <how>', 'refinement of sequential logs (MEND.refine): rounds:step (rounds of the editor\'s proposals on the edited model, each × step) or gradient:rounds[:edit|token] (rounds of gradient descent on the log\'s edit loss, each edit or each target token weighed the same)', refine, refine('gradient:12:token'))
   .option('--lifelong-log-ridge <x>', 'log of the solve\'s ridge', num('--lifelong-log-ridge'), -1.6)
   .option('--lifelong-lr <x>', 'lifelong editor learning rate (Adam)', num('--lifelong-lr'), 1e-5)
   .option('--lifelong-cloc <x>', 'lifelong locality loss weight', num('--lifelong-cloc'), 5)

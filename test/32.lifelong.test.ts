@@ -253,6 +253,22 @@ t.test('a batch of B rows is B edits: the same solve as B single edits', async (
   t.equal(back.edits[0].lifelong!.requests, 3, 'the saved log keeps the request count')
   const e2 = await deltas(model, back)
   t.ok(inner.every((n) => e2[n].every((v, i) => v === c[n][i])), 'and replays bit for bit')
+  // Gradient refinement with weighting 'token' sums every target token's loss, so one batch refines
+  // like its rows as single edits, whatever their target lengths (1, 2 and 3 tokens here); with
+  // weighting 'edit' the batch is one mean over its tokens and the single edits three means.
+  const mixed = [1, 2, 3].map((n) => fact(r, T, n))
+  const mixedBatch = { inputIds: mixed.map((f) => f.inputIds[0]), attentionMask: mixed.map((f) => f.attentionMask[0]), labels: mixed.map((f) => f.labels[0]) }
+  const asBatch = (await ll.edit(mixedBatch)).edited
+  let asSingles = ll as MEND
+  for (const f of mixed) asSingles = (await asSingles.edit(f)).edited
+  const apart = async (weighting: 'edit' | 'token') => {
+    const x = await deltas(model, (await asBatch.refine({ method: 'gradient', rounds: 3, weighting })).model as FunctionalGPT2LMHeadModel)
+    const y = await deltas(model, (await asSingles.refine({ method: 'gradient', rounds: 3, weighting })).model as FunctionalGPT2LMHeadModel)
+    return Math.max(...inner.map((n) => relErr(x[n], y[n]).err))
+  }
+  const byToken = await apart('token'), byEdit = await apart('edit')
+  t.ok(byToken < 1e-4, `weighting 'token': one refined batch of 3 vs 3 refined single edits, worst rel ΔW difference ${byToken.toExponential(2)}`)
+  t.ok(byEdit > 100 * byToken, `weighting 'edit' weighs them differently: worst rel ΔW difference ${byEdit.toExponential(2)}`)
 })
 
 t.test('the editor file records the lifelong kind and its key covariance', async (t) => {

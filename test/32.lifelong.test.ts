@@ -466,7 +466,8 @@ t.test("refine({ method: 'gradient' }): ∂L/∂V through the solve against cent
   const l0 = (await fm.forward(batchOfRec(edits[1]))).logits.data
   lc.forEach((x, i) => { worstS = Math.max(worstS, Math.abs(x - ls[i])); moveS = Math.max(moveS, Math.abs(ls[i] - l0[i])) })
   t.ok(moveS > 1e-3 && worstS <= 1e-3 * moveS + 1e-5, `a shifted candidate vs the moved log solved again: logits differ by ${worstS.toExponential(2)} (the move changed them by up to ${moveS.toExponential(2)})`)
-  // The refined log does not depend on the thread count.
+  // The refined log does not depend on the thread count (on this small model, whose GEMMs take no
+  // thread-split path; the adjoint, the candidates and the solve never do).
   const threads = numThreads()
   setNumThreads(threads === 1 ? 2 : 1)
   const one = (await cur.refine({ method: 'gradient', rounds: 3 })).model as FunctionalGPT2LMHeadModel

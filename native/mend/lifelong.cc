@@ -342,6 +342,9 @@ std::vector<double> p_times(const RidgeParam& p, const float* G) {
 // Rows stacked per GEMM: the products of many small blocks (an edit's ~10 rows) run as a few
 // large GEMMs instead of thousands of skinny ones.
 constexpr int kStackRows = 2048;
+// Fewest rows of a GEMM here: gemm takes a K-split driver at M <= 8 (kernels/cpu/gemm.cc, kKSplitM),
+// splitting the sums by the thread count; from 9 rows on, every thread count gives the same bits.
+constexpr int kMinGemmRows = 16;
 
 // S (d_in, d_out) += Σ_b A_bᵀ·B_b over row blocks (A_b (rows, d_in), B_b (rows, d_out)), float32
 // GEMMs over up to kStackRows stacked rows at a time.
@@ -420,15 +423,18 @@ Status ridge_value_gradients(const RidgeState& s, const std::vector<const float*
       int m = 0;
       size_t e = t;
       while (e < mine.size() && (m == 0 || m + blocks[mine[e]].rows <= kStackRows)) m += blocks[mine[e++]].rows;
-      kb.resize((size_t)m * din);
-      ob.resize((size_t)m * dout);
+      // At most 8 rows would take gemm's K-split driver, whose partial sums follow the thread count:
+      // such a chunk is padded with zero rows so that ∂L/∂V has the same bits on any thread count.
+      const int mp = std::max(m, kMinGemmRows);
+      kb.assign((size_t)mp * din, 0.0f);
+      ob.resize((size_t)mp * dout);
       size_t r = 0;
       for (size_t u = t; u < e; u++) {
         const KeyBlock& b = blocks[mine[u]];
         std::memcpy(kb.data() + r * din, b.k, sizeof(float) * (size_t)b.rows * din);
         r += b.rows;
       }
-      if (m > 0) gemm(false, false, m, dout, din, 1.0f, kb.data(), din, xf.data(), dout, 0.0f, ob.data(), dout);
+      if (m > 0) gemm(false, false, mp, dout, din, 1.0f, kb.data(), din, xf.data(), dout, 0.0f, ob.data(), dout);
       r = 0;
       for (size_t u = t; u < e; u++) {
         const KeyBlock& b = blocks[mine[u]];

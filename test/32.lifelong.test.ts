@@ -457,9 +457,9 @@ t.test("refine({ method: 'gradient' }): ∂L/∂V through the solve against cent
   const a = (await rf.forward(batchOfRec(edits[0]))).logits.data, b2 = (await replayed.forward(batchOfRec(edits[0]))).logits.data
   t.ok(a.every((x, i) => x === b2[i]), 'the refined log replays bit for bit from its records')
   // The line search's candidates move ΔW by c·P·ΣKᵀv without a solve: the model equals the moved log solved again, to float32 accuracy.
-  const solver = fm.solver as unknown as { scaleOf: (e: readonly EditRecord[]) => number; shifted: (p: FunctionalGPT2LMHeadModel, e: EditRecord[][], m: { slot: number; k: Float32Array; v: Float32Array }[], c: number[]) => Promise<FunctionalGPT2LMHeadModel[]> }
+  const solver = fm.solver as unknown as { scaleOf: (e: readonly EditRecord[]) => number; shifted: (p: FunctionalGPT2LMHeadModel, m: { slot: number; k: Float32Array; v: Float32Array }[], c: number[]) => Promise<FunctionalGPT2LMHeadModel[]> }
   const moves = blocks.map((b, j) => ({ ...b, v: u[j] }))
-  const [cand] = await solver.shifted(fm, [shifted(0.05)], moves, [0.05 * solver.scaleOf(edits)])
+  const [cand] = await solver.shifted(fm, moves, [0.05 * solver.scaleOf(edits)])
   const solved = (await ll.fromEdits(shifted(0.05))).model as FunctionalGPT2LMHeadModel
   const lc = (await cand.forward(batchOfRec(edits[1]))).logits.data, ls = (await solved.forward(batchOfRec(edits[1]))).logits.data
   let worstS = 0, moveS = 0

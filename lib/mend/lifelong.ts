@@ -98,12 +98,13 @@ export class LifelongSolver implements EditSolver {
   /**
    * Candidates of a line search in value space (MEND.refine's gradient method), without a solve:
    * the keys stay, so moving the values of `moves` (one {slot, k, v: the move} per block) by c moves
-   * ΔW by c·P·ΣKᵀv. One model per c, holding `edits` (the caller's moved records). Equal to
-   * rebuild(edits) up to rounding: a log that must replay bit for bit is rebuilt once chosen.
+   * ΔW by c·P·ΣKᵀv. One model per c, holding prev's records (the caller gives the chosen one its
+   * moved records). Equal to rebuild(moved records) up to rounding: a log that must replay bit for
+   * bit is rebuilt once chosen.
    */
-  async shifted(prev: FunctionalGPT2LMHeadModel, edits: EditRecord[][], moves: { slot: number; k: Float32Array; v: Float32Array }[], coefs: number[]): Promise<FunctionalGPT2LMHeadModel[]> {
+  async shifted(prev: FunctionalGPT2LMHeadModel, moves: { slot: number; k: Float32Array; v: Float32Array }[], coefs: number[]): Promise<FunctionalGPT2LMHeadModel[]> {
     const r = await callNative(() => ridgeShift(this.base.native, prev.solverState as NativeRidge, moves, coefs))
-    return r.map((c, j) => new FunctionalGPT2LMHeadModel(this.base, edits[j], c.overlay, this, c.state))
+    return r.map((c) => new FunctionalGPT2LMHeadModel(this.base, [...prev.edits], c.overlay, this, c.state))
   }
 
   /** The updates that move a log's state by one more edit: remove the edit it supersedes, then add it (values × scale). */

@@ -140,7 +140,7 @@ function recordBatch(e: EditRecord): Batch {
   return { inputIds: shaped(t.ids), labels: shaped(t.labels), ...(t.mask ? { attentionMask: shaped(t.mask) } : {}) }
 }
 
-/** A lifelong log's edit loss on f: the sum over its live edits of each one's mean target loss. */
+/** A lifelong log's edit loss on f: the sum over its live edits of each one's mean target loss (× weight[i] when given). */
 async function logEditLoss(f: FunctionalGPT2LMHeadModel, live: boolean[], weight?: number[]): Promise<number> {
   let s = 0
   for (const [i, e] of f.edits.entries()) if (live[i]) s += (weight ? weight[i] : 1) * (await f.forward(recordBatch(e))).loss!
@@ -395,15 +395,18 @@ export class MEND<M extends GPT2LMHeadModel | FunctionalGPT2LMHeadModel = GPT2LM
         })
         return { ...e, lifelong: { ...e.lifelong!, rows } }
       })
-      const cands = await l.solver.shifted(fm, steps.map(moved), blocks.map((b, j) => ({ ...b, v: dir[at[j][0]][at[j][1]]! })),
+      // Each candidate holds the log's current records (the loss reads only their tokens); the chosen
+      // one is given its moved records.
+      const cands = await l.solver.shifted(fm, blocks.map((b, j) => ({ ...b, v: dir[at[j][0]][at[j][1]]! })),
         steps.map((eta) => -eta * scale * valueScale))
-      let best: { f: FunctionalGPT2LMHeadModel; loss: number } | null = null
-      for (const cand of cands) {
+      let best: { j: number; loss: number } | null = null
+      for (const [j, cand] of cands.entries()) {
         const c = await logLoss(cand)
-        if (!best || c < best.loss) best = { f: cand, loss: c }
+        if (!best || c < best.loss) best = { j, loss: c }
       }
       if (!best || !(best.loss < loss)) { opts.onProgress?.(total, total); break }
-      fm = best.f
+      const chosen = cands[best.j]
+      fm = new FunctionalGPT2LMHeadModel(l.solver.base, moved(steps[best.j]), chosen.nativeOverlay, l.solver, chosen.solverState)
       loss = best.loss
       prev = dir
       opts.onProgress?.(round + 1, total)

@@ -51,6 +51,32 @@ Napi::Object wrap_ridge(Napi::Env env, std::shared_ptr<const RidgeState> s) {
   return h;
 }
 
+// Row blocks {slot, <a>: Float32Array (rows, d_in), <b>: Float32Array (rows, d_out), ...} of the
+// inner weights of s, copied: appends each slot, rows, a and b, or throws (false) with these messages.
+struct RowBlockNames {
+  const char* a; const char* b;
+  const char* not_object; const char* bad_fields; const char* no_slot; const char* bad_shape;
+};
+bool read_row_blocks(Napi::Env env, const Napi::Array& arr, const RidgeState& s, const RowBlockNames& n, std::vector<int>* slots,
+                     std::vector<int>* rows, std::vector<std::vector<float>>* as, std::vector<std::vector<float>>* bs) {
+  auto refuse = [&](const char* msg) { make_error(env, code::kInvalidArg, msg).ThrowAsJavaScriptException(); return false; };
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    if (!arr.Get(i).IsObject()) return refuse(n.not_object);
+    Napi::Object o = arr.Get(i).As<Napi::Object>();
+    if (!(o.Get("slot").IsNumber() && is_f32(o.Get(n.a)) && is_f32(o.Get(n.b)))) return refuse(n.bad_fields);
+    const int slot = o.Get("slot").As<Napi::Number>().Int32Value();
+    if (!(slot >= 0 && slot < (int)s.params.size())) return refuse(n.no_slot);
+    const RidgeParam& p = s.params[slot];
+    as->push_back(copy_f32(o.Get(n.a)));
+    bs->push_back(copy_f32(o.Get(n.b)));
+    if (!(as->back().size() % p.d_in == 0 && bs->back().size() % p.d_out == 0 && as->back().size() / p.d_in == bs->back().size() / p.d_out))
+      return refuse(n.bad_shape);
+    slots->push_back(slot);
+    rows->push_back((int)(as->back().size() / p.d_in));
+  }
+  return true;
+}
+
 // ridgePrior(model, [{param, logRidge, mu, c0: Float32Array|null}], sync?) → Promise<NativeRidge>, or
 // the NativeRidge itself when sync (for EditTrainer's constructor: one d_in³ solve per inner param).
 Napi::Value RidgePrior(const Napi::CallbackInfo& info) {
@@ -112,22 +138,21 @@ Napi::Value RidgeUpdate_(const Napi::CallbackInfo& info) {
   if (!w.prev) return env.Undefined();
   MEND_CHECK_ARG(env, info[2].IsArray(), "Expected an array of updates for ridgeUpdate");
   Napi::Array a = info[2].As<Napi::Array>();
-  for (uint32_t i = 0; i < a.Length(); i++) {
-    MEND_CHECK_ARG(env, a.Get(i).IsObject(), "Expected {slot, k, v, sign} updates");
-    Napi::Object o = a.Get(i).As<Napi::Object>();
-    MEND_CHECK_ARG(env, o.Get("slot").IsNumber() && o.Get("sign").IsNumber() && is_f32(o.Get("k")) && is_f32(o.Get("v")),
+  for (uint32_t i = 0; i < a.Length(); i++)
+    MEND_CHECK_ARG(env, !a.Get(i).IsObject() || a.Get(i).As<Napi::Object>().Get("sign").IsNumber(),
                    "Expected {slot: number, k: Float32Array, v: Float32Array, sign: number} updates");
+  std::vector<int> slots, rows;
+  if (!read_row_blocks(env, a, *w.prev, {"k", "v", "Expected {slot, k, v, sign} updates",
+                                         "Expected {slot: number, k: Float32Array, v: Float32Array, sign: number} updates",
+                                         "an update's slot names no inner weight",
+                                         "an update's keys and value shifts do not match the inner weight's shape"},
+                       &slots, &rows, &w.ks, &w.vs))
+    return env.Undefined();
+  for (uint32_t i = 0; i < a.Length(); i++) {
     RidgeUpdate u;
-    u.slot = o.Get("slot").As<Napi::Number>().Int32Value();
-    u.sign = o.Get("sign").As<Napi::Number>().Int32Value();
-    MEND_CHECK_ARG(env, u.slot >= 0 && u.slot < (int)w.prev->params.size(), "an update's slot names no inner weight");
-    const RidgeParam& p = w.prev->params[u.slot];
-    w.ks.push_back(copy_f32(o.Get("k")));
-    w.vs.push_back(copy_f32(o.Get("v")));
-    MEND_CHECK_ARG(env, w.ks.back().size() % p.d_in == 0 && w.vs.back().size() % p.d_out == 0 &&
-                            w.ks.back().size() / p.d_in == w.vs.back().size() / p.d_out,
-                   "an update's keys and value shifts do not match the inner weight's shape");
-    u.rows = (int)(w.ks.back().size() / p.d_in);
+    u.slot = slots[i];
+    u.rows = rows[i];
+    u.sign = a.Get(i).As<Napi::Object>().Get("sign").As<Napi::Number>().Int32Value();
     w.ups.push_back(u);
   }
   return queue_async(env, std::move(w));
@@ -183,22 +208,17 @@ Napi::Value RidgeValueGradients(const Napi::CallbackInfo& info) {
   }
   if (info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull()) {
     MEND_CHECK_ARG(env, info[3].IsArray(), "Expected an array of {slot, x, d} gradient factors for ridgeValueGradients");
-    Napi::Array fa = info[3].As<Napi::Array>();
-    for (uint32_t i = 0; i < fa.Length(); i++) {
-      MEND_CHECK_ARG(env, fa.Get(i).IsObject(), "Expected {slot, x, d} gradient factors");
-      Napi::Object o = fa.Get(i).As<Napi::Object>();
-      MEND_CHECK_ARG(env, o.Get("slot").IsNumber() && is_f32(o.Get("x")) && is_f32(o.Get("d")),
-                     "Expected {slot: number, x: Float32Array, d: Float32Array} gradient factors");
+    std::vector<int> slots, rows;
+    if (!read_row_blocks(env, info[3].As<Napi::Array>(), *w.s, {"x", "d", "Expected {slot, x, d} gradient factors",
+                                                                 "Expected {slot: number, x: Float32Array, d: Float32Array} gradient factors",
+                                                                 "a gradient factor's slot names no inner weight",
+                                                                 "a gradient factor's x and d do not match the inner weight's shape"},
+                         &slots, &rows, &w.fx, &w.fd))
+      return env.Undefined();
+    for (size_t i = 0; i < slots.size(); i++) {
       GradFactors f;
-      f.slot = o.Get("slot").As<Napi::Number>().Int32Value();
-      MEND_CHECK_ARG(env, f.slot >= 0 && f.slot < (int)w.s->params.size(), "a gradient factor's slot names no inner weight");
-      const RidgeParam& p = w.s->params[f.slot];
-      w.fx.push_back(copy_f32(o.Get("x")));
-      w.fd.push_back(copy_f32(o.Get("d")));
-      MEND_CHECK_ARG(env, w.fx.back().size() % p.d_in == 0 && w.fd.back().size() % p.d_out == 0 &&
-                              w.fx.back().size() / p.d_in == w.fd.back().size() / p.d_out,
-                     "a gradient factor's x and d do not match the inner weight's shape");
-      f.rows = (int)(w.fx.back().size() / p.d_in);
+      f.slot = slots[i];
+      f.rows = rows[i];
       w.factors.push_back(f);
     }
   }
@@ -233,22 +253,17 @@ Napi::Value RidgeShift(const Napi::CallbackInfo& info) {
   w.s = unwrap_ridge(env, info[1]);
   if (!w.s) return env.Undefined();
   MEND_CHECK_ARG(env, info[2].IsArray(), "Expected an array of {slot, k, v} value blocks for ridgeShift");
-  Napi::Array a = info[2].As<Napi::Array>();
-  for (uint32_t i = 0; i < a.Length(); i++) {
-    MEND_CHECK_ARG(env, a.Get(i).IsObject(), "Expected {slot, k, v} value blocks");
-    Napi::Object o = a.Get(i).As<Napi::Object>();
-    MEND_CHECK_ARG(env, o.Get("slot").IsNumber() && is_f32(o.Get("k")) && is_f32(o.Get("v")),
-                   "Expected {slot: number, k: Float32Array, v: Float32Array} value blocks");
+  std::vector<int> slots, rows;
+  if (!read_row_blocks(env, info[2].As<Napi::Array>(), *w.s, {"k", "v", "Expected {slot, k, v} value blocks",
+                                                               "Expected {slot: number, k: Float32Array, v: Float32Array} value blocks",
+                                                               "a value block's slot names no inner weight",
+                                                               "a value block's keys and values do not match the inner weight's shape"},
+                       &slots, &rows, &w.ks, &w.vs))
+    return env.Undefined();
+  for (size_t i = 0; i < slots.size(); i++) {
     RidgeUpdate u;
-    u.slot = o.Get("slot").As<Napi::Number>().Int32Value();
-    MEND_CHECK_ARG(env, u.slot >= 0 && u.slot < (int)w.s->params.size(), "a value block's slot names no inner weight");
-    const RidgeParam& p = w.s->params[u.slot];
-    w.ks.push_back(copy_f32(o.Get("k")));
-    w.vs.push_back(copy_f32(o.Get("v")));
-    MEND_CHECK_ARG(env, w.ks.back().size() % p.d_in == 0 && w.vs.back().size() % p.d_out == 0 &&
-                            w.ks.back().size() / p.d_in == w.vs.back().size() / p.d_out,
-                   "a value block's keys and values do not match the inner weight's shape");
-    u.rows = (int)(w.ks.back().size() / p.d_in);
+    u.slot = slots[i];
+    u.rows = rows[i];
     w.blocks.push_back(u);
   }
   MEND_CHECK_ARG(env, info[3].IsArray(), "Expected an array of coefficients for ridgeShift");

@@ -133,6 +133,18 @@ bool all_finite(const float* x, size_t n) {
   return true;
 }
 
+// A block of rows of inner weight `slot` of s: a (rows, d_in) and, when given, b (rows, d_out). Its
+// slot names a weight, it has its rows, and they are finite; otherwise the error with that message.
+Status check_rows(const RidgeState& s, int slot, int rows, const float* a, const float* b, bool with_b, const char* no_slot,
+                  const char* no_rows, const char* not_finite) {
+  if (slot < 0 || slot >= (int)s.params.size()) return Status::Error(code::kInvalidArg, no_slot);
+  if (rows < 0 || (rows > 0 && (!a || (with_b && !b)))) return Status::Error(code::kInvalidArg, no_rows);
+  const RidgeParam& p = s.params[slot];
+  if (!all_finite(a, (size_t)rows * p.d_in) || (with_b && !all_finite(b, (size_t)rows * p.d_out)))
+    return Status::Error(code::kNonFinite, not_finite);
+  return Status::OK();
+}
+
 // The most rows one Woodbury step takes (its (n, n) system is factored in O(n³)).
 constexpr int kMaxWoodburyRows = 256;
 
@@ -279,12 +291,9 @@ Status ridge_prior(const GPT2Model& model, const std::vector<RidgePriorSpec>& sp
 
 Status ridge_update(const RidgeState& prev, const std::vector<RidgeUpdate>& ups, std::shared_ptr<const RidgeState>* out) {
   for (const RidgeUpdate& u : ups) {
-    if (u.slot < 0 || u.slot >= (int)prev.params.size()) return Status::Error(code::kInvalidArg, "a lifelong update names no inner weight");
     if (u.sign != 1 && u.sign != -1) return Status::Error(code::kInvalidArg, "a lifelong update's sign must be +1 or -1");
-    const RidgeParam& p = prev.params[u.slot];
-    if (u.rows < 0 || (u.rows > 0 && (!u.k || !u.v))) return Status::Error(code::kInvalidArg, "a lifelong update has no rows");
-    if (!all_finite(u.k, (size_t)u.rows * p.d_in) || !all_finite(u.v, (size_t)u.rows * p.d_out))
-      return Status::Error(code::kNonFinite, "the keys or value shifts of an edit hold NaN or Inf");
+    MEND_RETURN_IF_ERROR(check_rows(prev, u.slot, u.rows, u.k, u.v, true, "a lifelong update names no inner weight",
+                                    "a lifelong update has no rows", "the keys or value shifts of an edit hold NaN or Inf"));
   }
   auto st = std::make_shared<RidgeState>();
   st->n_rows = prev.n_rows;
@@ -382,18 +391,14 @@ Status ridge_value_gradients(const RidgeState& s, const std::vector<const float*
   std::vector<bool> has(n);
   for (size_t q = 0; q < n; q++) has[q] = g[q] != nullptr;
   for (const GradFactors& f : factors) {
-    if (f.slot < 0 || f.slot >= (int)n) return Status::Error(code::kInvalidArg, "a gradient factor's slot names no inner weight");
-    if (f.rows < 0 || (f.rows > 0 && (!f.x || !f.d))) return Status::Error(code::kInvalidArg, "a gradient factor has no rows");
-    const RidgeParam& p = s.params[f.slot];
-    if (!all_finite(f.x, (size_t)f.rows * p.d_in) || !all_finite(f.d, (size_t)f.rows * p.d_out))
-      return Status::Error(code::kNonFinite, "a gradient factor is not finite");
+    MEND_RETURN_IF_ERROR(check_rows(s, f.slot, f.rows, f.x, f.d, true, "a gradient factor's slot names no inner weight",
+                                    "a gradient factor has no rows", "a gradient factor is not finite"));
     has[f.slot] = true;
   }
   for (const KeyBlock& b : blocks) {
-    if (b.slot < 0 || b.slot >= (int)n) return Status::Error(code::kInvalidArg, "a key block's slot names no inner weight");
+    MEND_RETURN_IF_ERROR(check_rows(s, b.slot, b.rows, b.k, nullptr, false, "a key block's slot names no inner weight",
+                                    "a key block has no keys", "a key block is not finite"));
     if (!has[b.slot]) return Status::Error(code::kInvalidArg, "a key block's inner weight has no gradient G");
-    if (b.rows < 0 || (b.rows > 0 && !b.k)) return Status::Error(code::kInvalidArg, "a key block has no keys");
-    if (!all_finite(b.k, (size_t)b.rows * s.params[b.slot].d_in)) return Status::Error(code::kNonFinite, "a key block is not finite");
   }
   out->assign(blocks.size(), {});
   for (size_t q = 0; q < n; q++) {
@@ -450,13 +455,9 @@ Status ridge_value_gradients(const RidgeState& s, const std::vector<const float*
 Status ridge_shift(const GPT2Model& base, const RidgeState& s, const std::vector<RidgeUpdate>& blocks, const std::vector<double>& coefs,
                    std::vector<std::shared_ptr<const RidgeState>>* states, std::vector<std::shared_ptr<const Overlay>>* overlays) {
   const size_t n = s.params.size();
-  for (const RidgeUpdate& b : blocks) {
-    if (b.slot < 0 || b.slot >= (int)n) return Status::Error(code::kInvalidArg, "a value block's slot names no inner weight");
-    if (b.rows < 0 || (b.rows > 0 && (!b.k || !b.v))) return Status::Error(code::kInvalidArg, "a value block has no rows");
-    const RidgeParam& p = s.params[b.slot];
-    if (!all_finite(b.k, (size_t)b.rows * p.d_in) || !all_finite(b.v, (size_t)b.rows * p.d_out))
-      return Status::Error(code::kNonFinite, "a value block is not finite");
-  }
+  for (const RidgeUpdate& b : blocks)
+    MEND_RETURN_IF_ERROR(check_rows(s, b.slot, b.rows, b.k, b.v, true, "a value block's slot names no inner weight",
+                                    "a value block has no rows", "a value block is not finite"));
   for (double c : coefs)
     if (!std::isfinite(c)) return Status::Error(code::kNonFinite, "a shift coefficient is not finite");
   // Δ = P·Σ KᵀV per weight (none where no block has rows).

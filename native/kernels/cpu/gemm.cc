@@ -55,6 +55,7 @@ namespace {
 using i64 = int64_t;
 
 constexpr int MR = 6;    // micro-tile rows
+constexpr int kTallMR = 8;  // AVX-512 skinny packed driver: 8-row panels (16 of 32 zmm accumulate)
 constexpr int NR = 16;   // micro-tile columns
 constexpr int KC = 256;  // k block: B micro-panel KC x NR = 16 KB (L1)
 constexpr int MC = 144;  // A block MC x KC = 144 KB (L2)
@@ -120,6 +121,10 @@ using GemvNFn = void (*)(int kc, int m, int n, const float* a, i64 lda, const fl
 using Ukr2Fn = void (*)(int kc, const float* a, const float* b, const float* b2, i64 ldb, float* c, i64 ldc, int m,
                         int n, float alpha, float beta);
 
+// Ukr2Fn on A panels of kTallMR rows (a[k*kTallMR + r]) whose k loop prefetches row k of pf and of pf2
+// (one line each, row stride ldb), or B's own rows kPrefetchRows ahead where pf is null.
+using Ukr2TallFn = void (*)(int kc, const float* a, const float* b, const float* b2, i64 ldb, float* c, i64 ldc, int m,
+                            int n, float alpha, float beta, const float* pf, const float* pf2);
 // acc[(i*kc + k)*NR + j] += a[i*lda + j] * s[k*NR + j] for i < m <= kDotM, k < kc, lanes j < NR: the
 // strip's kc rows scaled lane by lane by the m rows of a (NR values each) and summed into per-lane
 // accumulators (A · B for B = Xᵀ, read from X's strips in place; the lanes are summed at the end).
@@ -145,6 +150,10 @@ struct Ops {
   StripTFn strip_t;
   LaneAccFn lane_acc;
   UkrPfFn ukr_pf;
+  // The skinny packed driver's tall panels (kTallMR rows): ukr2's arithmetic on A panels of 8 rows
+  // (a[k*8 + r]), and their packing (pack_a6's layout at 8 rows). Null where the backend keeps MR.
+  Ukr2TallFn ukr2_tall;
+  PackA6Fn pack_a_tall;
   const char* name;
 };
 
@@ -268,7 +277,7 @@ void lane_acc_port(int kc, int m, const float* a, i64 lda, const float* s, float
 }
 
 const Ops kPortable = {ukr_port, nullptr, pack_bt_port, pack_a6_port, dot_port, gemvn_port, strip_t_port, lane_acc_port,
-                       nullptr, "portable"};
+                       nullptr, nullptr, nullptr, "portable"};
 
 // ---------------------------------------------------------------------------------------------
 // AVX2/FMA kernels (compiled for the target, selected only when the CPU supports it).
@@ -434,6 +443,19 @@ MEND_AVX2 void pack_a6_avx2(const float* a, i64 lda, int kc, float* out) {
     for (int i = 0; i < MR; i++) out[(i64)k * MR + i] = a[(i64)i * lda + k];
 }
 
+// The 8-row panel: eight rows' 8-float pieces transposed in registers, one aligned store per k.
+MEND_AVX2 void pack_a8_avx2(const float* a, i64 lda, int kc, float* out) {
+  int k = 0;
+  for (; k + 8 <= kc; k += 8) {
+    __m256 r[8];
+    for (int i = 0; i < kTallMR; i++) r[i] = _mm256_loadu_ps(a + (i64)i * lda + k);
+    transpose8(r);
+    for (int t = 0; t < 8; t++) _mm256_storeu_ps(out + (i64)(k + t) * kTallMR, r[t]);
+  }
+  for (; k < kc; k++)
+    for (int i = 0; i < kTallMR; i++) out[(i64)k * kTallMR + i] = a[(i64)i * lda + k];
+}
+
 MEND_AVX2 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -581,7 +603,7 @@ MEND_AVX2 void lane_acc_avx2(int kc, int m, const float* a, i64 lda, const float
 }
 
 const Ops kAvx2 = {ukr_avx2, nullptr, pack_bt_avx2, pack_a6_avx2, dot_avx2, gemvn_avx2, strip_t_avx2, lane_acc_avx2,
-                   ukr_pf_avx2, "avx2-fma"};
+                   ukr_pf_avx2, nullptr, nullptr, "avx2-fma"};
 
 // ---------------------------------------------------------------------------------------------
 // AVX-512F micro-kernel: M_ x 32 from two 16-column strips, one zmm per row and strip: 12
@@ -597,11 +619,24 @@ MEND_AVX512 inline void store_row512(float* cr, __m512 r, __mmask16 m, __m512 va
   _mm512_mask_storeu_ps(cr, m, r);
 }
 
-template <int M_>
+// P_: the A panel's height (its row stride per k): MR, or kTallMR for the skinny packed driver's
+// 8-row panels (16 accumulators; per k 2 B loads and 8 broadcasts for 16 FMAs, against 12 FMAs per
+// 2 + 6 at six rows, and a 16- or 32-row product needs no partly empty panel). Per element the same
+// operations in the same order at either height, so the results are bit-identical.
+// pf, pf2: where the k loop's two prefetches (one line each per k, row stride ldb) point; null: B's
+// own rows kPrefetchRows ahead.
+template <int M_, int P_>
 MEND_AVX512 void ukr2_avx512_t(int kc, const float* __restrict a, const float* __restrict b, const float* __restrict b2,
-                               i64 ldb, float* c, i64 ldc, int n, float alpha, float beta) {
+                               i64 ldb, float* c, i64 ldc, int n, float alpha, float beta, const float* pf = nullptr,
+                               const float* pf2 = nullptr) {
+  static_assert(M_ <= P_ && P_ <= 8, "at most eight rows");
+  if (!pf) {
+    pf = b + kPrefetchRows * ldb;
+    pf2 = b2 + kPrefetchRows * ldb;
+  }
   __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  __m512 c60 = c00, c61 = c00, c70 = c00, c71 = c00;
   prefetch_c_tile<M_>(c, ldc, 2 * NR);
 #define MEND_ROW(i)                                 \
   if constexpr (M_ > i) {                           \
@@ -613,13 +648,15 @@ MEND_AVX512 void ukr2_avx512_t(int kc, const float* __restrict a, const float* _
   for (int k = 0; k < kc; k++) {
     // B streamed from memory (a packed weight read in place) wants its lines in flight early: one
     // row (one line) of each strip kPrefetchRows ahead (a hit where B is an L1/L2-resident panel).
-    _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchRows * ldb), _MM_HINT_T1);
-    _mm_prefetch(reinterpret_cast<const char*>(b2 + kPrefetchRows * ldb), _MM_HINT_T1);
+    _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T1);
+    _mm_prefetch(reinterpret_cast<const char*>(pf2), _MM_HINT_T1);
     const __m512 x0 = _mm512_loadu_ps(b), x1 = _mm512_loadu_ps(b2);
-    MEND_ROW(0) MEND_ROW(1) MEND_ROW(2) MEND_ROW(3) MEND_ROW(4) MEND_ROW(5)
-    a += MR;
+    MEND_ROW(0) MEND_ROW(1) MEND_ROW(2) MEND_ROW(3) MEND_ROW(4) MEND_ROW(5) MEND_ROW(6) MEND_ROW(7)
+    a += P_;
     b += ldb;
     b2 += ldb;
+    pf += ldb;
+    pf2 += ldb;
   }
 #undef MEND_ROW
   const __m512 va = _mm512_set1_ps(alpha);
@@ -632,24 +669,38 @@ MEND_AVX512 void ukr2_avx512_t(int kc, const float* __restrict a, const float* _
     store_row512(c + i * ldc, c##i##0, m0, va, beta);                \
     store_row512(c + i * ldc + NR, c##i##1, m1, va, beta);           \
   }
-  MEND_STORE(1) MEND_STORE(2) MEND_STORE(3) MEND_STORE(4) MEND_STORE(5)
+  MEND_STORE(1) MEND_STORE(2) MEND_STORE(3) MEND_STORE(4) MEND_STORE(5) MEND_STORE(6) MEND_STORE(7)
 #undef MEND_STORE
 }
 
 MEND_AVX512 void ukr2_avx512(int kc, const float* a, const float* b, const float* b2, i64 ldb, float* c, i64 ldc,
                              int m, int n, float alpha, float beta) {
   switch (m) {
-    case 1: return ukr2_avx512_t<1>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta);
-    case 2: return ukr2_avx512_t<2>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta);
-    case 3: return ukr2_avx512_t<3>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta);
-    case 4: return ukr2_avx512_t<4>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta);
-    case 5: return ukr2_avx512_t<5>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta);
-    default: return ukr2_avx512_t<6>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta);
+    case 1: return ukr2_avx512_t<1, MR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta);
+    case 2: return ukr2_avx512_t<2, MR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta);
+    case 3: return ukr2_avx512_t<3, MR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta);
+    case 4: return ukr2_avx512_t<4, MR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta);
+    case 5: return ukr2_avx512_t<5, MR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta);
+    default: return ukr2_avx512_t<6, MR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta);
+  }
+}
+
+MEND_AVX512 void ukr2_tall_avx512(int kc, const float* a, const float* b, const float* b2, i64 ldb, float* c, i64 ldc,
+                                  int m, int n, float alpha, float beta, const float* pf, const float* pf2) {
+  switch (m) {
+    case 1: return ukr2_avx512_t<1, kTallMR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta, pf, pf2);
+    case 2: return ukr2_avx512_t<2, kTallMR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta, pf, pf2);
+    case 3: return ukr2_avx512_t<3, kTallMR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta, pf, pf2);
+    case 4: return ukr2_avx512_t<4, kTallMR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta, pf, pf2);
+    case 5: return ukr2_avx512_t<5, kTallMR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta, pf, pf2);
+    case 6: return ukr2_avx512_t<6, kTallMR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta, pf, pf2);
+    case 7: return ukr2_avx512_t<7, kTallMR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta, pf, pf2);
+    default: return ukr2_avx512_t<8, kTallMR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta, pf, pf2);
   }
 }
 
 const Ops kAvx512 = {ukr_avx2, ukr2_avx512, pack_bt_avx2, pack_a6_avx2, dot_avx2, gemvn_avx2, strip_t_avx2, lane_acc_avx2,
-                     nullptr, "avx512f"};
+                     nullptr, ukr2_tall_avx512, pack_a8_avx2, "avx512f"};
 
 
 bool cpu_has_avx2_fma() {
@@ -714,37 +765,47 @@ inline void run_strips(const Ops& o, int kc, const float* a, i64 astride, int np
   }
 }
 
+// The A panel height for the skinny packed driver at M rows: kTallMR where the backend has tall
+// panels and they cost less, counting per k and panel its rows plus about two B loads (M = 16 or 32:
+// two or four 8-row panels instead of three or six 6-row ones, one partly empty).
+inline int skinny_mr(const Ops& o, int M) {
+  if (!o.ukr2_tall) return MR;
+  const int tall = (M + kTallMR - 1) / kTallMR * (kTallMR + 2), six = (M + MR - 1) / MR * (MR + 2);
+  return tall < six ? kTallMR : MR;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Packing of op(A) and op(B) (shared by both backends; transposed B uses ops().pack_bt).
 
-// op(A)[i0 .. i0+mc, p0 .. p0+kc] -> ceil(mc/MR) panels, panel ip at out + ip*pstride, each kc x MR
-// (out[k*MR + r]), rows past mc zero-filled.
-void pack_a(const Ops& ops, bool transA, const float* A, i64 lda, int i0, int mc, int p0, int kc, float* out, i64 pstride) {
-  for (int ip = 0; ip * MR < mc; ip++) {
+// op(A)[i0 .. i0+mc, p0 .. p0+kc] -> ceil(mc/mr) panels, panel ip at out + ip*pstride, each kc x mr
+// (out[k*mr + r]), rows past mc zero-filled. mr: MR, or kTallMR with the backend's pack_a_tall.
+void pack_a(const Ops& ops, bool transA, const float* A, i64 lda, int i0, int mc, int p0, int kc, float* out, i64 pstride,
+            int mr = MR) {
+  const PackA6Fn full = mr == MR ? ops.pack_a6 : ops.pack_a_tall;
+  for (int ip = 0; ip * mr < mc; ip++) {
     float* o = out + (i64)ip * pstride;
-    const int rows = std::min(MR, mc - ip * MR);
-    const int r0 = i0 + ip * MR;
+    const int rows = std::min(mr, mc - ip * mr);
+    const int r0 = i0 + ip * mr;
     if (transA) {  // A stored (K, M): row k of the panel is contiguous
       for (int k = 0; k < kc; k++) {
         const float* src = A + (i64)(p0 + k) * lda + r0;
-        float* ok = o + (i64)k * MR;
+        float* ok = o + (i64)k * mr;
         int r = 0;
         for (; r < rows; r++) ok[r] = src[r];
-        for (; r < MR; r++) ok[r] = 0.0f;
+        for (; r < mr; r++) ok[r] = 0.0f;
       }
-    } else if (rows == MR) {  // A stored (M, K), a full panel
-      ops.pack_a6(A + (i64)r0 * lda + p0, lda, kc, o);
-    } else {  // A stored (M, K): read each row contiguously, write with stride MR
+    } else if (rows == mr) {  // A stored (M, K), a full panel
+      full(A + (i64)r0 * lda + p0, lda, kc, o);
+    } else {  // A stored (M, K): read each row contiguously, write with stride mr
       for (int r = 0; r < rows; r++) {
         const float* src = A + (i64)(r0 + r) * lda + p0;
-        for (int k = 0; k < kc; k++) o[(i64)k * MR + r] = src[k];
+        for (int k = 0; k < kc; k++) o[(i64)k * mr + r] = src[k];
       }
-      for (int r = rows; r < MR; r++)
-        for (int k = 0; k < kc; k++) o[(i64)k * MR + r] = 0.0f;
+      for (int r = rows; r < mr; r++)
+        for (int k = 0; k < kc; k++) o[(i64)k * mr + r] = 0.0f;
     }
   }
 }
-
 
 // op(B)[p0 .. p0+kc, j0 .. j0+nbw] -> ceil(nbw/NR) kc x NR panels, panel q at out + q*pstride.
 // A non-transposed B is read row by row (nbw contiguous floats per row, the DRAM-friendly order);
@@ -1160,46 +1221,77 @@ void pack_bt_from_packed(const Ops& o, const PackedMatrix& W, int p0, int kc, in
 // (K: one superblock; kSkinnyKS: the k blocks gemm_skinny_t uses, for gemm_nt_prepacked).
 bool gemm_packed_skinny(const Ops& o, bool transA, int M, int N, int K, float alpha, const float* A, i64 lda,
                         const PackedMatrix& W, float beta, float* C, i64 ldc, int ksuper) {
-  const int npanels = (M + MR - 1) / MR;
+  const int mr = skinny_mr(o, M);
+  const int npanels = (M + mr - 1) / mr;
   const int nstrips = (N + NR - 1) / NR;
   const i64 sstride = (i64)K * NR;
   const int threads = threads_for(2.0 * M * N * K);
   for (int ps = 0; ps < K; ps += ksuper) {
     const int ks = std::min(ksuper, K - ps);
     const float beta_s = ps == 0 ? beta : 1.0f;
-    float* apack = tl_a.get((size_t)npanels * ks * MR);
+    float* apack = tl_a.get((size_t)npanels * ks * mr);
     if (!apack) return false;  // (only before anything is written: the first superblock's buffer
                                // is the largest, and a later get() of no more floats reuses it)
-    pack_a(o, transA, A, lda, 0, M, ps, ks, apack, (i64)ks * MR);
+    pack_a(o, transA, A, lda, 0, M, ps, ks, apack, (i64)ks * mr, mr);
     const int kc_max = balanced_kc(ks, KC);
     auto body = [&](int64_t s0, int64_t s1) {
+      // The blocks this thread reads after (s, p, q), in its order: the pair's other strip (this
+      // block), else the next block of the pair's first strip, else the next pair's first.
+      auto after = [&](int64_t& s_, int& p_, int& q_) {
+        const int nq_ = (int)std::min<int64_t>(2, s1 - s_);
+        if (q_ + 1 < nq_) { q_++; return true; }
+        q_ = 0;
+        if (p_ + kc_max < ks) { p_ += kc_max; return true; }
+        p_ = 0;
+        s_ += 2;
+        return s_ < s1;
+      };
+      auto at = [&](int64_t s_, int p_, int q_) { return W.data + (s_ + q_) * sstride + (i64)(ps + p_) * NR; };
       for (int64_t s = s0; s < s1; s += 2) {
         const int nq = (int)std::min<int64_t>(2, s1 - s);
         const float* strip = W.data + s * sstride + (i64)ps * NR;
         const int j0 = (int)s * NR;
         for (int p = 0; p < ks; p += kc_max) {
           const int kc = std::min(kc_max, ks - p);
+          const float beta_e = p == 0 ? beta_s : 1.0f;
+          if (mr == kTallMR) {
+            // Tall panels, both strips of the pair at once (an odd last strip twice, its second
+            // half's columns masked off). The panels after the first read the block from L1 while
+            // the DRAM stream would idle: panel 1 prefetches the next block this thread reads (both
+            // of its strips, a line each per k) and panel 2 the one after. Prefetches only.
+            const float *next = nullptr, *next_b = nullptr, *next2 = nullptr, *next2_b = nullptr;
+            int64_t s2 = s;
+            int p2 = p, q2 = 1;  // past this block's pair
+            if (npanels > 1 && after(s2, p2, q2)) {
+              next = at(s2, p2, 0);
+              next_b = s2 + 1 < s1 ? at(s2, p2, 1) : next;
+              q2 = 1;
+              if (npanels > 2 && after(s2, p2, q2)) {
+                next2 = at(s2, p2, 0);
+                next2_b = s2 + 1 < s1 ? at(s2, p2, 1) : next2;
+              }
+            }
+            const float* b0 = strip + (i64)p * NR;
+            const float* b1 = nq > 1 ? b0 + sstride : b0;
+            const int ncol = std::min(nq * NR, N - j0);
+            for (int ip = 0; ip < npanels; ip++) {
+              const float* pf = ip == 1 ? next : ip == 2 ? next2 : nullptr;
+              const float* pf2 = ip == 1 ? next_b : ip == 2 ? next2_b : nullptr;
+              o.ukr2_tall(kc, apack + (i64)p * mr + (i64)ip * ks * mr, b0, b1, NR, C + (i64)ip * mr * ldc + j0, ldc,
+                          std::min(mr, M - ip * mr), ncol, alpha, beta_e, pf, pf2);
+            }
+            continue;
+          }
           if (!o.ukr_pf || npanels < 2) {
             run_strips(o, kc, apack + (i64)p * MR, (i64)ks * MR, npanels, M, strip + (i64)p * NR, sstride, NR, nq,
-                       N - j0, C + j0, ldc, alpha, p == 0 ? beta_s : 1.0f);
+                       N - j0, C + j0, ldc, alpha, beta_e);
             continue;
           }
           // With the AVX2 kernel, the row panels after the first read their strip block from L1 while
           // the DRAM stream would idle: panel 1 prefetches the block this thread reads next and panel
           // 2 the one after it (bit-identical: prefetches only). GPT-2 small's 48 block weights (packed,
           // from DRAM) at 16 rows: 82-88 -> 89-104 GFLOP/s in four alternations, 2 threads; 1 thread
-          // 56 -> 60; at 32 rows 124 -> 132. The blocks this thread reads after (s, p, q): the pair's other
-          // strip (this block), else the next block of the pair's first strip, else the next pair's first.
-          auto after = [&](int64_t& s_, int& p_, int& q_) {
-            const int nq_ = (int)std::min<int64_t>(2, s1 - s_);
-            if (q_ + 1 < nq_) { q_++; return true; }
-            q_ = 0;
-            if (p_ + kc_max < ks) { p_ += kc_max; return true; }
-            p_ = 0;
-            s_ += 2;
-            return s_ < s1;
-          };
-          auto at = [&](int64_t s_, int p_, int q_) { return W.data + (s_ + q_) * sstride + (i64)(ps + p_) * NR; };
+          // 56 -> 60; at 32 rows 124 -> 132.
           for (int q = 0; q < nq; q++) {
             int64_t s2 = s;
             int p2 = p, q2 = q;
@@ -1211,7 +1303,6 @@ bool gemm_packed_skinny(const Ops& o, bool transA, int M, int N, int K, float al
               const float* a = apack + (i64)p * MR + (i64)ip * ks * MR;
               float* c = C + (i64)ip * MR * ldc + j0 + q * NR;
               const int m = std::min(MR, M - ip * MR);
-              const float beta_e = p == 0 ? beta_s : 1.0f;
               if (ip == 1 && next) o.ukr_pf(kc, a, bq, NR, c, ldc, m, ncol, alpha, beta_e, next);
               else if (ip == 2 && next2) o.ukr_pf(kc, a, bq, NR, c, ldc, m, ncol, alpha, beta_e, next2);
               else o.ukr(kc, a, bq, NR, c, ldc, m, ncol, alpha, beta_e);

@@ -121,10 +121,11 @@ using GemvNFn = void (*)(int kc, int m, int n, const float* a, i64 lda, const fl
 using Ukr2Fn = void (*)(int kc, const float* a, const float* b, const float* b2, i64 ldb, float* c, i64 ldc, int m,
                         int n, float alpha, float beta);
 
-// Ukr2Fn on A panels of kTallMR rows (a[k*kTallMR + r]) whose k loop prefetches row k of pf and of pf2
-// (one line each, row stride ldb), or B's own rows kPrefetchRows ahead where pf is null.
-using Ukr2TallFn = void (*)(int kc, const float* a, const float* b, const float* b2, i64 ldb, float* c, i64 ldc, int m,
-                            int n, float alpha, float beta, const float* pf, const float* pf2);
+// Ukr2Fn on A panels of kTallMR rows (lda == 0: a[k*kTallMR + r]) or on A's rows in place (lda > 0:
+// a[r*lda + k]), whose k loop prefetches row k of pf and of pf2 (one line each, row stride ldb), or B's
+// own rows kPrefetchRows ahead where pf is null.
+using Ukr2TallFn = void (*)(int kc, const float* a, i64 lda, const float* b, const float* b2, i64 ldb, float* c, i64 ldc,
+                            int m, int n, float alpha, float beta, const float* pf, const float* pf2);
 // acc[(i*kc + k)*NR + j] += a[i*lda + j] * s[k*NR + j] for i < m <= kDotM, k < kc, lanes j < NR: the
 // strip's kc rows scaled lane by lane by the m rows of a (NR values each) and summed into per-lane
 // accumulators (A · B for B = Xᵀ, read from X's strips in place; the lanes are summed at the end).
@@ -150,10 +151,9 @@ struct Ops {
   StripTFn strip_t;
   LaneAccFn lane_acc;
   UkrPfFn ukr_pf;
-  // The skinny packed driver's tall panels (kTallMR rows): ukr2's arithmetic on A panels of 8 rows
-  // (a[k*8 + r]), and their packing (pack_a6's layout at 8 rows). Null where the backend keeps MR.
+  // The skinny packed driver's tall panels (kTallMR rows): ukr2's arithmetic on 8-row A panels or on
+  // A's rows in place. Null where the backend keeps MR.
   Ukr2TallFn ukr2_tall;
-  PackA6Fn pack_a_tall;
   const char* name;
 };
 
@@ -277,7 +277,7 @@ void lane_acc_port(int kc, int m, const float* a, i64 lda, const float* s, float
 }
 
 const Ops kPortable = {ukr_port, nullptr, pack_bt_port, pack_a6_port, dot_port, gemvn_port, strip_t_port, lane_acc_port,
-                       nullptr, nullptr, nullptr, "portable"};
+                       nullptr, nullptr, "portable"};
 
 // ---------------------------------------------------------------------------------------------
 // AVX2/FMA kernels (compiled for the target, selected only when the CPU supports it).
@@ -443,19 +443,6 @@ MEND_AVX2 void pack_a6_avx2(const float* a, i64 lda, int kc, float* out) {
     for (int i = 0; i < MR; i++) out[(i64)k * MR + i] = a[(i64)i * lda + k];
 }
 
-// The 8-row panel: eight rows' 8-float pieces transposed in registers, one aligned store per k.
-MEND_AVX2 void pack_a8_avx2(const float* a, i64 lda, int kc, float* out) {
-  int k = 0;
-  for (; k + 8 <= kc; k += 8) {
-    __m256 r[8];
-    for (int i = 0; i < kTallMR; i++) r[i] = _mm256_loadu_ps(a + (i64)i * lda + k);
-    transpose8(r);
-    for (int t = 0; t < 8; t++) _mm256_storeu_ps(out + (i64)(k + t) * kTallMR, r[t]);
-  }
-  for (; k < kc; k++)
-    for (int i = 0; i < kTallMR; i++) out[(i64)k * kTallMR + i] = a[(i64)i * lda + k];
-}
-
 MEND_AVX2 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -603,7 +590,7 @@ MEND_AVX2 void lane_acc_avx2(int kc, int m, const float* a, i64 lda, const float
 }
 
 const Ops kAvx2 = {ukr_avx2, nullptr, pack_bt_avx2, pack_a6_avx2, dot_avx2, gemvn_avx2, strip_t_avx2, lane_acc_avx2,
-                   ukr_pf_avx2, nullptr, nullptr, "avx2-fma"};
+                   ukr_pf_avx2, nullptr, "avx2-fma"};
 
 // ---------------------------------------------------------------------------------------------
 // AVX-512F micro-kernel: M_ x 32 from two 16-column strips, one zmm per row and strip: 12
@@ -625,10 +612,12 @@ MEND_AVX512 inline void store_row512(float* cr, __m512 r, __mmask16 m, __m512 va
 // operations in the same order at either height, so the results are bit-identical.
 // pf, pf2: where the k loop's two prefetches (one line each per k, row stride ldb) point; null: B's
 // own rows kPrefetchRows ahead.
-template <int M_, int P_>
+// RM_: A read in place, row-major (element (i, k) at a[i*lda + k]) instead of from a packed panel: the
+// same values, so the same results; the skinny packed driver then needs no copy of A.
+template <int M_, int P_, bool RM_ = false>
 MEND_AVX512 void ukr2_avx512_t(int kc, const float* __restrict a, const float* __restrict b, const float* __restrict b2,
                                i64 ldb, float* c, i64 ldc, int n, float alpha, float beta, const float* pf = nullptr,
-                               const float* pf2 = nullptr) {
+                               const float* pf2 = nullptr, i64 lda = 0) {
   static_assert(M_ <= P_ && P_ <= 8, "at most eight rows");
   if (!pf) {
     pf = b + kPrefetchRows * ldb;
@@ -640,7 +629,7 @@ MEND_AVX512 void ukr2_avx512_t(int kc, const float* __restrict a, const float* _
   prefetch_c_tile<M_>(c, ldc, 2 * NR);
 #define MEND_ROW(i)                                 \
   if constexpr (M_ > i) {                           \
-    const __m512 av = _mm512_set1_ps(a[i]);         \
+    const __m512 av = _mm512_set1_ps(RM_ ? a[i * lda] : a[i]); \
     c##i##0 = _mm512_fmadd_ps(av, x0, c##i##0);     \
     c##i##1 = _mm512_fmadd_ps(av, x1, c##i##1);     \
   }
@@ -652,7 +641,7 @@ MEND_AVX512 void ukr2_avx512_t(int kc, const float* __restrict a, const float* _
     _mm_prefetch(reinterpret_cast<const char*>(pf2), _MM_HINT_T1);
     const __m512 x0 = _mm512_loadu_ps(b), x1 = _mm512_loadu_ps(b2);
     MEND_ROW(0) MEND_ROW(1) MEND_ROW(2) MEND_ROW(3) MEND_ROW(4) MEND_ROW(5) MEND_ROW(6) MEND_ROW(7)
-    a += P_;
+    a += RM_ ? 1 : P_;
     b += ldb;
     b2 += ldb;
     pf += ldb;
@@ -685,22 +674,26 @@ MEND_AVX512 void ukr2_avx512(int kc, const float* a, const float* b, const float
   }
 }
 
-MEND_AVX512 void ukr2_tall_avx512(int kc, const float* a, const float* b, const float* b2, i64 ldb, float* c, i64 ldc,
-                                  int m, int n, float alpha, float beta, const float* pf, const float* pf2) {
+template <bool RM_>
+MEND_AVX512 void ukr2_tall_avx512_t(int kc, const float* a, i64 lda, const float* b, const float* b2, i64 ldb, float* c,
+                                    i64 ldc, int m, int n, float alpha, float beta, const float* pf, const float* pf2) {
+#define MEND_CASE(i) \
+  case i: return ukr2_avx512_t<i, kTallMR, RM_>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta, pf, pf2, lda);
   switch (m) {
-    case 1: return ukr2_avx512_t<1, kTallMR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta, pf, pf2);
-    case 2: return ukr2_avx512_t<2, kTallMR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta, pf, pf2);
-    case 3: return ukr2_avx512_t<3, kTallMR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta, pf, pf2);
-    case 4: return ukr2_avx512_t<4, kTallMR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta, pf, pf2);
-    case 5: return ukr2_avx512_t<5, kTallMR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta, pf, pf2);
-    case 6: return ukr2_avx512_t<6, kTallMR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta, pf, pf2);
-    case 7: return ukr2_avx512_t<7, kTallMR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta, pf, pf2);
-    default: return ukr2_avx512_t<8, kTallMR>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta, pf, pf2);
+    MEND_CASE(1) MEND_CASE(2) MEND_CASE(3) MEND_CASE(4) MEND_CASE(5) MEND_CASE(6) MEND_CASE(7)
+    default: return ukr2_avx512_t<8, kTallMR, RM_>(kc, a, b, b2, ldb, c, ldc, n, alpha, beta, pf, pf2, lda);
   }
+#undef MEND_CASE
+}
+
+MEND_AVX512 void ukr2_tall_avx512(int kc, const float* a, i64 lda, const float* b, const float* b2, i64 ldb, float* c,
+                                  i64 ldc, int m, int n, float alpha, float beta, const float* pf, const float* pf2) {
+  if (lda) ukr2_tall_avx512_t<true>(kc, a, lda, b, b2, ldb, c, ldc, m, n, alpha, beta, pf, pf2);
+  else ukr2_tall_avx512_t<false>(kc, a, 0, b, b2, ldb, c, ldc, m, n, alpha, beta, pf, pf2);
 }
 
 const Ops kAvx512 = {ukr_avx2, ukr2_avx512, pack_bt_avx2, pack_a6_avx2, dot_avx2, gemvn_avx2, strip_t_avx2, lane_acc_avx2,
-                     nullptr, ukr2_tall_avx512, pack_a8_avx2, "avx512f"};
+                     nullptr, ukr2_tall_avx512, "avx512f"};
 
 
 bool cpu_has_avx2_fma() {
@@ -778,10 +771,9 @@ inline int skinny_mr(const Ops& o, int M) {
 // Packing of op(A) and op(B) (shared by both backends; transposed B uses ops().pack_bt).
 
 // op(A)[i0 .. i0+mc, p0 .. p0+kc] -> ceil(mc/mr) panels, panel ip at out + ip*pstride, each kc x mr
-// (out[k*mr + r]), rows past mc zero-filled. mr: MR, or kTallMR with the backend's pack_a_tall.
+// (out[k*mr + r]), rows past mc zero-filled. mr: MR, or kTallMR (the skinny packed driver on a transposed A).
 void pack_a(const Ops& ops, bool transA, const float* A, i64 lda, int i0, int mc, int p0, int kc, float* out, i64 pstride,
             int mr = MR) {
-  const PackA6Fn full = mr == MR ? ops.pack_a6 : ops.pack_a_tall;
   for (int ip = 0; ip * mr < mc; ip++) {
     float* o = out + (i64)ip * pstride;
     const int rows = std::min(mr, mc - ip * mr);
@@ -794,8 +786,8 @@ void pack_a(const Ops& ops, bool transA, const float* A, i64 lda, int i0, int mc
         for (; r < rows; r++) ok[r] = src[r];
         for (; r < mr; r++) ok[r] = 0.0f;
       }
-    } else if (rows == mr) {  // A stored (M, K), a full panel
-      full(A + (i64)r0 * lda + p0, lda, kc, o);
+    } else if (rows == MR && mr == MR) {  // A stored (M, K), a full panel
+      ops.pack_a6(A + (i64)r0 * lda + p0, lda, kc, o);
     } else {  // A stored (M, K): read each row contiguously, write with stride mr
       for (int r = 0; r < rows; r++) {
         const float* src = A + (i64)(r0 + r) * lda + p0;
@@ -1229,10 +1221,15 @@ bool gemm_packed_skinny(const Ops& o, bool transA, int M, int N, int K, float al
   for (int ps = 0; ps < K; ps += ksuper) {
     const int ks = std::min(ksuper, K - ps);
     const float beta_s = ps == 0 ? beta : 1.0f;
-    float* apack = tl_a.get((size_t)npanels * ks * mr);
-    if (!apack) return false;  // (only before anything is written: the first superblock's buffer
-                               // is the largest, and a later get() of no more floats reuses it)
-    pack_a(o, transA, A, lda, 0, M, ps, ks, apack, (i64)ks * mr, mr);
+    // Tall panels read a row-major A in place (no copy); otherwise A is packed once per superblock.
+    const bool a_in_place = mr == kTallMR && !transA;
+    float* apack = nullptr;
+    if (!a_in_place) {
+      apack = tl_a.get((size_t)npanels * ks * mr);
+      if (!apack) return false;  // (only before anything is written: the first superblock's buffer
+                                 // is the largest, and a later get() of no more floats reuses it)
+      pack_a(o, transA, A, lda, 0, M, ps, ks, apack, (i64)ks * mr, mr);
+    }
     const int kc_max = balanced_kc(ks, KC);
     auto body = [&](int64_t s0, int64_t s1) {
       // The blocks this thread reads after (s, p, q), in its order: the pair's other strip (this
@@ -1277,7 +1274,8 @@ bool gemm_packed_skinny(const Ops& o, bool transA, int M, int N, int K, float al
             for (int ip = 0; ip < npanels; ip++) {
               const float* pf = ip == 1 ? next : ip == 2 ? next2 : nullptr;
               const float* pf2 = ip == 1 ? next_b : ip == 2 ? next2_b : nullptr;
-              o.ukr2_tall(kc, apack + (i64)p * mr + (i64)ip * ks * mr, b0, b1, NR, C + (i64)ip * mr * ldc + j0, ldc,
+              const float* a = a_in_place ? A + (i64)ip * mr * lda + ps + p : apack + (i64)p * mr + (i64)ip * ks * mr;
+              o.ukr2_tall(kc, a, a_in_place ? lda : 0, b0, b1, NR, C + (i64)ip * mr * ldc + j0, ldc,
                           std::min(mr, M - ip * mr), ncol, alpha, beta_e, pf, pf2);
             }
             continue;

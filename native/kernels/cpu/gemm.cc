@@ -61,6 +61,7 @@ constexpr int KC = 256;  // k block: B micro-panel KC x NR = 16 KB (L1)
 constexpr int MC = 144;  // A block MC x KC = 144 KB (L2)
 constexpr int NC = 3072; // B block KC x NC = 3 MB (L2/L3)
 constexpr int kSkinnyM = 64;       // M at or below this: skinny driver (B streamed once)
+static_assert(kSkinnyM < MC, "a tile of at most kSkinnyM rows is one block of rows");
 constexpr int kDotM = 4;           // transB and M at or below this: dot driver
 constexpr int kSkinnyKS = 4096;    // skinny driver packs A in K superblocks of this many columns
 constexpr int kSkinnyStrips = 16;  // skinny driver: B blocks of KC x (16 x NR) (256 KB, L2)
@@ -758,6 +759,24 @@ inline void run_strips(const Ops& o, int kc, const float* a, i64 astride, int np
   }
 }
 
+// run_strips with tall panels (o.ukr2_tall): panel ip of A at a + ip*astride, read in place with row
+// stride lda (lda > 0) or packed (lda == 0); strips in pairs (an odd last strip twice, its second
+// half's columns masked off).
+inline void run_strips_tall(const Ops& o, int kc, const float* a, i64 lda, i64 astride, int m, const float* b,
+                            i64 pstride, i64 ldb, int nstr, int ncols, float* c, i64 ldc, float alpha, float beta,
+                            const EpTile* et) {
+  const int npanels = (m + kTallMR - 1) / kTallMR;
+  for (int q = 0; q < nstr; q += 2) {
+    const int nb = std::min(q + 1 < nstr ? 2 * NR : NR, ncols - q * NR);
+    const float* b0 = b + q * pstride;
+    const float* b1 = q + 1 < nstr ? b0 + pstride : b0;
+    for (int ip = 0; ip < npanels; ip++)
+      o.ukr2_tall(kc, a + (i64)ip * astride, lda, b0, b1, ldb, c + (i64)ip * kTallMR * ldc + q * NR, ldc,
+                  std::min(kTallMR, m - ip * kTallMR), nb, alpha, beta, nullptr, nullptr);
+    if (et) epilogue_block(*et, c, ldc, m, q * NR, nb);
+  }
+}
+
 // The A panel height for the skinny packed driver at M rows: kTallMR where the backend has tall
 // panels and they cost less, counting per k and panel its rows plus about two B loads (M = 16 or 32:
 // two or four 8-row panels instead of three or six 6-row ones, one partly empty).
@@ -1109,9 +1128,13 @@ bool gemm_tile_t(const Ops& o, bool transA, int i0, int mt, int j0, int nt_, int
   const int mc_max = std::min(MC, (mt + MR - 1) / MR * MR);
   // Panel q of the packed B block at bpack + q*pstride (+16: the panels' rows out of one L1 set).
   const i64 pstride = (i64)kc_max * NR + 16;
+  // A tile of at most kSkinnyM rows takes tall panels where they cost less (skinny_mr), reading a
+  // row-major A in place; bit-identical either way.
+  const bool tall = mt <= kSkinnyM && skinny_mr(o, mt) == kTallMR;
+  const bool a_in_place = tall && !transA;
   float* bpack = tl_b.get((size_t)pstride * (nc_max / NR));
-  float* apack = tl_a.get((size_t)kc_max * mc_max);
-  if (!bpack || !apack) return false;
+  float* apack = a_in_place ? nullptr : tl_a.get((size_t)kc_max * (tall ? (mt + kTallMR - 1) / kTallMR * kTallMR : mc_max));
+  if (!bpack || (!a_in_place && !apack)) return false;
   for (int jc = 0; jc < nt_; jc += nc_max) {
     const int nc = std::min(nc_max, nt_ - jc);
     for (int pc = 0; pc < K; pc += kc_max) {
@@ -1121,11 +1144,19 @@ bool gemm_tile_t(const Ops& o, bool transA, int i0, int mt, int j0, int nt_, int
       const float* bp = block(pc, kc, j0 + jc, nc, bpack, pstride, &bstride);
       for (int ic = 0; ic < mt; ic += mc_max) {
         const int mc = std::min(mc_max, mt - ic);
-        pack_a(o, transA, A, lda, i0 + ic, mc, pc, kc, apack, (i64)kc * MR);
         // the epilogue with the last k block, on each strip's rows while they are in L1
         EpTile et{};
         const bool last = ep && pc + kc >= K;
         if (last) et = {ep->bias ? ep->bias + j0 + jc : nullptr, ep->gelu ? ep->gelu + (i64)(i0 + ic) * ep->ldg + j0 + jc : nullptr, ep->ldg};
+        if (tall) {  // mc == mt (mt <= kSkinnyM < MC)
+          if (!a_in_place) pack_a(o, transA, A, lda, i0 + ic, mc, pc, kc, apack, (i64)kc * kTallMR, kTallMR);
+          const float* a = a_in_place ? A + (i64)(i0 + ic) * lda + pc : apack;
+          run_strips_tall(o, kc, a, a_in_place ? lda : 0, a_in_place ? kTallMR * lda : (i64)kc * kTallMR, mc, bp, bstride,
+                          NR, (nc + NR - 1) / NR, nc, C + (i64)(i0 + ic) * ldc + j0 + jc, ldc, alpha, beta_e,
+                          last ? &et : nullptr);
+          continue;
+        }
+        pack_a(o, transA, A, lda, i0 + ic, mc, pc, kc, apack, (i64)kc * MR);
         run_strips(o, kc, apack, (i64)kc * MR, (mc + MR - 1) / MR, mc, bp, bstride, NR, (nc + NR - 1) / NR, nc,
                    C + (i64)(i0 + ic) * ldc + j0 + jc, ldc, alpha, beta_e, last ? &et : nullptr);
       }

@@ -25,6 +25,9 @@
 //  * dot (transB, M <= 4: the LM head at decode, logits = h·wteᵀ): each row of B (N x K) is read once
 //    and dotted with all M rows of A (register block M x up to 8 rows of B).
 // B is never packed into a large buffer in the three skinny drivers.
+// Tall panels (AVX-512 only): products of 7 to 64 rows on a packed W (the skinny packed driver) and
+// general-driver tiles of 7 to 64 rows use 8-row A panels (kTallMR x 32 from two strips, 16 zmm
+// accumulators), read in place from a row-major A; per element the same operations as the 6-row kernel.
 // Packed matrices (PackedMatrix, below): weights kept in the B-panel layout once, read in place. A
 // weight kept only as its packed transpose X = Bᵀ (the tied LM head wteᵀ) has gemm_packed_nt /
 // gemm_packed_nn, which take gemm's drivers for M > 4 (bit-identical to gemm on the row-major B); at
@@ -777,14 +780,11 @@ inline void run_strips_tall(const Ops& o, int kc, const float* a, i64 lda, i64 a
   }
 }
 
-// The A panel height for the skinny packed driver at M rows: kTallMR where the backend has tall
-// panels and they cost less, counting per k and panel its rows plus about two B loads (M = 16 or 32:
-// two or four 8-row panels instead of three or six 6-row ones, one partly empty).
-inline int skinny_mr(const Ops& o, int M) {
-  if (!o.ukr2_tall) return MR;
-  const int tall = (M + kTallMR - 1) / kTallMR * (kTallMR + 2), six = (M + MR - 1) / MR * (MR + 2);
-  return tall < six ? kTallMR : MR;
-}
+// The A panel height for at most kSkinnyM rows: kTallMR wherever the backend has tall panels and M > MR.
+// Measured (GPT-2 small's forward GEMM sequence on packed weights, 2 threads, alternating builds):
+// 8-row panels were faster at M = 10, 12, 16, 32 and 34 (by 7-14%) and even at 9 and 20, where both
+// need the same number of panels (the kernel does 16 FMAs per 10 loads against 12 per 8).
+inline int skinny_mr(const Ops& o, int M) { return o.ukr2_tall && M > MR ? kTallMR : MR; }
 
 // ---------------------------------------------------------------------------------------------
 // Packing of op(A) and op(B) (shared by both backends; transposed B uses ops().pack_bt).
@@ -1128,8 +1128,8 @@ bool gemm_tile_t(const Ops& o, bool transA, int i0, int mt, int j0, int nt_, int
   const int mc_max = std::min(MC, (mt + MR - 1) / MR * MR);
   // Panel q of the packed B block at bpack + q*pstride (+16: the panels' rows out of one L1 set).
   const i64 pstride = (i64)kc_max * NR + 16;
-  // A tile of at most kSkinnyM rows takes tall panels where they cost less (skinny_mr), reading a
-  // row-major A in place; bit-identical either way.
+  // A tile of MR < mt <= kSkinnyM rows takes tall panels where the backend has them (skinny_mr),
+  // reading a row-major A in place; bit-identical either way.
   const bool tall = mt <= kSkinnyM && skinny_mr(o, mt) == kTallMR;
   const bool a_in_place = tall && !transA;
   float* bpack = tl_b.get((size_t)pstride * (nc_max / NR));

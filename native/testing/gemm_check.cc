@@ -319,6 +319,32 @@ GemmCheckReport gemm_check(int section) {
         ck.count(same, same ? "AVX-512 and AVX2 results bit-identical on packed weights (24 skinny shapes)"
                             : "AVX-512 and AVX2 results differ on packed weights" + bad);
       }
+      // gemm_packed_nn at M <= 4 (per-lane sums over X's strips): AVX-512 keeps tiles of the sums in
+      // registers across a group of strips, AVX2 adds strip by strip; the same FMAs in the same order.
+      {
+        bool same = true;
+        std::string bad;
+        for (int it = 0; it < 16; it++) {
+          const int M = 1 + it % 4, XK = 1 + ck.pick() % 100, XN = 1 + ck.pick() % (it % 3 ? 400 : 2000);
+          const int lda = XN + (it & 4 ? 3 : 0);
+          std::vector<float> A((size_t)M * lda), Xr((size_t)XK * XN), P(packed_floats(XK, XN));
+          std::vector<float> C1((size_t)M * XK), C2((size_t)M * XK);
+          for (auto& x : A) x = ck.urand();
+          for (auto& x : Xr) x = ck.urand();
+          for (auto& x : C1) x = ck.urand();
+          C2 = C1;
+          pack_matrix(Xr.data(), XK, XN, P.data());
+          const PackedMatrix pm{P.data(), XK, XN};
+          gemm_packed_nn(M, 1.0f, A.data(), lda, pm, 0.5f, C1.data(), XK);
+          const bool before = gemm_force_avx2(true);
+          gemm_packed_nn(M, 1.0f, A.data(), lda, pm, 0.5f, C2.data(), XK);
+          gemm_force_avx2(before);
+          if (C1 != C2 && same) bad = " (M=" + std::to_string(M) + " X " + std::to_string(XK) + " x " + std::to_string(XN) + ")";
+          same = same && C1 == C2;
+        }
+        ck.count(same, same ? "AVX-512 and AVX2 per-lane sums bit-identical (gemm_packed_nn, 16 shapes of 1-4 rows)"
+                            : "AVX-512 and AVX2 per-lane sums differ" + bad);
+      }
       // gemm_nt_prepacked (B given as packed Bᵀ) gives bit for bit what gemm(false, true) gives on B, on
       // every backend, through the skinny driver's K superblocks and the general driver; where gemm
       // would take its dot driver (M <= 4) it declines and leaves C alone.

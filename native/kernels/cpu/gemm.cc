@@ -73,6 +73,8 @@ constexpr int kKSplitM = 8;        // B not transposed and M at or below this: K
 constexpr int kGemvW = 4096;       // K-split GEMV: columns per chunk (partial rows stay in L1)
 constexpr int kKSplitW = 4096;     // K-split, M > kGemvM: B blocks of kc x <= 4096 columns (~256 KB)
 constexpr int kKSplitMinK = 128;   // K-split driver: fewest rows of B per part
+constexpr int kLaneGroup = 8;     // gemm_packed_lanes: strips per lane_acc call (8 streams; the sums' tiles
+                                   // are loaded and stored once per group)
 constexpr int kPrefetchRows = 64;  // micro-kernels: B rows prefetched ahead into L2 (4 KB per strip;
                                    // packed weights streamed from DRAM: AVX-512 ~10% over none, flat 24..256;
                                    // AVX2 16-row fc 1.05 -> 0.86 ms)
@@ -133,7 +135,9 @@ using Ukr2TallFn = void (*)(int kc, const float* a, i64 lda, const float* b, con
 // acc[(i*kc + k)*NR + j] += a[i*lda + j] * s[k*NR + j] for i < m <= kDotM, k < kc, lanes j < NR: the
 // strip's kc rows scaled lane by lane by the m rows of a (NR values each) and summed into per-lane
 // accumulators (A · B for B = Xᵀ, read from X's strips in place; the lanes are summed at the end).
-using LaneAccFn = void (*)(int kc, int m, const float* a, i64 lda, const float* s, float* acc);
+// For a group of nstr strips g (strip g at s + g*sstride, its m rows of A's values at a + g*astride + i*NR):
+// the strips in order, per (i, k, lane) the same FMAs in the same order whatever the backend's blocking.
+using LaneAccFn = void (*)(int kc, int m, const float* a, i64 astride, const float* s, i64 sstride, int nstr, float* acc);
 // UkrFn whose k loop prefetches row k of pf (one line per row, row stride ldb) instead of B's row
 // k + kPrefetchRows: a panel that reads its B strip from L1 fetches the next one meanwhile. Null where
 // the backend has none.
@@ -271,13 +275,14 @@ void strip_t_port(const float* s, int kc, int nb, float* out, i64 ldo) {
   }
 }
 
-void lane_acc_port(int kc, int m, const float* a, i64 lda, const float* s, float* acc) {
-  for (int i = 0; i < m; i++) {
-    const float* ai = a + (i64)i * lda;
-    float* ac = acc + (i64)i * kc * NR;
-    for (int k = 0; k < kc; k++)
-      for (int j = 0; j < NR; j++) ac[(i64)k * NR + j] += ai[j] * s[(i64)k * NR + j];
-  }
+void lane_acc_port(int kc, int m, const float* a, i64 astride, const float* s, i64 sstride, int nstr, float* acc) {
+  for (int g = 0; g < nstr; g++, a += astride, s += sstride)
+    for (int i = 0; i < m; i++) {
+      const float* ai = a + (i64)i * NR;
+      float* ac = acc + (i64)i * kc * NR;
+      for (int k = 0; k < kc; k++)
+        for (int j = 0; j < NR; j++) ac[(i64)k * NR + j] += ai[j] * s[(i64)k * NR + j];
+    }
 }
 
 const Ops kPortable = {ukr_port, nullptr, pack_bt_port, pack_a6_port, dot_port, gemvn_port, strip_t_port, lane_acc_port,
@@ -584,13 +589,14 @@ MEND_AVX2 void lane_acc_avx2_t(int kc, const float* a, i64 lda, const float* __r
   }
 }
 
-MEND_AVX2 void lane_acc_avx2(int kc, int m, const float* a, i64 lda, const float* s, float* acc) {
-  switch (m) {
-    case 1: return lane_acc_avx2_t<1>(kc, a, lda, s, acc);
-    case 2: return lane_acc_avx2_t<2>(kc, a, lda, s, acc);
-    case 3: return lane_acc_avx2_t<3>(kc, a, lda, s, acc);
-    default: return lane_acc_avx2_t<4>(kc, a, lda, s, acc);
-  }
+MEND_AVX2 void lane_acc_avx2(int kc, int m, const float* a, i64 astride, const float* s, i64 sstride, int nstr,
+                             float* acc) {
+  for (int g = 0; g < nstr; g++, a += astride, s += sstride) switch (m) {
+      case 1: lane_acc_avx2_t<1>(kc, a, NR, s, acc); break;
+      case 2: lane_acc_avx2_t<2>(kc, a, NR, s, acc); break;
+      case 3: lane_acc_avx2_t<3>(kc, a, NR, s, acc); break;
+      default: lane_acc_avx2_t<4>(kc, a, NR, s, acc); break;
+    }
 }
 
 const Ops kAvx2 = {ukr_avx2, nullptr, pack_bt_avx2, pack_a6_avx2, dot_avx2, gemvn_avx2, strip_t_avx2, lane_acc_avx2,
@@ -696,7 +702,63 @@ MEND_AVX512 void ukr2_tall_avx512(int kc, const float* a, i64 lda, const float* 
   else ukr2_tall_avx512_t<false>(kc, a, 0, b, b2, ldb, c, ldc, m, n, alpha, beta, pf, pf2);
 }
 
-const Ops kAvx512 = {ukr_avx2, ukr2_avx512, pack_bt_avx2, pack_a6_avx2, dot_avx2, gemvn_avx2, strip_t_avx2, lane_acc_avx2,
+// lane_acc with the sums of a tile of rows in registers: for each tile of KT_ strip rows (KT_ * M_ = 24
+// accumulators), the tile's sums are loaded once, every strip of the group adds into them in order,
+// and they are stored once, instead of a load and a store of the sums per strip and row (the AVX2
+// kernel, bound by those). Per (i, k, lane) the same FMAs in the same order: bit-identical to it.
+template <int M_>
+MEND_AVX512 void lane_acc_avx512_t(int kc, const float* a, i64 astride, const float* __restrict s, i64 sstride,
+                                   int nstr, float* __restrict acc) {
+  constexpr int KT_ = 24 / M_;
+  int k = 0;
+  for (; k + KT_ <= kc; k += KT_) {
+    __m512 t[M_][KT_];
+#pragma GCC unroll 24
+    for (int i = 0; i < M_; i++)
+#pragma GCC unroll 24
+      for (int r = 0; r < KT_; r++) t[i][r] = _mm512_load_ps(acc + ((i64)i * kc + k + r) * NR);
+    const float* ag = a;
+    const float* sg = s + (i64)k * NR;
+    for (int g = 0; g < nstr; g++, ag += astride, sg += sstride) {
+      __m512 av[M_];
+#pragma GCC unroll 4
+      for (int i = 0; i < M_; i++) av[i] = _mm512_loadu_ps(ag + (i64)i * NR);
+#pragma GCC unroll 24
+      for (int r = 0; r < KT_; r++) {
+        const __m512 x = _mm512_loadu_ps(sg + (i64)r * NR);
+#pragma GCC unroll 4
+        for (int i = 0; i < M_; i++) t[i][r] = _mm512_fmadd_ps(av[i], x, t[i][r]);
+      }
+    }
+#pragma GCC unroll 24
+    for (int i = 0; i < M_; i++)
+#pragma GCC unroll 24
+      for (int r = 0; r < KT_; r++) _mm512_store_ps(acc + ((i64)i * kc + k + r) * NR, t[i][r]);
+  }
+  for (; k < kc; k++) {  // the last rows, one at a time
+    __m512 t[M_];
+    for (int i = 0; i < M_; i++) t[i] = _mm512_load_ps(acc + ((i64)i * kc + k) * NR);
+    const float* ag = a;
+    const float* sg = s + (i64)k * NR;
+    for (int g = 0; g < nstr; g++, ag += astride, sg += sstride) {
+      const __m512 x = _mm512_loadu_ps(sg);
+      for (int i = 0; i < M_; i++) t[i] = _mm512_fmadd_ps(_mm512_loadu_ps(ag + (i64)i * NR), x, t[i]);
+    }
+    for (int i = 0; i < M_; i++) _mm512_store_ps(acc + ((i64)i * kc + k) * NR, t[i]);
+  }
+}
+
+MEND_AVX512 void lane_acc_avx512(int kc, int m, const float* a, i64 astride, const float* s, i64 sstride, int nstr,
+                                 float* acc) {
+  switch (m) {
+    case 1: return lane_acc_avx512_t<1>(kc, a, astride, s, sstride, nstr, acc);
+    case 2: return lane_acc_avx512_t<2>(kc, a, astride, s, sstride, nstr, acc);
+    case 3: return lane_acc_avx512_t<3>(kc, a, astride, s, sstride, nstr, acc);
+    default: return lane_acc_avx512_t<4>(kc, a, astride, s, sstride, nstr, acc);
+  }
+}
+
+const Ops kAvx512 = {ukr_avx2, ukr2_avx512, pack_bt_avx2, pack_a6_avx2, dot_avx2, gemvn_avx2, strip_t_avx2, lane_acc_avx512,
                      nullptr, ukr2_tall_avx512, "avx512f"};
 
 
@@ -1491,12 +1553,17 @@ void gemm_packed_lanes(const Ops& o, int M, float alpha, const float* A, i64 lda
     float* acc = sums + t * per;
     std::memset(acc, 0, sizeof(float) * per);
     const int64_t s0 = nstrips * t / parts, s1 = nstrips * (t + 1) / parts;
-    alignas(32) float a16[kDotM * NR];  // A's values for the strip's lanes (zero past K)
-    for (int64_t s = s0; s < s1; s++) {
-      const int k0 = (int)s * NR, nk = std::min(NR, K - k0);
-      for (int i = 0; i < M; i++)
-        for (int j = 0; j < NR; j++) a16[i * NR + j] = j < nk ? A[(i64)i * lda + k0 + j] : 0.0f;
-      o.lane_acc(N, M, a16, NR, X.data + s * (i64)N * NR, acc);
+    // Groups of kLaneGroup strips (kLaneGroup sequential streams), with A's values for each strip's
+    // lanes (zero past K) at a16 + g*kDotM*NR.
+    alignas(64) float a16[kLaneGroup * kDotM * NR];
+    for (int64_t s = s0; s < s1; s += kLaneGroup) {
+      const int ng = (int)std::min<int64_t>(kLaneGroup, s1 - s);
+      for (int g = 0; g < ng; g++) {
+        const int k0 = (int)(s + g) * NR, nk = std::min(NR, K - k0);
+        for (int i = 0; i < M; i++)
+          for (int j = 0; j < NR; j++) a16[(g * kDotM + i) * NR + j] = j < nk ? A[(i64)i * lda + k0 + j] : 0.0f;
+      }
+      o.lane_acc(N, M, a16, kDotM * NR, X.data + s * (i64)N * NR, (i64)N * NR, ng, acc);
     }
   };
   if (parts == 1)

@@ -1304,8 +1304,10 @@ void pack_bt_from_packed(const Ops& o, const PackedMatrix& W, int p0, int kc, in
 // every row panel from L1.
 // ksuper: K is taken in superblocks of at most this many rows, each with its own balanced k blocks
 // (K: one superblock; kSkinnyKS: the k blocks gemm_skinny_t uses, for gemm_nt_prepacked).
+// ep: the epilogue, run on each pair of strips' columns after its last k block, while they are in L1.
 bool gemm_packed_skinny(const Ops& o, bool transA, int M, int N, int K, float alpha, const float* A, i64 lda,
-                        const PackedMatrix& W, float beta, float* C, i64 ldc, int ksuper) {
+                        const PackedMatrix& W, float beta, float* C, i64 ldc, int ksuper,
+                        const GemmEpilogue* ep = nullptr) {
   const int mr = skinny_mr(o, M);
   const int npanels = (M + mr - 1) / mr;
   const int nstrips = (N + NR - 1) / NR;
@@ -1344,6 +1346,9 @@ bool gemm_packed_skinny(const Ops& o, bool transA, int M, int N, int K, float al
         for (int p = 0; p < ks; p += kc_max) {
           const int kc = std::min(kc_max, ks - p);
           const float beta_e = p == 0 ? beta_s : 1.0f;
+          // The pair's columns are final after this block: the epilogue runs on them next.
+          const bool last = ep && ps + ks >= K && p + kc >= ks;
+          const int ncols = std::min(nq * NR, N - j0);
           if (mr == kTallMR) {
             // Tall panels, both strips of the pair at once (an odd last strip twice, its second
             // half's columns masked off). The panels after the first read the block from L1 while
@@ -1371,11 +1376,13 @@ bool gemm_packed_skinny(const Ops& o, bool transA, int M, int N, int K, float al
               o.ukr2_tall(kc, a, a_in_place ? lda : 0, b0, b1, NR, C + (i64)ip * mr * ldc + j0, ldc,
                           std::min(mr, M - ip * mr), ncol, alpha, beta_e, pf, pf2);
             }
+            if (last) epilogue_block({ep->bias, ep->gelu, ep->ldg}, C, ldc, M, j0, ncols);
             continue;
           }
           if (!o.ukr_pf || npanels < 2) {
             run_strips(o, kc, apack + (i64)p * MR, (i64)ks * MR, npanels, M, strip + (i64)p * NR, sstride, NR, nq,
                        N - j0, C + j0, ldc, alpha, beta_e);
+            if (last) epilogue_block({ep->bias, ep->gelu, ep->ldg}, C, ldc, M, j0, ncols);
             continue;
           }
           // With the AVX2 kernel, the row panels after the first read their strip block from L1 while
@@ -1399,6 +1406,7 @@ bool gemm_packed_skinny(const Ops& o, bool transA, int M, int N, int K, float al
               else o.ukr(kc, a, bq, NR, c, ldc, m, ncol, alpha, beta_e);
             }
           }
+          if (last) epilogue_block({ep->bias, ep->gelu, ep->ldg}, C, ldc, M, j0, ncols);
         }
       }
     };
@@ -1510,8 +1518,8 @@ void gemm_packed(bool transA, bool transW, int M, float alpha, const float* A, i
     gemm_naive_at(transA, i0, m, j0, n, K, alpha, A, lda,
                   [&](int k, int j) { return transW ? packed_at(W, j, k) : packed_at(W, k, j); }, beta, C, ldc);
   };
-  if (!transW && M <= kSkinnyM && gemm_packed_skinny(o, transA, M, N, K, alpha, A, lda, W, beta, C, ldc, K))
-    return epilogue_after(M, N, C, ldc, ep);
+  if (!transW && M <= kSkinnyM && gemm_packed_skinny(o, transA, M, N, K, alpha, A, lda, W, beta, C, ldc, K, ep))
+    return;
   if (!transW) {
     auto block = [&](int pc, int, int j, int, float*, i64, i64* stride) -> const float* {
       *stride = (i64)W.K * NR;

@@ -58,7 +58,7 @@ namespace {
 using i64 = int64_t;
 
 constexpr int MR = 6;    // micro-tile rows
-constexpr int kTallMR = 8;  // AVX-512 skinny packed driver: 8-row panels (16 of 32 zmm accumulate)
+constexpr int kTallMR = 8;  // AVX-512, 7 to kSkinnyM rows: 8-row panels (16 of 32 zmm accumulate)
 constexpr int NR = 16;   // micro-tile columns
 constexpr int KC = 256;  // k block: B micro-panel KC x NR = 16 KB (L1)
 constexpr int MC = 144;  // A block MC x KC = 144 KB (L2)
@@ -160,8 +160,8 @@ struct Ops {
   StripTFn strip_t;
   LaneAccFn lane_acc;
   UkrPfFn ukr_pf;
-  // The skinny packed driver's tall panels (kTallMR rows): ukr2's arithmetic on 8-row A panels or on
-  // A's rows in place. Null where the backend keeps MR.
+  // Tall panels (kTallMR rows, products of MR < M <= kSkinnyM rows): ukr2's arithmetic on 8-row A
+  // panels or on A's rows in place. Null where the backend keeps MR.
   Ukr2TallFn ukr2_tall;
   const char* name;
 };
@@ -830,18 +830,22 @@ inline void run_strips(const Ops& o, int kc, const float* a, i64 astride, int np
 
 // run_strips with tall panels (o.ukr2_tall): panel ip of A at a + ip*astride, read in place with row
 // stride lda (lda > 0) or packed (lda == 0); strips in pairs (an odd last strip twice, its second
-// half's columns masked off).
+// half's columns masked off). pf (or null): the prefetch targets of panels 1 and 2, two each
+// (pf[2*(ip-1)], pf[2*(ip-1)+1]; null entries: the kernel's own), for every pair.
 inline void run_strips_tall(const Ops& o, int kc, const float* a, i64 lda, i64 astride, int m, const float* b,
                             i64 pstride, i64 ldb, int nstr, int ncols, float* c, i64 ldc, float alpha, float beta,
-                            const EpTile* et) {
+                            const EpTile* et, const float* const* pf = nullptr) {
   const int npanels = (m + kTallMR - 1) / kTallMR;
   for (int q = 0; q < nstr; q += 2) {
     const int nb = std::min(q + 1 < nstr ? 2 * NR : NR, ncols - q * NR);
     const float* b0 = b + q * pstride;
     const float* b1 = q + 1 < nstr ? b0 + pstride : b0;
-    for (int ip = 0; ip < npanels; ip++)
+    for (int ip = 0; ip < npanels; ip++) {
+      const bool tgt = pf && (ip == 1 || ip == 2);
       o.ukr2_tall(kc, a + (i64)ip * astride, lda, b0, b1, ldb, c + (i64)ip * kTallMR * ldc + q * NR, ldc,
-                  std::min(kTallMR, m - ip * kTallMR), nb, alpha, beta, nullptr, nullptr);
+                  std::min(kTallMR, m - ip * kTallMR), nb, alpha, beta, tgt ? pf[2 * (ip - 1)] : nullptr,
+                  tgt ? pf[2 * (ip - 1) + 1] : nullptr);
+    }
     if (et) epilogue_block(*et, c, ldc, m, q * NR, nb);
   }
 }
@@ -856,7 +860,7 @@ inline int skinny_mr(const Ops& o, int M) { return o.ukr2_tall && M > MR ? kTall
 // Packing of op(A) and op(B) (shared by both backends; transposed B uses ops().pack_bt).
 
 // op(A)[i0 .. i0+mc, p0 .. p0+kc] -> ceil(mc/mr) panels, panel ip at out + ip*pstride, each kc x mr
-// (out[k*mr + r]), rows past mc zero-filled. mr: MR, or kTallMR (the skinny packed driver on a transposed A).
+// (out[k*mr + r]), rows past mc zero-filled. mr: MR, or kTallMR (tall panels of a transposed A).
 void pack_a(const Ops& ops, bool transA, const float* A, i64 lda, int i0, int mc, int p0, int kc, float* out, i64 pstride,
             int mr = MR) {
   for (int ip = 0; ip * mr < mc; ip++) {
@@ -1353,40 +1357,28 @@ bool gemm_packed_skinny(const Ops& o, bool transA, int M, int N, int K, float al
           // The pair's columns are final after this block: the epilogue runs on them next.
           const bool last = ep && ps + ks >= K && p + kc >= ks;
           const int ncols = std::min(nq * NR, N - j0);
+          EpTile et{};
+          if (last) et = {ep->bias ? ep->bias + j0 : nullptr, ep->gelu ? ep->gelu + j0 : nullptr, ep->ldg};
           if (mr == kTallMR) {
             // Tall panels, both strips of the pair at once (an odd last strip twice, its second
             // half's columns masked off). The panels after the first read the block from L1 while
             // the DRAM stream would idle: panel 1 prefetches the next block this thread reads (both
             // of its strips, a line each per k) and panel 2 the one after. Prefetches only.
-            const float *next = nullptr, *next_b = nullptr, *next2 = nullptr, *next2_b = nullptr;
+            const float* pf[4] = {};  // panel 1: the next block's two strips; panel 2: the one after
             int64_t s2 = s;
             int p2 = p, q2 = 1;  // past this block's pair
-            if (npanels > 1 && after(s2, p2, q2)) {
-              next = at(s2, p2, 0);
-              next_b = s2 + 1 < s1 ? at(s2, p2, 1) : next;
-              q2 = 1;
-              if (npanels > 2 && after(s2, p2, q2)) {
-                next2 = at(s2, p2, 0);
-                next2_b = s2 + 1 < s1 ? at(s2, p2, 1) : next2;
-              }
+            for (int t = 0; t < 2 && t + 1 < npanels && after(s2, p2, q2); t++, q2 = 1) {
+              pf[2 * t] = at(s2, p2, 0);
+              pf[2 * t + 1] = s2 + 1 < s1 ? at(s2, p2, 1) : pf[2 * t];
             }
-            const float* b0 = strip + (i64)p * NR;
-            const float* b1 = nq > 1 ? b0 + sstride : b0;
-            const int ncol = std::min(nq * NR, N - j0);
-            for (int ip = 0; ip < npanels; ip++) {
-              const float* pf = ip == 1 ? next : ip == 2 ? next2 : nullptr;
-              const float* pf2 = ip == 1 ? next_b : ip == 2 ? next2_b : nullptr;
-              const float* a = a_in_place ? A + (i64)ip * mr * lda + ps + p : apack + (i64)p * mr + (i64)ip * ks * mr;
-              o.ukr2_tall(kc, a, a_in_place ? lda : 0, b0, b1, NR, C + (i64)ip * mr * ldc + j0, ldc,
-                          std::min(mr, M - ip * mr), ncol, alpha, beta_e, pf, pf2);
-            }
-            if (last) epilogue_block({ep->bias, ep->gelu, ep->ldg}, C, ldc, M, j0, ncols);
+            const float* a = a_in_place ? A + ps + p : apack + (i64)p * mr;
+            run_strips_tall(o, kc, a, a_in_place ? lda : 0, a_in_place ? mr * lda : (i64)ks * mr, M, strip + (i64)p * NR,
+                            sstride, NR, nq, N - j0, C + j0, ldc, alpha, beta_e, last ? &et : nullptr, pf);
             continue;
           }
           if (!o.ukr_pf || npanels < 2) {
             run_strips(o, kc, apack + (i64)p * MR, (i64)ks * MR, npanels, M, strip + (i64)p * NR, sstride, NR, nq,
-                       N - j0, C + j0, ldc, alpha, beta_e);
-            if (last) epilogue_block({ep->bias, ep->gelu, ep->ldg}, C, ldc, M, j0, ncols);
+                       N - j0, C + j0, ldc, alpha, beta_e, last ? &et : nullptr);
             continue;
           }
           // With the AVX2 kernel, the row panels after the first read their strip block from L1 while
@@ -1410,7 +1402,7 @@ bool gemm_packed_skinny(const Ops& o, bool transA, int M, int N, int K, float al
               else o.ukr(kc, a, bq, NR, c, ldc, m, ncol, alpha, beta_e);
             }
           }
-          if (last) epilogue_block({ep->bias, ep->gelu, ep->ldg}, C, ldc, M, j0, ncols);
+          if (last) epilogue_block(et, C + j0, ldc, M, 0, ncols);
         }
       }
     };

@@ -37,6 +37,11 @@ class Checker {
  public:
   Checker(int section, GemmCheckReport* r) : rng_(12345 + section), r_(r) {}
   float urand() { return std::uniform_real_distribution<float>(-1.0f, 1.0f)(rng_); }
+  std::vector<float> urand_vec(size_t n) {
+    std::vector<float> v(n);
+    for (auto& x : v) x = urand();
+    return v;
+  }
   int pick() { return std::uniform_int_distribution<int>(0, 1 << 30)(rng_); }
 
   // One case on every backend and thread count asked for, against one float64 reference.
@@ -173,6 +178,18 @@ class Checker {
   GemmCheckReport* r_;
 };
 
+// Whether run(C) on the native backend leaves in C, started from c0, bit for bit what it leaves with
+// the AVX2 kernels forced (where the CPU has AVX-512; elsewhere both runs are the AVX2 kernel).
+template <class Run>
+bool same_as_avx2(const std::vector<float>& c0, const Run& run) {
+  std::vector<float> c1 = c0, c2 = c0;
+  run(c1.data());
+  const bool before = gemm_force_avx2(true);
+  run(c2.data());
+  gemm_force_avx2(before);
+  return c1 == c2;
+}
+
 }  // namespace
 
 int gemm_check_sections() { return 6; }
@@ -278,72 +295,54 @@ GemmCheckReport gemm_check(int section) {
         for (int it = 0; it < 12; it++) {
           const int M = 1 + ck.pick() % 150, N = 1 + ck.pick() % 200, K = 1 + ck.pick() % 600;
           const bool ta = it & 1, tb = it & 2;
-          std::vector<float> A((size_t)M * K), B((size_t)K * N), C1((size_t)M * N), C2((size_t)M * N);
-          for (auto& x : A) x = ck.urand();
-          for (auto& x : B) x = ck.urand();
-          for (auto& x : C1) x = ck.urand();
-          C2 = C1;
-          gemm(ta, tb, M, N, K, 1.0f, A.data(), ta ? M : K, B.data(), tb ? K : N, 0.5f, C1.data(), N);
-          const bool before = gemm_force_avx2(true);
-          gemm(ta, tb, M, N, K, 1.0f, A.data(), ta ? M : K, B.data(), tb ? K : N, 0.5f, C2.data(), N);
-          gemm_force_avx2(before);
-          same = same && C1 == C2;
+          const std::vector<float> A = ck.urand_vec((size_t)M * K), B = ck.urand_vec((size_t)K * N);
+          same = same && same_as_avx2(ck.urand_vec((size_t)M * N), [&](float* C) {
+                   gemm(ta, tb, M, N, K, 1.0f, A.data(), ta ? M : K, B.data(), tb ? K : N, 0.5f, C, N);
+                 });
         }
         ck.count(same, same ? "AVX-512 and AVX2 results bit-identical (12 random shapes)" : "AVX-512 and AVX2 results differ");
       }
       // The same on packed weights at the skinny driver's sizes, where AVX-512 takes 8-row panels (read
       // in place from a strided A, or packed from a transposed one) and AVX2 6-row ones.
       {
-        bool same = true;
         std::string bad;
         for (int it = 0; it < 24; it++) {
           const int M = 7 + ck.pick() % 58, N = 1 + ck.pick() % 300, K = 1 + ck.pick() % 700;
           const bool ta = it & 1;
           const int lda = (ta ? M : K) + (it & 2 ? 5 : 0);
-          std::vector<float> A((size_t)(ta ? K : M) * lda), W((size_t)K * N), P(packed_floats(K, N));
-          std::vector<float> C1((size_t)M * N), C2((size_t)M * N);
-          for (auto& x : A) x = ck.urand();
-          for (auto& x : W) x = ck.urand();
-          for (auto& x : C1) x = ck.urand();
-          C2 = C1;
+          const std::vector<float> A = ck.urand_vec((size_t)(ta ? K : M) * lda), W = ck.urand_vec((size_t)K * N);
+          std::vector<float> P(packed_floats(K, N));
           pack_matrix(W.data(), K, N, P.data());
           const PackedMatrix pm{P.data(), K, N};
-          gemm_packed(ta, false, M, 1.0f, A.data(), lda, pm, 0.5f, C1.data(), N);
-          const bool before = gemm_force_avx2(true);
-          gemm_packed(ta, false, M, 1.0f, A.data(), lda, pm, 0.5f, C2.data(), N);
-          gemm_force_avx2(before);
-          if (C1 != C2 && same) bad = " (M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
-                                     (ta ? " A^T" : "") + " lda=" + std::to_string(lda) + ")";
-          same = same && C1 == C2;
+          const bool same = same_as_avx2(ck.urand_vec((size_t)M * N), [&](float* C) {
+            gemm_packed(ta, false, M, 1.0f, A.data(), lda, pm, 0.5f, C, N);
+          });
+          if (!same && bad.empty())
+            bad = " (M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) + (ta ? " A^T" : "") +
+                  " lda=" + std::to_string(lda) + ")";
         }
-        ck.count(same, same ? "AVX-512 and AVX2 results bit-identical on packed weights (24 skinny shapes)"
-                            : "AVX-512 and AVX2 results differ on packed weights" + bad);
+        ck.count(bad.empty(), bad.empty() ? "AVX-512 and AVX2 results bit-identical on packed weights (24 skinny shapes)"
+                                          : "AVX-512 and AVX2 results differ on packed weights" + bad);
       }
       // gemm_packed_nn at M <= 4 (per-lane sums over X's strips): AVX-512 keeps tiles of the sums in
       // registers across a group of strips, AVX2 adds strip by strip; the same FMAs in the same order.
       {
-        bool same = true;
         std::string bad;
         for (int it = 0; it < 16; it++) {
           const int M = 1 + it % 4, XK = 1 + ck.pick() % 100, XN = 1 + ck.pick() % (it % 3 ? 400 : 2000);
           const int lda = XN + (it & 4 ? 3 : 0);
-          std::vector<float> A((size_t)M * lda), Xr((size_t)XK * XN), P(packed_floats(XK, XN));
-          std::vector<float> C1((size_t)M * XK), C2((size_t)M * XK);
-          for (auto& x : A) x = ck.urand();
-          for (auto& x : Xr) x = ck.urand();
-          for (auto& x : C1) x = ck.urand();
-          C2 = C1;
+          const std::vector<float> A = ck.urand_vec((size_t)M * lda), Xr = ck.urand_vec((size_t)XK * XN);
+          std::vector<float> P(packed_floats(XK, XN));
           pack_matrix(Xr.data(), XK, XN, P.data());
           const PackedMatrix pm{P.data(), XK, XN};
-          gemm_packed_nn(M, 1.0f, A.data(), lda, pm, 0.5f, C1.data(), XK);
-          const bool before = gemm_force_avx2(true);
-          gemm_packed_nn(M, 1.0f, A.data(), lda, pm, 0.5f, C2.data(), XK);
-          gemm_force_avx2(before);
-          if (C1 != C2 && same) bad = " (M=" + std::to_string(M) + " X " + std::to_string(XK) + " x " + std::to_string(XN) + ")";
-          same = same && C1 == C2;
+          const bool same = same_as_avx2(ck.urand_vec((size_t)M * XK), [&](float* C) {
+            gemm_packed_nn(M, 1.0f, A.data(), lda, pm, 0.5f, C, XK);
+          });
+          if (!same && bad.empty())
+            bad = " (M=" + std::to_string(M) + " X " + std::to_string(XK) + " x " + std::to_string(XN) + ")";
         }
-        ck.count(same, same ? "AVX-512 and AVX2 per-lane sums bit-identical (gemm_packed_nn, 16 shapes of 1-4 rows)"
-                            : "AVX-512 and AVX2 per-lane sums differ" + bad);
+        ck.count(bad.empty(), bad.empty() ? "AVX-512 and AVX2 per-lane sums bit-identical (gemm_packed_nn, 16 shapes of 1-4 rows)"
+                                          : "AVX-512 and AVX2 per-lane sums differ" + bad);
       }
       // gemm_nt_prepacked (B given as packed Bᵀ) gives bit for bit what gemm(false, true) gives on B, on
       // every backend, through the skinny driver's K superblocks and the general driver; where gemm
